@@ -112,19 +112,19 @@ def load_default(runtime: Runtime | None = None, checkpoint: str | None = None) 
     """The shipped checkpoint if present; else an untrained model (the Patch-DiT's zero-
     initialised output layer makes it return the GRM's result) with an RTM built from the
     bundled sample photos. Cached per process."""
-    from .checkpoint import load
     key = (checkpoint, None if runtime is None else tuple(vars(runtime).items()))
-    if key in _DEFAULT:
-        return _DEFAULT[key]
+    if key not in _DEFAULT:
+        _DEFAULT[key] = build_default(checkpoint).configure(runtime or Runtime())
+    return _DEFAULT[key]
+
+
+def build_default(checkpoint: str | None = None) -> PatchScaler:
+    """A fresh model from `checkpoint`, $PATCHSCALER_CHECKPOINT, the shipped checkpoint, or
+    else the untrained default, in that order."""
+    from .checkpoint import load
     path = checkpoint or os.environ.get("PATCHSCALER_CHECKPOINT") or (
         str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.exists() else None)
-    if path:
-        model = load(path)
-    else:
-        model = untrained_model()
-    model.configure(runtime or Runtime())
-    _DEFAULT[key] = model
-    return model
+    return load(path) if path else untrained_model()
 
 
 def untrained_model(cfg=None, seed: int = 0) -> PatchScaler:

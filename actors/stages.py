@@ -1,0 +1,152 @@
+"""Thin Ray Data callables around the patchscaler stages. Each handles one row per call
+(`batch_size=1`; a row is one image) and never raises for a bad image: the row carries
+`status="error"` and an `error` string to the writer, which records it in the manifest.
+
+Row columns: input (str), status (str), error (str), state (bytes: the image's in-flight state,
+pickled between our own stages of one job), trace (str: JSON of which pool and node did what).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import posixpath
+import time
+
+import torch
+
+
+def _one(batch: dict) -> dict:
+    return {k: v[0] for k, v in batch.items()}
+
+
+def _out(row: dict) -> dict:
+    return {k: [v] for k, v in row.items()}
+
+
+def _node() -> str:
+    try:
+        import ray
+        return ray.get_runtime_context().get_node_id()[:12]
+    except Exception:
+        return "local"
+
+
+def _threads(opts):
+    # fractional-CPU actors share cores: one intra-op thread each keeps them from thrashing
+    torch.set_num_threads(max(1, int(os.environ.get("PATCHSCALER_THREADS", "1"))))
+
+
+class DecodeGRM:
+    """Read bytes, decode/validate, run the GRM, cut and group patches."""
+
+    def __init__(self, opts, src_is_file: bool = False):
+        from pipeline import steps
+        from pipeline.storage import Store
+        _threads(opts)
+        self.opts, self.src_is_file = opts, src_is_file
+        self.src = Store(opts.src, opts.src_options)
+        self.model = steps.load_model(opts)
+
+    def __call__(self, batch: dict) -> dict:
+        from patchscaler.upscale import grm_stage
+        from pipeline import steps
+        row = _one(batch)
+        rel = row["input"]
+        trace = {"grm": _node()}
+        try:
+            data = self.src.fs.cat_file(self.src.path) if self.src_is_file else None
+            prep, t_dec = steps.decode_input(self.src, "" if self.src_is_file else rel, self.opts, data)
+            coarse = grm_stage(self.model, prep)
+        except Exception as e:
+            return _out({"input": rel, "status": "error", "error": steps.error_row(self.opts, rel, e).error,
+                         "state": b"", "trace": json.dumps(trace)})
+        state = {"prep": prep, "coarse": coarse, "refined": coarse.patches.clone(),
+                 "seconds": {"decode": t_dec, "grm": coarse.seconds, "dit": 0.0}}
+        return _out({"input": rel, "status": "ok", "error": "", "state": pickle.dumps(state, protocol=5),
+                     "trace": json.dumps(trace)})
+
+
+class PatchDiTPool:
+    """One Patch-DiT pool: refines the group batches of its groups (hard, or simple+medium)
+    and passes the other groups through untouched."""
+
+    def __init__(self, opts, pool: str):
+        from pipeline import steps
+        _threads(opts)
+        self.opts, self.pool = opts, pool
+        self.model = steps.load_model(opts)
+        hard = set(self.model.cfg.pgs.hard_groups)
+        all_groups = set(range(self.model.cfg.pgs.num_groups))
+        self.groups = hard if pool == "hard" else all_groups - hard
+
+    def __call__(self, batch: dict) -> dict:
+        from patchscaler.upscale import group_batches, refine_stage
+        row = _one(batch)
+        if row["status"] != "ok":
+            return _out(row)
+        trace = json.loads(row["trace"])
+        try:
+            state = pickle.loads(row["state"])
+            coarse = state["coarse"]
+            t = time.perf_counter()
+            for group, idx in group_batches(self.model, coarse.groups):
+                if group in self.groups:
+                    state["refined"][idx] = refine_stage(self.model, coarse.patches[idx], idx, group, self.opts.seed)
+                    trace.setdefault("groups", {})[str(group)] = [self.pool, _node()]
+            state["seconds"]["dit"] += time.perf_counter() - t
+        except Exception as e:
+            return _out({**row, "status": "error", "error": f"{type(e).__name__} in {self.pool} Patch-DiT: {e}",
+                         "state": b""})
+        return _out({**row, "state": pickle.dumps(state, protocol=5), "trace": json.dumps(trace)})
+
+
+class StitchWrite:
+    """Blend, decode, colour-fix, write the output atomically, then its manifest row."""
+
+    def __init__(self, opts, src_is_file: bool = False):
+        from pipeline import steps
+        from pipeline.storage import Store
+        _threads(opts)
+        self.opts, self.src_is_file = opts, src_is_file
+        self.dst = Store(opts.dst, opts.dst_options)
+        self.src_name = posixpath.basename(Store(opts.src, opts.src_options).path)
+        self.model = steps.load_model(opts)
+
+    def __call__(self, batch: dict) -> dict:
+        from patchscaler.upscale import stitch_stage
+        from pipeline import steps
+        from pipeline.storage import ManifestRow
+        row = _one(batch)
+        group_map = {}
+        version = steps.model_version(self.model)
+        name = self.src_name if self.src_is_file else row["input"]
+        if row["status"] != "ok":
+            r = ManifestRow(run_id=self.opts.run_id, input=name, status="error", error=row["error"],
+                            model_version=version, seed=self.opts.seed)
+        else:
+            try:
+                state = pickle.loads(row["state"])
+                prep, coarse = state["prep"], state["coarse"]
+                t = time.perf_counter()
+                image = stitch_stage(self.model, coarse.grid, state["refined"], prep)
+                t_stitch = time.perf_counter() - t
+                out_rel, t_write = steps.write_output(self.dst, row["input"], image, prep, self.opts,
+                                                      self.src_is_file, self.src_name)
+                s = state["seconds"]
+                r = ManifestRow(run_id=self.opts.run_id, input=name, output=out_rel, notes="; ".join(prep.notes),
+                                width=prep.size[0], height=prep.size[1], out_width=image.width,
+                                out_height=image.height, sec_decode=s["decode"], sec_grm=s["grm"],
+                                sec_dit=s["dit"], sec_stitch=t_stitch, sec_write=t_write,
+                                model_version=version, seed=self.opts.seed)
+                r.set_groups(torch.bincount(coarse.groups, minlength=self.model.cfg.pgs.num_groups).tolist())
+                group_map = {"positions": coarse.grid.positions, "patch": coarse.grid.patch,
+                             "latent": [coarse.grid.height, coarse.grid.width], "groups": coarse.groups.tolist()}
+            except Exception as e:
+                r = steps.error_row(self.opts, name, e, version)
+        steps.record(self.dst, r)
+        out = {k: v for k, v in r.__dict__.items() if k != "group_counts"}
+        out["group_counts"] = json.dumps(r.group_counts)
+        out["trace"] = row.get("trace", "{}")
+        out["group_map"] = json.dumps(group_map)
+        return _out(out)

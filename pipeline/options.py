@@ -1,0 +1,39 @@
+"""Options of the upscale job (CLI flags map one to one)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class UpscaleOptions:
+    src: str
+    dst: str
+    src_options: dict = field(default_factory=dict)   # fsspec options, e.g. S3 endpoint/credentials
+    dst_options: dict = field(default_factory=dict)
+    checkpoint: str | None = None                     # None = the shipped default
+    seed: int = 0
+    out_format: str | None = None                     # None = same as input
+    quality: int = 95
+    resume: bool = True
+    max_pixels: int = 16_000_000
+    device: str = "cpu"
+    precision: str = "bf16"
+    max_batch: int = 64
+    thresholds: tuple[float, ...] | None = None
+    taus: tuple[int, ...] | None = None
+    steps: tuple[int, ...] | None = None
+    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S"))
+    # Ray engine
+    address: str | None = None
+    grm_actors: int = 1
+    hard_actors: int = 1
+    easy_actors: int = 1
+    stitch_actors: int = 1
+    actor_cpus: float = 0.25          # fractional CPUs per actor (on 2 cores whole CPUs hang)
+    grm_gpus: float = 0.0
+    dit_gpus: float = 0.0
+    grm_resources: dict = field(default_factory=dict)   # custom resources per pool
+    hard_resources: dict = field(default_factory=dict)
+    easy_resources: dict = field(default_factory=dict)
+    report: bool = True

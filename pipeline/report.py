@@ -1,0 +1,83 @@
+"""An HTML report per job: before/after thumbnails, the PGS group map over the output, stats.
+Written as `_manifest/report-<run_id>.html` beside the manifest, images inlined as data URIs
+so the report is one self-contained file."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+
+from PIL import Image, ImageDraw
+
+from .storage import MANIFEST_DIR, Store
+
+COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240), (200, 80, 220), (40, 220, 220)]
+THUMB = 256
+MAX_IMAGES = 50
+
+
+def _data_uri(im: Image.Image) -> str:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _thumb(data: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(data))
+    im.thumbnail((THUMB, THUMB))
+    return im.convert("RGBA" if im.mode in ("RGBA", "LA") else "RGB")
+
+
+def group_overlay(out: Image.Image, gm: dict) -> Image.Image:
+    """Colour each patch's area by its group (where patches overlap the later one wins)."""
+    base = out.convert("RGB").copy()
+    lh, lw = gm["latent"]
+    sx, sy = base.width / max(lw, 1), base.height / max(lh, 1)
+    over = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    d = ImageDraw.Draw(over)
+    V = gm["patch"]
+    for (y, x), g in zip(gm["positions"], gm["groups"]):
+        c = COLOURS[g % len(COLOURS)]
+        d.rectangle([x * sx, y * sy, (x + V) * sx - 1, (y + V) * sy - 1], fill=c + (70,), outline=c + (160,))
+    return Image.alpha_composite(base.convert("RGBA"), over).convert("RGB")
+
+
+def write_report(dst: Store, opts, rows: list[dict]) -> str:
+    src = Store(opts.src, opts.src_options)
+    src_is_file = src.fs.isfile(src.path)
+    ok = [r for r in rows if r["status"] == "ok"]
+    bad = [r for r in rows if r["status"] != "ok"]
+    tot = [sum(r["group_counts"][i] for r in ok if len(r["group_counts"]) > i) for i in range(3)]
+    parts = [f"<h1>PatchScaler run {html.escape(opts.run_id)}</h1>",
+             f"<p>{len(ok)} written, {len(bad)} failed. Patches per group (simple / medium / hard): "
+             f"{tot[0]} / {tot[1]} / {tot[2]}. Seed {opts.seed}.</p>",
+             "<p>Group colours: <span style='color:#3cc85a'>simple</span>, "
+             "<span style='color:#f0c828'>medium</span>, <span style='color:#e63c3c'>hard</span>.</p>",
+             "<table border=1 cellpadding=4><tr><th>input</th><th>before</th><th>after</th><th>groups</th>"
+             "<th>size</th><th>s/m/h</th><th>seconds grm / dit / stitch</th></tr>"]
+    for r in ok[:MAX_IMAGES]:
+        try:
+            before = _thumb(src.fs.cat_file(src.path) if src_is_file else src.read(r["input"]))
+            after_full = Image.open(io.BytesIO(dst.read(r["output"])))
+            gm = json.loads(r.get("group_map") or "{}")
+            after = after_full.copy()
+            after.thumbnail((THUMB, THUMB))
+            ov = group_overlay(after, gm) if gm else after
+            cells = [f"<img src='{_data_uri(x)}'>" for x in (before, after, ov)]
+        except Exception as e:  # a report never fails the job
+            cells = [html.escape(f"(no preview: {e})")] * 3
+        parts.append(f"<tr><td>{html.escape(r['input'])}</td><td>{cells[0]}</td><td>{cells[1]}</td><td>{cells[2]}</td>"
+                     f"<td>{r['width']}x{r['height']} &rarr; {r['out_width']}x{r['out_height']}</td>"
+                     f"<td>{r['n_simple']}/{r['n_medium']}/{r['n_hard']}</td>"
+                     f"<td>{r['sec_grm']:.2f} / {r['sec_dit']:.2f} / {r['sec_stitch']:.2f}</td></tr>")
+    parts.append("</table>")
+    if len(ok) > MAX_IMAGES:
+        parts.append(f"<p>(first {MAX_IMAGES} of {len(ok)} shown)</p>")
+    if bad:
+        parts.append("<h2>Failed</h2><ul>" + "".join(
+            f"<li>{html.escape(r['input'])}: {html.escape(r['error'])}</li>" for r in bad) + "</ul>")
+    page = "<!doctype html><meta charset=utf-8><title>PatchScaler report</title>" + "\n".join(parts)
+    rel = f"{MANIFEST_DIR}/report-{opts.run_id}.html"
+    dst.write_atomic(rel, page.encode())
+    return dst.uri(rel)

@@ -1,0 +1,62 @@
+"""The per-image steps around the model, shared by the in-process engine and the Ray actors:
+loading the model with the job's overrides, decode/validate, encode/write, manifest rows."""
+from __future__ import annotations
+
+import time
+
+from patchscaler import imageio
+from patchscaler.config import PGSConfig
+from patchscaler.model import Runtime
+
+from .options import UpscaleOptions
+from .storage import ManifestRow, Store, UnsafePath, output_relpath, safe_relpath, write_row
+
+
+def load_model(opts: UpscaleOptions):
+    from patchscaler.upscale import build_default
+    rt = Runtime(device=opts.device, precision=opts.precision, max_batch=opts.max_batch)
+    model = build_default(opts.checkpoint)
+    p = model.cfg.pgs
+    if opts.thresholds or opts.taus or opts.steps:
+        model.cfg.pgs = PGSConfig(patch_size=p.patch_size, overlap=p.overlap,
+                                  thresholds=tuple(opts.thresholds or p.thresholds),
+                                  taus=tuple(opts.taus or p.taus), steps=tuple(opts.steps or p.steps),
+                                  hard_groups=p.hard_groups if not opts.thresholds
+                                  else (len(opts.thresholds),))
+    return model.configure(rt)
+
+
+def model_version(model) -> str:
+    return model.cfg.version
+
+
+def decode_input(src: Store, rel: str, opts: UpscaleOptions, data: bytes | None = None):
+    """-> (Prepared, seconds) or raises BadImage / UnsafePath with a clear message."""
+    t = time.perf_counter()
+    if rel:
+        safe_relpath(rel)
+    if data is None:
+        data = src.read(rel)
+    prep = imageio.decode(data, opts.max_pixels)
+    return prep, time.perf_counter() - t
+
+
+def write_output(dst: Store, rel: str, image, prep: imageio.Prepared, opts: UpscaleOptions,
+                 src_is_file: bool = False, src_name: str = "") -> tuple[str, float]:
+    t = time.perf_counter()
+    fmt = imageio.output_format(prep.format, prep.mode, prep.alpha is not None, opts.out_format)
+    out_rel = output_relpath(rel, fmt, src_is_file, src_name)
+    dst.write_atomic(out_rel, imageio.encode(image, fmt, opts.quality, prep.icc, prep.exif))
+    return out_rel, time.perf_counter() - t
+
+
+def error_row(opts: UpscaleOptions, rel: str, err: Exception, version: str = "") -> ManifestRow:
+    kind = "unsafe path" if isinstance(err, UnsafePath) else (
+        "bad image" if isinstance(err, imageio.BadImage) else type(err).__name__)
+    return ManifestRow(run_id=opts.run_id, input=rel, status="error", error=f"{kind}: {err}",
+                       model_version=version, seed=opts.seed)
+
+
+def record(dst: Store, row: ManifestRow) -> ManifestRow:
+    write_row(dst, row)
+    return row
