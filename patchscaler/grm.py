@@ -130,8 +130,9 @@ class UNetGRM(nn.Module):
 class RealESRGANGRM(nn.Module):
     """Real-ESRGAN restores pixels; the confidence head sees the coarse latent and the LR
     image resized to latent resolution. The backbone is frozen and runs tiled so that memory
-    stays bounded on large photos (tiles overlap by `tile_pad`; results are cropped, not blended,
-    so they equal an untiled run up to float rounding)."""
+    stays bounded on large photos. Tiles overlap by `tile_pad` LR pixels and are cropped, not
+    blended; where the pad covers the network's receptive field the result equals an untiled
+    run, otherwise seams differ slightly (Real-ESRGAN's own tiling has the same trade-off)."""
 
     def __init__(self, latent_channels: int, cfg: GRMConfig, backbone: nn.Module | None = None):
         super().__init__()

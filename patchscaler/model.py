@@ -53,14 +53,15 @@ class PatchScaler(nn.Module):
         self.diffusion = Diffusion(cfg.diffusion)
         self.rtm = rtm
         self.runtime = Runtime()
-        self._denoiser = self.dit
+        # kept out of the module tree so the state dict holds the DiT once
+        self.__dict__["_denoiser"] = self.dit
 
     def configure(self, runtime: Runtime) -> "PatchScaler":
         self.runtime = runtime
         self.to(runtime.device).eval()
         if runtime.device != "cpu":
             self.grm.to(memory_format=torch.channels_last)
-        self._denoiser = torch.compile(self.dit, dynamic=True) if runtime.compile else self.dit
+        self.__dict__["_denoiser"] = torch.compile(self.dit, dynamic=True) if runtime.compile else self.dit
         return self
 
     @property

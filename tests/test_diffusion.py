@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from patchscaler.config import DiffusionConfig
+from patchscaler.diffusion import Diffusion, shortcut_timesteps
+
+
+def test_paper_groups_visit_nested_trailing_grids():
+    assert shortcut_timesteps(1000, 20) == list(range(999, 0, -50))       # plain uniform sampling
+    assert shortcut_timesteps(700, 14) == list(range(699, 0, -50))
+    assert shortcut_timesteps(400, 8) == [399, 349, 299, 249, 199, 149, 99, 49]
+    full = set(shortcut_timesteps(1000, 20))
+    assert set(shortcut_timesteps(400, 8)) <= full and set(shortcut_timesteps(700, 14)) <= full
+
+
+def test_bad_tau_and_steps_rejected():
+    with pytest.raises(ValueError):
+        shortcut_timesteps(0, 1)
+    with pytest.raises(ValueError):
+        shortcut_timesteps(10, 20)
+
+
+@pytest.mark.parametrize("pred", ["eps", "x0", "v", "x0_residual"])
+def test_parametrisations_round_trip(pred):
+    d = Diffusion(DiffusionConfig(prediction=pred))
+    x0, y0, noise = torch.randn(3, 4, 8, 8).unbind(0)
+    x0, y0, noise = x0[None], y0[None], noise[None]
+    t = torch.tensor([437])
+    xt = d.q_sample(x0, t, noise)
+    x0_hat, eps_hat = d.to_x0_eps(d.target(x0, noise, t, y0), xt, t, y0)
+    assert torch.allclose(x0_hat, x0, atol=1e-4) and torch.allclose(eps_hat, noise, atol=1e-4)
+
+
+def test_oracle_denoiser_recovers_x0_from_any_shortcut():
+    """A network that knows x0 must return it exactly, whatever (tau, N): the sampler's
+    algebra (start point, DDIM steps, last x0 estimate) is right."""
+    d = Diffusion(DiffusionConfig(prediction="eps"))
+    x0 = torch.randn(2, 4, 8, 8)
+    y0 = x0 + 0.1 * torch.randn_like(x0)
+    for tau, n in [(400, 8), (700, 14), (1000, 20), (1000, 1)]:
+        def denoise(x, t):
+            a = d.abar(t, x)
+            return (x - a.sqrt() * x0) / (1 - a).sqrt()
+        out = d.sample(denoise, y0, tau, n, torch.randn_like(x0))
+        assert torch.allclose(out, x0, atol=1e-4)
+
+
+def test_sampler_calls_the_network_at_the_documented_timesteps():
+    d = Diffusion(DiffusionConfig(prediction="x0"))
+    seen = []
+    y0 = torch.zeros(1, 4, 8, 8)
+    d.sample(lambda x, t: (seen.append(int(t[0])), torch.zeros_like(x))[1], y0, 400, 8, torch.randn_like(y0))
+    assert seen == shortcut_timesteps(400, 8)
+
+
+def test_start_point_is_q_of_y0_at_tau():
+    d = Diffusion(DiffusionConfig(prediction="x0"))
+    y0, noise = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    first = []
+    d.sample(lambda x, t: (first.append(x.clone()), torch.zeros_like(x))[1], y0, 700, 14, noise)
+    a = d.alphas_cumprod[699].float()
+    assert torch.allclose(first[0], a.sqrt() * y0 + (1 - a).sqrt() * noise, atol=1e-6)
+
+
+def test_no_clamping_in_latent_space():
+    d = Diffusion(DiffusionConfig(prediction="x0"))
+    y0 = torch.full((1, 4, 8, 8), 5.0)
+    out = d.sample(lambda x, t: torch.full_like(x, 7.0), y0, 400, 8, torch.randn_like(y0))
+    assert torch.allclose(out, torch.full_like(out, 7.0))

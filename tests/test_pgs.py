@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from patchscaler import pgs
+
+
+@pytest.mark.parametrize("hw", [(37, 53), (16, 16), (5, 3), (1, 1), (16, 40)])
+def test_identity_model_reproduces_input(hw):
+    z = torch.randn(12, *hw)
+    grid = pgs.make_grid(*hw, 16, 4)
+    out = pgs.stitch(pgs.cut(z, grid), grid)
+    assert out.shape == z.shape and out.dtype == torch.float32
+    assert torch.allclose(out, z, atol=1e-6)
+
+
+def test_grid_covers_every_pixel_with_overlap():
+    grid = pgs.make_grid(37, 53, 16, 4)
+    cover = torch.zeros(37, 53)
+    for y, x in grid.positions:
+        cover[y:y + 16, x:x + 16] += 1
+    assert (cover >= 1).all() and (cover >= 2).any()
+
+
+def test_blend_weights_symmetric_positive_and_partition_of_unity():
+    w = pgs.blend_weights(16, 4)
+    assert torch.equal(w, w.T) and torch.equal(w, w.flip(0)) and (w > 0).all()
+    one = pgs.blend_weights(16, 4)[0]
+    s = one[12:] + one[:4]  # neighbours at stride 12 overlap by 4
+    assert torch.allclose(s / s, torch.ones(4))
+
+
+def test_qmap_is_patch_mean_and_groups_follow_thresholds():
+    conf = torch.zeros(32, 32)
+    conf[:16, :16] = 0.99   # simple
+    conf[:16, 16:] = 0.80   # medium
+    grid = pgs.make_grid(32, 32, 16, 0)
+    q = pgs.qmap(conf, grid)
+    assert torch.allclose(q, torch.tensor([0.99, 0.80, 0.0, 0.0]))
+    assert pgs.assign_groups(q, (0.95, 0.75)).tolist() == [0, 1, 2, 2]
+    # boundaries as in paper Eq. 5: (g1, 1] simple, (g2, g1] medium, [0, g2] hard
+    assert pgs.assign_groups(torch.tensor([0.95, 0.75, 0.951]), (0.95, 0.75)).tolist() == [1, 2, 0]
+    # any number of groups
+    assert pgs.assign_groups(torch.tensor([0.9, 0.7, 0.5, 0.1]), (0.8, 0.6, 0.4)).tolist() == [0, 1, 2, 3]
+
+
+def test_pgs_config_validates_group_lists():
+    from patchscaler.config import PGSConfig
+    with pytest.raises(ValueError):
+        PGSConfig(thresholds=(0.9,), taus=(400, 700, 1000), steps=(8, 14, 20))
+    with pytest.raises(ValueError):
+        PGSConfig(thresholds=(0.5, 0.9), taus=(1, 2, 3), steps=(1, 1, 1))
