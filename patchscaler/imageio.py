@@ -119,7 +119,7 @@ def to_pil(rgb: torch.Tensor, alpha: torch.Tensor | None, mode: str) -> Image.Im
     x = rgb[0].clamp(0, 1).permute(1, 2, 0).numpy()
     if mode == "I16":
         g = (x.mean(-1) * 65535 + 0.5).astype(np.uint16)
-        return Image.fromarray(g, mode="I;16")
+        return Image.fromarray(g)
     im = Image.fromarray((x * 255 + 0.5).astype(np.uint8), mode="RGB")
     if mode == "L":
         im = im.convert("L")
