@@ -54,19 +54,14 @@ def build_dataset(opts: UpscaleOptions, todo: list[str], src_is_file: bool):
     import ray
     from actors.stages import DecodeGRM, PatchDiTPool, StitchWrite
     ds = ray.data.from_items([{"input": r} for r in todo], override_num_blocks=max(1, min(len(todo), 1000)))
-    env = {"PATCHSCALER_THREADS": os.environ.get("PATCHSCALER_THREADS", "1")}
     ds = ds.map_batches(DecodeGRM, fn_constructor_args=(opts, src_is_file),
-                        **_pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources),
-                        runtime_env={"env_vars": env})
+                        **_pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
     ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "hard"),
-                        **_pool(opts.hard_actors, opts.actor_cpus, opts.dit_gpus, opts.hard_resources),
-                        runtime_env={"env_vars": env})
+                        **_pool(opts.hard_actors, opts.actor_cpus, opts.dit_gpus, opts.hard_resources))
     ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "easy"),
-                        **_pool(opts.easy_actors, opts.actor_cpus, opts.dit_gpus, opts.easy_resources),
-                        runtime_env={"env_vars": env})
+                        **_pool(opts.easy_actors, opts.actor_cpus, opts.dit_gpus, opts.easy_resources))
     ds = ds.map_batches(StitchWrite, fn_constructor_args=(opts, src_is_file),
-                        **_pool(opts.stitch_actors, opts.actor_cpus, 0, {}),
-                        runtime_env={"env_vars": env})
+                        **_pool(opts.stitch_actors, opts.actor_cpus, 0, {}))
     return ds
 
 
