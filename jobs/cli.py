@@ -32,7 +32,7 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
                    help="redo images that already have an output and a manifest row")
     p.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger inputs (LR pixels)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="fp32")
     p.add_argument("--max-batch", type=int, default=64, help="patches per Patch-DiT call")
     p.add_argument("--thresholds", type=_floats, help="Qmap thresholds, descending (default 0.95,0.75)")
     p.add_argument("--taus", type=_ints, help="shortcut point per group (default 400,700,1000)")

@@ -30,7 +30,10 @@ from .texture import TextureExtractor
 class Runtime:
     """How to run, not what to run: never saved in a checkpoint."""
     device: str = "cpu"
-    precision: str = "bf16"   # "bf16" (autocast) or "fp32"
+    # fp32 by default: on this 2-core CPU (AVX512-BF16) bf16 autocast measured slower than fp32
+    # for both the RRDB GRM (1.10 s vs 0.57 s channels_last, 64x64) and the Patch-DiT (0.53 s vs
+    # 0.36 s, 64 patches); bf16 is the lever on GPUs.
+    precision: str = "fp32"   # "fp32" or "bf16" (autocast)
     max_batch: int = 64       # patches per Patch-DiT call
     compile: bool = False     # torch.compile the Patch-DiT once per process
 
@@ -59,8 +62,7 @@ class PatchScaler(nn.Module):
     def configure(self, runtime: Runtime) -> "PatchScaler":
         self.runtime = runtime
         self.to(runtime.device).eval()
-        if runtime.device != "cpu":
-            self.grm.to(memory_format=torch.channels_last)
+        self.grm.to(memory_format=torch.channels_last)  # measured 15% faster convs on CPU
         self.__dict__["_denoiser"] = torch.compile(self.dit, dynamic=True) if runtime.compile else self.dit
         return self
 
@@ -73,8 +75,7 @@ class PatchScaler(nn.Module):
     def restore(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(1, 3, h, w) LR in [0, 1] -> coarse latent (C, H', W'), confidence (H', W')."""
         lr = lr.to(self.device)
-        if lr.shape[1] == 3 and self.device.type == "cpu":
-            lr = lr.contiguous(memory_format=torch.channels_last)  # faster convs on CPU
+        lr = lr.contiguous(memory_format=torch.channels_last)
         with self.runtime.autocast():
             y, c = self.grm(lr, self.codec)
         return y[0].float().cpu().contiguous(), c[0, 0].float().cpu().contiguous()

