@@ -14,30 +14,6 @@ from helpers import encode, photo
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from patchscaler import PatchScaler, tiny_config
-    from patchscaler.checkpoint import save
-    from patchscaler.rtm import RTM
-    torch.manual_seed(0)
-    m = PatchScaler(tiny_config())
-    m.rtm = RTM(torch.randn(16, m.cfg.texture.feature_dim), torch.randn(16, m.cfg.latent_channels, 8, 8))
-    for p in m.dit.out.parameters():  # a non-trivial Patch-DiT, so pixels depend on the noise
-        p.data.normal_(0, 0.02)
-    for p in m.grm.c_head.parameters():  # spread confidences so that all groups occur
-        p.data.normal_(0, 0.3)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save(m, str(path), half=False)
-    return str(path)
-
-
 def write_tree(root, files: dict[str, bytes]):
     for name, data in files.items():
         p = os.path.join(root, name)

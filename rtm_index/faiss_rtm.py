@@ -1,0 +1,74 @@
+"""The RTM behind a FAISS inner-product index over L2-normalised keys, with the same interface
+as `patchscaler.rtm.RTM` (`search`, `retrieve`, `size`, `meta`).
+
+Index kinds: "flat" (exact, the default), "ivf" (IVF-Flat, inner product, `nprobe` lists
+searched) and "hnsw" (HNSW-Flat, inner product) for large memories. GPU FAISS is used when the
+installed faiss has GPUs (faiss-gpu), else CPU (faiss-cpu)."""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import torch
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def build_index(keys: np.ndarray, kind: str = "flat", nlist: int = 0, hnsw_m: int = 32) -> faiss.Index:
+    keys = _normalise(keys)
+    d = keys.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "ivf":
+        nlist = nlist or max(1, int(np.sqrt(len(keys))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(keys)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    else:
+        raise ValueError(f"unknown index kind {kind!r}")
+    index.add(keys)
+    return index
+
+
+def to_gpu_if_available(index: faiss.Index) -> faiss.Index:
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    return index
+
+
+class FaissRTM:
+    def __init__(self, keys: torch.Tensor | np.ndarray, values: torch.Tensor, meta: dict | None = None,
+                 index: faiss.Index | None = None, kind: str = "flat", nprobe: int = 8):
+        keys = keys.numpy() if isinstance(keys, torch.Tensor) else keys
+        if len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys but {len(values)} values")
+        self.keys = _normalise(keys)
+        self.values = values
+        self.meta = dict(meta or {})
+        self.index = to_gpu_if_available(index if index is not None else build_index(self.keys, kind))
+        if hasattr(self.index, "nprobe"):
+            self.index.nprobe = nprobe
+
+    @property
+    def size(self) -> int:
+        return self.index.ntotal
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        q = _normalise(queries.detach().float().cpu().numpy())
+        s, i = self.index.search(q, min(k, self.size))
+        return torch.from_numpy(s), torch.from_numpy(i).long()
+
+    def retrieve(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s, i = self.search(queries, k)
+        return self.values[i.clamp_min(0)].float(), s
+
+
+def recall_at_k(approx: FaissRTM, exact: FaissRTM, queries: torch.Tensor, k: int) -> float:
+    """Fraction of the exact top-k that the approximate index also returns."""
+    _, a = approx.search(queries, k)
+    _, e = exact.search(queries, k)
+    hits = sum(len(set(a[r].tolist()) & set(e[r].tolist())) for r in range(len(e)))
+    return hits / e.numel()

@@ -1,0 +1,111 @@
+"""Scaled-out RTM: two-stage FPS coverage, FAISS vs brute force, storage format, build job."""
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import encode, photo
+from patchscaler.rtm import RTM, coverage_radius, farthest_point_sampling
+from rtm_index.faiss_rtm import FaissRTM, recall_at_k
+from rtm_index.fps import two_stage_fps
+from rtm_index.store import RTMMismatch, load_rtm, save_rtm
+
+
+def test_two_stage_fps_covers_almost_as_well_as_exact():
+    # clustered low-dimensional data, where coverage differences are visible
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(30, 3)) * 5
+    x = torch.from_numpy((centres[rng.integers(0, 30, 3000)] + rng.normal(size=(3000, 3))).astype(np.float32))
+    exact = coverage_radius(x, farthest_point_sampling(x, 100))
+    two = coverage_radius(x, two_stage_fps(x, 100, shards=6))
+    rand = coverage_radius(x, torch.randperm(3000)[:100])
+    assert two <= 1.10 * exact < rand
+    assert len(set(two_stage_fps(x, 100, shards=6).tolist())) == 100
+
+
+def test_faiss_flat_topk_equals_brute_force():
+    keys, vals = torch.randn(500, 32), torch.randn(500, 3, 4, 4)
+    q = torch.randn(20, 32)
+    fs, fi = FaissRTM(keys, vals).search(q, 5)
+    bs, bi = RTM(keys, vals).search(q, 5)
+    assert torch.equal(fi, bi) and torch.allclose(fs, bs, atol=1e-5)
+    v, s = FaissRTM(keys, vals).retrieve(q, 5)
+    assert torch.equal(v, vals[bi])
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_report_recall(kind):
+    keys = torch.randn(4000, 32)
+    q = keys[:200] + 0.05 * torch.randn(200, 32)
+    exact = FaissRTM(keys, torch.zeros(4000, 1))
+    approx = FaissRTM(keys, torch.zeros(4000, 1), kind=kind, nprobe=16)
+    assert recall_at_k(approx, exact, q, 5) > 0.8
+
+
+def test_store_round_trip_checksums_and_mismatch(tmp_path):
+    keys, vals = torch.randn(50, 8), torch.randn(50, 3, 4, 4)
+    uri = save_rtm(str(tmp_path), "v1", keys, vals, {"codec": "pixel_unshuffle", "texture_version": "T1"})
+    rtm = load_rtm(uri, expect={"codec": "pixel_unshuffle", "texture_version": "T1"})
+    assert rtm.size == 50 and rtm.meta["version"] == "v1"
+    _, i = rtm.search(keys[:3], 1)
+    assert i[:, 0].tolist() == [0, 1, 2]
+    with pytest.raises(RTMMismatch, match="texture_version"):
+        load_rtm(uri, expect={"texture_version": "T2"})
+    (tmp_path / "rtm-v1" / "index.faiss").write_bytes(b"broken")
+    with pytest.raises(RTMMismatch, match="checksum"):
+        load_rtm(uri)
+
+
+def _args(src, dst, ckpt, **kw):
+    from jobs.build_rtm import add_args
+    p = argparse.ArgumentParser()
+    add_args(p)
+    a = p.parse_args([src, dst, "--checkpoint", ckpt, "--crops-per-image", "8", "--size", "12",
+                      "--version", "t", "--actor-cpus", "0.25"])
+    for k, v in kw.items():
+        setattr(a, k, v)
+    return a
+
+
+def test_build_job_on_local_folder_skips_corrupt_and_is_deterministic(ray_session, checkpoint, tmp_path):
+    from jobs.build_rtm import build
+    src = tmp_path / "hr"
+    src.mkdir()
+    for i in range(4):
+        (src / f"p{i}.png").write_bytes(encode(photo(48, 40, seed=i)))
+    (src / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    s = build(_args(str(src), str(tmp_path / "out"), checkpoint))
+    assert [x[0] for x in s["skipped"]] == ["corrupt.jpg"]
+    assert s["candidates"] == 32 and s["size"] == 12
+    rtm = load_rtm(s["uri"])
+    assert rtm.size == 12 and tuple(rtm.values.shape[1:]) == (48, 8, 8)
+    assert json.loads((tmp_path / "out" / "rtm-t" / "rtm.json").read_text())["skipped"][0][0] == "corrupt.jpg"
+    local = build(_args(str(src), str(tmp_path / "out2"), checkpoint, engine="local"))
+    assert torch.equal(load_rtm(local["uri"]).values, rtm.values)  # same crops, same FPS
+
+
+def test_build_job_on_s3(ray_session, checkpoint):
+    moto_server = pytest.importorskip("moto.server")
+    import os
+
+    import boto3
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket="hr-images")
+        for i in range(3):
+            s3.put_object(Bucket="hr-images", Key=f"set/p{i}.png", Body=encode(photo(40, 40, seed=i)))
+        from jobs.build_rtm import build
+        s = build(_args("s3://hr-images/set", "s3://hr-images/rtm", checkpoint, s3_endpoint=endpoint,
+                        storage_options={"key": "test", "secret": "test"}))
+        rtm = load_rtm(s["uri"], options={"client_kwargs": {"endpoint_url": endpoint},
+                                                 "key": "test", "secret": "test"})
+        assert rtm.size == 12
+    finally:
+        server.stop()
