@@ -25,6 +25,7 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
                    help="ray: the distributed pipeline (a local Ray unless --address); local: in-process")
     p.add_argument("--address", help="Ray cluster address (e.g. ray://head:10001 or auto)")
     p.add_argument("--checkpoint", help="model checkpoint (path or URI); default: the shipped one")
+    p.add_argument("--rtm", help="RTM folder written by build-rtm (FAISS index); default: the checkpoint's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", dest="out_format", help="output format (JPEG, PNG, WEBP, TIFF); default: as input")
     p.add_argument("--quality", type=int, default=95)
@@ -57,7 +58,7 @@ def upscale_main(a: argparse.Namespace) -> int:
     if a.s3_endpoint:
         so.setdefault("client_kwargs", {})["endpoint_url"] = a.s3_endpoint
     kw = {k: getattr(a, k) for k in (
-        "checkpoint", "seed", "out_format", "quality", "resume", "max_pixels", "device", "precision",
+        "checkpoint", "rtm", "seed", "out_format", "quality", "resume", "max_pixels", "device", "precision",
         "max_batch", "thresholds", "taus", "steps", "address", "grm_actors", "hard_actors",
         "easy_actors", "stitch_actors", "actor_cpus", "grm_gpus", "dit_gpus", "report")}
     if a.run_id:

@@ -12,6 +12,7 @@ class UpscaleOptions:
     src_options: dict = field(default_factory=dict)   # fsspec options, e.g. S3 endpoint/credentials
     dst_options: dict = field(default_factory=dict)
     checkpoint: str | None = None                     # None = the shipped default
+    rtm: str | None = None                            # an RTM folder from build-rtm (FAISS); None = the checkpoint's
     seed: int = 0
     out_format: str | None = None                     # None = same as input
     quality: int = 95
@@ -37,3 +38,6 @@ class UpscaleOptions:
     hard_resources: dict = field(default_factory=dict)
     easy_resources: dict = field(default_factory=dict)
     report: bool = True
+    # fault injection for tests: stage -> marker file; the stage's actor process exits hard on
+    # its second image, once (the marker records that it did)
+    chaos: dict = field(default_factory=dict)

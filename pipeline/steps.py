@@ -16,6 +16,9 @@ def load_model(opts: UpscaleOptions):
     from patchscaler.upscale import build_default
     rt = Runtime(device=opts.device, precision=opts.precision, max_batch=opts.max_batch)
     model = build_default(opts.checkpoint)
+    if opts.rtm:
+        from rtm_index.store import expectations, load_rtm
+        model.rtm = load_rtm(opts.rtm, opts.src_options if "://" in opts.rtm else {}, expect=expectations(model))
     p = model.cfg.pgs
     if opts.thresholds or opts.taus or opts.steps:
         model.cfg.pgs = PGSConfig(patch_size=p.patch_size, overlap=p.overlap,

@@ -109,3 +109,20 @@ def test_build_job_on_s3(ray_session, checkpoint):
         assert rtm.size == 12
     finally:
         server.stop()
+
+
+def test_upscale_job_uses_a_built_rtm(ray_session, checkpoint, tmp_path):
+    from pipeline.local import run_local
+    from pipeline.options import UpscaleOptions
+    keys, vals = torch.randn(20, 32), torch.randn(20, 48, 8, 8)
+    meta = {"codec": "pixel_unshuffle", "codec_factor": 4, "patch_size": 8, "texture_version": "T-untrained",
+            "feature_dim": 32}
+    uri = save_rtm(str(tmp_path / "rtm"), "x", keys, vals, meta)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.png").write_bytes(encode(photo(16, 16)))
+    s = run_local(UpscaleOptions(str(src), str(tmp_path / "out"), checkpoint=checkpoint, rtm=uri, report=False))
+    assert s["ok"] == 1
+    bad = save_rtm(str(tmp_path / "rtm"), "y", keys, vals, {**meta, "texture_version": "other"})
+    with pytest.raises(RTMMismatch):
+        run_local(UpscaleOptions(str(src), str(tmp_path / "out2"), checkpoint=checkpoint, rtm=bad, report=False))
