@@ -65,7 +65,7 @@ def test_unet_grm_shapes_range_and_identity_start():
         loss = confidence_loss(y, target, c)
         opt.zero_grad(); loss.backward(); opt.step()
         l0 = l0 if l0 is not None else loss.item()
-    assert float(loss) < l0
+    assert loss.item() < l0
 
 
 def _have_realesrgan():
