@@ -1,6 +1,7 @@
 """Options of the upscale job (CLI flags map one to one)."""
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -24,7 +25,8 @@ class UpscaleOptions:
     thresholds: tuple[float, ...] | None = None
     taus: tuple[int, ...] | None = None
     steps: tuple[int, ...] | None = None
-    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S"))
+    # a timestamp plus a random suffix: two runs started in the same second never share an id
+    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S-") + secrets.token_hex(3))
     # Ray engine
     address: str | None = None
     grm_actors: int = 1

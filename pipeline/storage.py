@@ -210,10 +210,14 @@ def consolidate(dst: Store, run_id: str) -> str | None:
                 paths.append(p)
     if not rows:
         return None
+    rel = f"{MANIFEST_DIR}/manifest-{run_id}.parquet"
+    if dst.exists(rel):  # a resumed run with the same id: keep what it already recorded
+        kept = {r["input"]: r for r in pq.read_table(io.BytesIO(dst.read(rel))).to_pylist()}
+        kept.update({r["input"]: r for r in rows})
+        rows = list(kept.values())
     rows.sort(key=lambda r: r["input"])
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), buf)
-    rel = f"{MANIFEST_DIR}/manifest-{run_id}.parquet"
     dst.write_atomic(rel, buf.getvalue())
     for p in paths:
         dst.fs.rm(p)

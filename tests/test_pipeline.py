@@ -140,3 +140,28 @@ def test_actor_deaths_midjob_lose_nothing(ray_session, checkpoint, tmp_path):
     assert not [p for p in (tmp_path / "ray").rglob(".part-*")]
     t = pq.read_table(s["manifest"]).to_pylist()
     assert sorted(r["input"] for r in t) == [f"p{i}.png" for i in range(6)]  # one row each
+
+
+def test_cli_single_file_and_exit_codes(checkpoint, tmp_path, capsys):
+    from jobs.cli import main
+    good, bad = tmp_path / "photo.jpeg", tmp_path / "broken.png"
+    good.write_bytes(encode(photo(20, 16), "JPEG"))
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    assert main(["upscale", str(good), str(tmp_path / "o"), "--engine", "local", "--checkpoint", checkpoint]) == 0
+    assert Image.open(tmp_path / "o" / "photo.jpeg").size == (80, 64)
+    assert main(["upscale", str(bad), str(tmp_path / "o"), "--engine", "local", "--checkpoint", checkpoint]) == 3
+    out = capsys.readouterr().out
+    assert "FAILED broken.png" in out and "images failed" in out
+    # re-run of the good file: already done, nothing redone
+    assert main(["upscale", str(good), str(tmp_path / "o"), "--engine", "local", "--checkpoint", checkpoint]) == 0
+    assert "already done          1" in capsys.readouterr().out
+
+
+def test_consolidate_merges_rows_of_a_resumed_run_id(tmp_path):
+    from pipeline.storage import ManifestRow, Store, consolidate, write_row
+    dst = Store(str(tmp_path))
+    write_row(dst, ManifestRow(run_id="same", input="a.jpg"))
+    consolidate(dst, "same")
+    write_row(dst, ManifestRow(run_id="same", input="b.jpg"))
+    path = consolidate(dst, "same")
+    assert sorted(r["input"] for r in pq.read_table(path).to_pylist()) == ["a.jpg", "b.jpg"]
