@@ -31,15 +31,20 @@ class Store:
         self.path = self.path.rstrip("/") or "/"
 
     @property
+    def protocol(self) -> str:
+        # fsspec filesystems give a str, a tuple or (s3fs, some versions) a list
+        p = self.fs.protocol
+        return p if isinstance(p, str) else p[0]
+
+    @property
     def is_local(self) -> bool:
-        return "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        return self.protocol in ("file", "local")
 
     def full(self, rel: str) -> str:
         return posixpath.join(self.path, rel)
 
     def uri(self, rel: str) -> str:
-        proto = self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol
-        return self.full(rel) if self.is_local else f"{proto}://{self.full(rel)}"
+        return self.full(rel) if self.is_local else f"{self.protocol}://{self.full(rel)}"
 
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.full(rel))
