@@ -54,7 +54,7 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     path = path.removeprefix("file://")
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".part-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -6,15 +6,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import posixpath
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from patchscaler.checkpoint import write_bytes_atomic
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 MANIFEST_DIR = "_manifest"
@@ -57,17 +57,7 @@ class Store:
         the same folder; object stores commit a single PUT whole or not at all."""
         path = self.full(rel)
         if self.is_local:
-            d = os.path.dirname(path)
-            os.makedirs(d, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=d, prefix=".part-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            write_bytes_atomic(path, data)
         else:
             self.fs.pipe_file(path, data)
 
@@ -90,7 +80,7 @@ class Store:
 
 
 class UnsafePath(ValueError):
-    pass
+    """An input key that would escape the output prefix."""
 
 
 def safe_relpath(rel: str) -> str:

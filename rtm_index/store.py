@@ -25,7 +25,7 @@ from .faiss_rtm import FaissRTM, build_index
 
 
 class RTMMismatch(ValueError):
-    pass
+    """An RTM that is unfinished, corrupt, or built for another codec / T version."""
 
 
 def save_rtm(prefix: str, version: str, keys: torch.Tensor, values: torch.Tensor, meta: dict,

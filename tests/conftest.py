@@ -44,3 +44,20 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save(m, str(path), half=False)
     return str(path)
+
+
+@pytest.fixture()
+def s3_endpoint():
+    """A real S3 API over HTTP on loopback (moto server), reachable from Ray workers, with
+    credentials passed explicitly in the returned fsspec options."""
+    moto_server = pytest.importorskip("moto.server")
+    import boto3
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    options = {"client_kwargs": {"endpoint_url": endpoint}, "key": "test", "secret": "test"}
+    yield client, endpoint, options
+    server.stop()

@@ -1,8 +1,6 @@
 import io
-import os
 
 import numpy as np
-import torch
 from PIL import Image
 
 

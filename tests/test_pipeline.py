@@ -5,7 +5,6 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 from PIL import Image
 
 from corpus import corpus
@@ -88,38 +87,27 @@ def test_pipeline_equals_oracle_on_corpus_and_resumes(ray_session, checkpoint, t
     assert {r["input"] for r in third["rows"] if r["status"] == "ok"} == {"photo_a.jpg"}
 
 
-def test_s3_in_and_out_through_moto_server(ray_session, checkpoint):
-    moto_server = pytest.importorskip("moto.server")
-    import boto3
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        s3.create_bucket(Bucket="archive")
-        s3.create_bucket(Bucket="results")
-        s3.put_object(Bucket="archive", Key="photos/a.jpg", Body=encode(photo(24, 20), "JPEG"))
-        s3.put_object(Bucket="archive", Key="photos/deep/b.png", Body=encode(photo(20, 16, seed=2)))
-        s3.put_object(Bucket="archive", Key="photos/broken.png", Body=b"\x89PNG\r\n\x1a\nnope")
-        s3.put_object(Bucket="archive", Key="photos/x/../../escape.jpg", Body=encode(photo(8, 8), "JPEG"))
-        so = {"client_kwargs": {"endpoint_url": endpoint}, "key": "test", "secret": "test"}
-        from pipeline.graph import run_pipeline
-        s = run_pipeline(opts_for("s3://archive/photos", "s3://results/out", checkpoint,
-                                  src_options=so, dst_options=so, run_id="s3run"))
-        rows = {r["input"]: r for r in s["rows"]}
-        assert rows["a.jpg"]["status"] == "ok" and rows["deep/b.png"]["status"] == "ok"
-        assert rows["broken.png"]["status"] == "error"
-        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="results")["Contents"]}
-        assert {"out/a.jpg", "out/deep/b.png", "out/_manifest/manifest-s3run.parquet"} <= keys
-        assert not any("escape" in k for k in keys)
-        esc = [r for r in rows.values() if "escape" in r["input"]]
-        assert not esc or (esc[0]["status"] == "error" and "unsafe" in esc[0]["error"])
-        img = Image.open(io.BytesIO(s3.get_object(Bucket="results", Key="out/a.jpg")["Body"].read()))
-        assert img.size == (96, 80)
-    finally:
-        server.stop()
+def test_s3_in_and_out_through_moto_server(ray_session, checkpoint, s3_endpoint):
+    s3, endpoint, so = s3_endpoint
+    s3.create_bucket(Bucket="archive")
+    s3.create_bucket(Bucket="results")
+    s3.put_object(Bucket="archive", Key="photos/a.jpg", Body=encode(photo(24, 20), "JPEG"))
+    s3.put_object(Bucket="archive", Key="photos/deep/b.png", Body=encode(photo(20, 16, seed=2)))
+    s3.put_object(Bucket="archive", Key="photos/broken.png", Body=b"\x89PNG\r\n\x1a\nnope")
+    s3.put_object(Bucket="archive", Key="photos/x/../../escape.jpg", Body=encode(photo(8, 8), "JPEG"))
+    from pipeline.graph import run_pipeline
+    s = run_pipeline(opts_for("s3://archive/photos", "s3://results/out", checkpoint,
+                              src_options=so, dst_options=so, run_id="s3run"))
+    rows = {r["input"]: r for r in s["rows"]}
+    assert rows["a.jpg"]["status"] == "ok" and rows["deep/b.png"]["status"] == "ok"
+    assert rows["broken.png"]["status"] == "error"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="results")["Contents"]}
+    assert {"out/a.jpg", "out/deep/b.png", "out/_manifest/manifest-s3run.parquet"} <= keys
+    assert not any("escape" in k for k in keys)
+    esc = [r for r in rows.values() if "escape" in r["input"]]
+    assert not esc or (esc[0]["status"] == "error" and "unsafe" in esc[0]["error"])
+    img = Image.open(io.BytesIO(s3.get_object(Bucket="results", Key="out/a.jpg")["Body"].read()))
+    assert img.size == (96, 80)
 
 
 def test_actor_deaths_midjob_lose_nothing(ray_session, checkpoint, tmp_path):

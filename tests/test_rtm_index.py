@@ -86,29 +86,15 @@ def test_build_job_on_local_folder_skips_corrupt_and_is_deterministic(ray_sessio
     assert torch.equal(load_rtm(local["uri"]).values, rtm.values)  # same crops, same FPS
 
 
-def test_build_job_on_s3(ray_session, checkpoint):
-    moto_server = pytest.importorskip("moto.server")
-    import os
-
-    import boto3
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        s3.create_bucket(Bucket="hr-images")
-        for i in range(3):
-            s3.put_object(Bucket="hr-images", Key=f"set/p{i}.png", Body=encode(photo(40, 40, seed=i)))
-        from jobs.build_rtm import build
-        s = build(_args("s3://hr-images/set", "s3://hr-images/rtm", checkpoint, s3_endpoint=endpoint,
-                        storage_options={"key": "test", "secret": "test"}))
-        rtm = load_rtm(s["uri"], options={"client_kwargs": {"endpoint_url": endpoint},
-                                                 "key": "test", "secret": "test"})
-        assert rtm.size == 12
-    finally:
-        server.stop()
+def test_build_job_on_s3(ray_session, checkpoint, s3_endpoint):
+    s3, endpoint, so = s3_endpoint
+    s3.create_bucket(Bucket="hr-images")
+    for i in range(3):
+        s3.put_object(Bucket="hr-images", Key=f"set/p{i}.png", Body=encode(photo(40, 40, seed=i)))
+    from jobs.build_rtm import build
+    s = build(_args("s3://hr-images/set", "s3://hr-images/rtm", checkpoint, s3_endpoint=endpoint,
+                    storage_options={"key": "test", "secret": "test"}))
+    assert load_rtm(s["uri"], options=so).size == 12
 
 
 def test_upscale_job_uses_a_built_rtm(ray_session, checkpoint, tmp_path):
