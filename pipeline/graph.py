@@ -50,10 +50,10 @@ def _pool(size: int, cpus: float, gpus: float, resources: dict) -> dict:
     return kw
 
 
-def build_dataset(opts: UpscaleOptions, todo: list[str], src_is_file: bool):
+def build_dataset(opts: UpscaleOptions, pending: list[str], src_is_file: bool):
     import ray
     from actors.stages import DecodeGRM, PatchDiTPool, StitchWrite
-    ds = ray.data.from_items([{"input": r} for r in todo], override_num_blocks=max(1, min(len(todo), 1000)))
+    ds = ray.data.from_items([{"input": r} for r in pending], override_num_blocks=max(1, min(len(pending), 1000)))
     ds = ds.map_batches(DecodeGRM, fn_constructor_args=(opts, src_is_file),
                         **_pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
     ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "hard"),
@@ -69,18 +69,18 @@ def run_pipeline(opts: UpscaleOptions) -> dict:
     t0 = time.perf_counter()
     src, dst, inputs, src_is_file, done = plan_inputs(opts)
     name = os.path.basename(src.path)
-    todo = [r for r in inputs if (name if src_is_file else r) not in done]
-    log.info("%d inputs, %d already done, %d to do (run %s)", len(inputs), len(inputs) - len(todo), len(todo), opts.run_id)
+    pending = [r for r in inputs if (name if src_is_file else r) not in done]
+    log.info("%d inputs, %d already done, %d to do (run %s)", len(inputs), len(inputs) - len(pending), len(pending), opts.run_id)
     rows = []
-    if todo:
+    if pending:
         init_ray(opts.address)
-        ds = build_dataset(opts, todo, src_is_file)
-        for r in tqdm(ds.iter_rows(), total=len(todo), desc="images", unit="img"):
+        ds = build_dataset(opts, pending, src_is_file)
+        for r in tqdm(ds.iter_rows(), total=len(pending), desc="images", unit="img"):
             r = dict(r)
             r["group_counts"] = json.loads(r["group_counts"])
             rows.append(r)
     manifest = consolidate(dst, opts.run_id)
-    summary = summarize(rows, len(inputs) - len(todo), manifest, time.perf_counter() - t0)
+    summary = summarize(rows, len(inputs) - len(pending), manifest, time.perf_counter() - t0)
     if opts.report and rows:
         from .report import write_report
         summary["report"] = write_report(dst, opts, rows)

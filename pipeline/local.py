@@ -54,13 +54,13 @@ def process_image(model, src: Store, dst: Store, rel: str, opts: UpscaleOptions,
 def run_local(opts: UpscaleOptions, model=None) -> dict:
     t0 = time.perf_counter()
     src, dst, inputs, src_is_file, done = plan_inputs(opts)
-    todo = [r for r in inputs if (posixpath.basename(src.path) if src_is_file else r) not in done]
-    log.info("%d inputs, %d already done, %d to do", len(inputs), len(inputs) - len(todo), len(todo))
+    pending = [r for r in inputs if (posixpath.basename(src.path) if src_is_file else r) not in done]
+    log.info("%d inputs, %d already done, %d to do", len(inputs), len(inputs) - len(pending), len(pending))
     model = model or steps.load_model(opts)
     rows = [process_image(model, src, dst, rel, opts, src_is_file)
-            for rel in tqdm(todo, desc="upscale", unit="img")]
+            for rel in tqdm(pending, desc="upscale", unit="img")]
     manifest = consolidate(dst, opts.run_id)
-    return summarize(rows, len(inputs) - len(todo), manifest, time.perf_counter() - t0)
+    return summarize(rows, len(inputs) - len(pending), manifest, time.perf_counter() - t0)
 
 
 def summarize(rows: list, skipped: int, manifest: str | None, seconds: float) -> dict:
