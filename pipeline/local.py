@@ -6,6 +6,7 @@ import logging
 import posixpath
 import time
 
+import torch
 from tqdm import tqdm
 
 from patchscaler.upscale import group_batches, grm_stage, refine_stage, stitch_stage
@@ -47,7 +48,7 @@ def process_image(model, src: Store, dst: Store, rel: str, opts: UpscaleOptions,
                       width=prep.size[0], height=prep.size[1], out_width=image.width, out_height=image.height,
                       sec_decode=t_dec, sec_grm=coarse.seconds, sec_dit=t_dit, sec_stitch=t_stitch,
                       sec_write=t_write, model_version=version, seed=opts.seed)
-    row.set_groups(__import__("torch").bincount(coarse.groups, minlength=model.cfg.pgs.num_groups).tolist())
+    row.set_groups(torch.bincount(coarse.groups, minlength=model.cfg.pgs.num_groups).tolist())
     return steps.record(dst, row)
 
 
