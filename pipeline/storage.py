@@ -216,6 +216,8 @@ def consolidate(dst: Store, run_id: str) -> str | None:
     dst.write_atomic(rel, buf.getvalue())
     for p in paths:
         dst.fs.rm(p)
+    if dst.is_local and not dst.fs.ls(base):  # don't leave an empty rows/ folder behind
+        dst.fs.rmdir(base)
     return dst.uri(rel)
 
 
