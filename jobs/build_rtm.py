@@ -109,14 +109,16 @@ def build(a) -> dict:
     d = model.cfg.texture.feature_dim
     keys = torch.from_numpy(np.concatenate([np.frombuffer(r["keys"], np.float32).reshape(-1, d) for r in good]))
     values = torch.from_numpy(np.concatenate([np.frombuffer(r["values"], np.float16).reshape(-1, C, V, V) for r in good]))
+    source = np.concatenate([np.full(r["n"], i) for i, r in enumerate(good)])
     if len(keys) > a.candidates:
-        pick = torch.from_numpy(np.random.default_rng(a.seed).choice(len(keys), a.candidates, replace=False))
-        keys, values = keys[pick], values[pick]
+        pick = np.sort(np.random.default_rng(a.seed).choice(len(keys), a.candidates, replace=False))
+        keys, values, source = keys[pick], values[pick], source[pick]
     t_feat = time.perf_counter() - t0
     chosen = (two_stage_fps(keys, a.size, a.shards) if a.shards > 1 else farthest_point_sampling(keys, a.size))
     version = a.version or hashlib.sha256(keys[chosen].numpy().tobytes()).hexdigest()[:12]
     meta = rtm_meta(model, int(len(keys)), int(len(chosen)), a.seed)
     meta["skipped"] = skipped
+    meta["entry_sources"] = [good[i]["input"] for i in source[chosen.numpy()]]  # provenance of each entry
     uri = save_rtm(a.dst, version, keys[chosen], values[chosen], meta, a.index,
                    so if "://" in a.dst else {})
     return {"uri": uri, "images": len(inputs), "skipped": skipped, "candidates": int(len(keys)),

@@ -1,4 +1,4 @@
-"""The command line: `patchscaler upscale SRC DST`, `patchscaler build-rtm ...`.
+"""The command line: `patchscaler upscale SRC DST`, `build-rtm`, `train`, `evaluate`.
 
 Exit codes of `upscale`: 0 all images written (or skipped as already done); 3 some images
 failed (each has an error row in the manifest, every good image is written); 2 bad usage."""
@@ -94,9 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     add_upscale_args(sub.add_parser("upscale", help="upscale images x4"))
     from jobs.build_rtm import add_args as add_rtm_args
     add_rtm_args(sub.add_parser("build-rtm", help="build a Reference Texture Memory"))
+    from jobs.train import add_args as add_train_args
+    add_train_args(sub.add_parser("train", help="train the default model (stages or all)"))
+    from jobs.evaluate import add_args as add_eval_args
+    add_eval_args(sub.add_parser("evaluate", help="bicubic / GRM / PatchScaler PGS / uniform on HR photos"))
     a = ap.parse_args(argv)
     if a.cmd == "upscale":
         return upscale_main(a)
+    if a.cmd == "train":
+        from jobs.train import Interrupted, run
+        try:
+            return run(a)
+        except Interrupted as e:
+            logging.getLogger("patchscaler.train").info("%s", e)
+            return 0
+    if a.cmd == "evaluate":
+        from jobs.evaluate import run as eval_run
+        return eval_run(a)
     from jobs.build_rtm import main as rtm_main
     return rtm_main(a)
 

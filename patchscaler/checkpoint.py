@@ -32,7 +32,12 @@ def state_to_save(model: PatchScaler, half: bool = True) -> dict[str, torch.Tens
     if model.rtm is not None:
         sd["rtm.keys"] = model.rtm.keys.half().contiguous() if half else model.rtm.keys.contiguous()
         vals = model.rtm.values
-        sd["rtm.values"] = (vals.half() if half and vals.is_floating_point() else vals).contiguous()
+        if half and model.cfg.codec.kind == "pixel_unshuffle":
+            # pixel-unshuffle latents are 8-bit pixels mapped to [-1, 1]: uint8 is lossless and
+            # halves the largest part of the checkpoint
+            sd["rtm.values_u8"] = ((vals.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).contiguous()
+        else:
+            sd["rtm.values"] = (vals.half() if half and vals.is_floating_point() else vals).contiguous()
     return sd
 
 
@@ -90,7 +95,9 @@ def load(path: str, grm_weights: str | None = None) -> PatchScaler:
     tensors = st_load(data)
     rtm = None
     if "rtm.keys" in tensors:
-        rtm = RTM(tensors.pop("rtm.keys").float(), tensors.pop("rtm.values"), json.loads(meta.get("rtm_meta", "{}")))
+        values = (tensors.pop("rtm.values_u8").float() / 127.5 - 1).half() if "rtm.values_u8" in tensors \
+            else tensors.pop("rtm.values")
+        rtm = RTM(tensors.pop("rtm.keys").float(), values, json.loads(meta.get("rtm_meta", "{}")))
     model = PatchScaler(cfg, rtm=rtm)
     own = model.state_dict()
     missing = [k for k in own if k not in tensors and not k.startswith(FROZEN_PREFIXES)]

