@@ -52,7 +52,7 @@ def synthetic_lr(hr: torch.Tensor, name: str, seed: int) -> torch.Tensor:
 
 
 def evaluate_photo(model, path: Path, crop: int, seed: int) -> tuple[list[dict], dict, dict]:
-    from patchscaler import imageio
+    from patchscaler import imageio, pgs
     from patchscaler.upscale import grm_stage, group_batches, refine_stage, stitch_stage
     from .metrics import niqe, psnr_y, ssim_y
     from .train_data import load_rgb
@@ -70,11 +70,12 @@ def evaluate_photo(model, path: Path, crop: int, seed: int) -> tuple[list[dict],
     t = time.perf_counter()
     outs["bicubic"] = _u8(torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False))
     secs["bicubic"] = {"total": time.perf_counter() - t}
-    t = time.perf_counter()
-    with torch.no_grad():
-        outs["grm"] = _u8(model.grm.restore(lr))
-    secs["grm"] = {"grm": time.perf_counter() - t, "total": time.perf_counter() - t}
     coarse = grm_stage(model, prep)
+    # GRM only = the coarse latent decoded as it is (pixel-unshuffle is lossless: these are
+    # Real-ESRGAN's pixels), without the Patch-DiT and without the colour fix
+    with torch.no_grad():
+        outs["grm"] = _u8(model.codec.decode(pgs.stitch(coarse.patches, coarse.grid)[None].to(model.device)).cpu())
+    secs["grm"] = {"grm": coarse.seconds, "total": coarse.seconds}
     last = model.cfg.pgs.num_groups - 1
     for method, groups in (("patchscaler_pgs", coarse.groups), ("patchscaler_uniform", torch.full_like(coarse.groups, last))):
         t = time.perf_counter()
@@ -87,7 +88,6 @@ def evaluate_photo(model, path: Path, crop: int, seed: int) -> tuple[list[dict],
         secs[method] = {"grm": coarse.seconds, "dit": t_dit, "stitch": time.perf_counter() - t,
                         "total": coarse.seconds + t_dit + time.perf_counter() - t}
     # the confidence map against the true error of each coarse patch
-    from patchscaler import pgs
     true = pgs.cut(model.codec.encode(hr.to(model.device)).cpu()[0], coarse.grid)
     patch_err = (coarse.patches - true).pow(2).mean((1, 2, 3))
     counts = torch.bincount(coarse.groups, minlength=model.cfg.pgs.num_groups).tolist()

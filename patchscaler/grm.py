@@ -37,13 +37,16 @@ def confidence_input(y_hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
 
 
 class ConfidenceHead(nn.Module):
-    """conv-SiLU-conv-sigmoid, as the paper's C branch, with one more conv for context."""
+    """conv-SiLU-conv-sigmoid, as the paper's C branch, with dilated convs in between: how
+    hard a region is depends on its surroundings (an edge, a texture), so the head sees
+    15x15 latent pixels (60x60 image pixels) around each one."""
 
     def __init__(self, cin: int, hidden: int, init_bias: float = 0.0):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(cin, hidden, 3, 1, 1), nn.SiLU(),
-            nn.Conv2d(hidden, hidden, 3, 1, 1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, 1, 2, dilation=2), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, 1, 4, dilation=4), nn.SiLU(),
             nn.Conv2d(hidden, 1, 1))
         nn.init.constant_(self.net[-1].bias, init_bias)
 
