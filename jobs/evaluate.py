@@ -38,6 +38,8 @@ def add_args(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="evaluate at most this many photos")
     p.add_argument("--panels", type=int, default=4, help="photos in side_by_side.png")
+    p.add_argument("--taus", help="override the checkpoint's shortcut points, e.g. 100,250,500")
+    p.add_argument("--steps", help="override the checkpoint's steps per group, e.g. 2,5,10")
 
 
 def _u8(x: torch.Tensor) -> np.ndarray:
@@ -186,7 +188,12 @@ def run(a) -> int:
         photos = photos[:a.limit]
     if not photos:
         raise SystemExit(f"no photos to evaluate in {a.src}")
-    model = build_default(a.checkpoint).configure(Runtime())
+    model = build_default(a.checkpoint)
+    if a.taus:
+        model.cfg.pgs.taus = tuple(int(x) for x in a.taus.split(","))
+    if a.steps:
+        model.cfg.pgs.steps = tuple(int(x) for x in a.steps.split(","))
+    model.configure(Runtime())
     os.makedirs(a.out, exist_ok=True)
     rows, qmaps, errs, panels = [], [], [], []
     for p in tqdm(photos, desc="evaluate"):
@@ -202,6 +209,7 @@ def run(a) -> int:
     s["checkpoint"] = a.checkpoint or "default"
     s["model_version"] = model.cfg.version
     s["crop"], s["seed"] = a.crop, a.seed
+    s["taus"], s["steps"] = list(model.cfg.pgs.taus), list(model.cfg.pgs.steps)
     Path(a.out, "summary.json").write_text(json.dumps(s, indent=1))
     md = markdown(s)
     Path(a.out, "table.md").write_text(md)

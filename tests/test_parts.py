@@ -182,3 +182,16 @@ def test_checkpoint_round_trip_no_pickle(tmp_path, tiny_model):
 def test_config_json_round_trip():
     cfg = tiny_config()
     assert PatchScalerConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+    import stat
+    from patchscaler.checkpoint import write_bytes_atomic
+    old = os.umask(0o022)
+    try:
+        write_bytes_atomic(str(tmp_path / "a" / "out.png"), b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a" / "out.png").st_mode) == 0o644
+    assert os.listdir(tmp_path / "a") == ["out.png"]
