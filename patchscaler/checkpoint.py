@@ -30,13 +30,14 @@ def state_to_save(model: PatchScaler, half: bool = True) -> dict[str, torch.Tens
         v = v.detach().cpu().contiguous()
         sd[k] = v.half() if half and v.is_floating_point() else v
     if model.rtm is not None:
-        sd["rtm.keys"] = model.rtm.keys.half().contiguous() if half else model.rtm.keys.contiguous()
         vals = model.rtm.values
         if half and model.cfg.codec.kind == "pixel_unshuffle":
             # pixel-unshuffle latents are 8-bit pixels mapped to [-1, 1]: uint8 is lossless and
-            # halves the largest part of the checkpoint
+            # halves the largest part of the checkpoint. The keys are T(values) (paper Alg. 1),
+            # so they are recomputed at load time (about a second) instead of stored.
             sd["rtm.values_u8"] = ((vals.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).contiguous()
         else:
+            sd["rtm.keys"] = model.rtm.keys.half().contiguous() if half else model.rtm.keys.contiguous()
             sd["rtm.values"] = (vals.half() if half and vals.is_floating_point() else vals).contiguous()
     return sd
 
@@ -97,12 +98,11 @@ def load(path: str, grm_weights: str | None = None) -> PatchScaler:
     if grm_weights is not None:
         cfg.grm.weights = grm_weights
     tensors = st_load(data)
-    rtm = None
-    if "rtm.keys" in tensors:
-        values = (tensors.pop("rtm.values_u8").float() / 127.5 - 1).half() if "rtm.values_u8" in tensors \
-            else tensors.pop("rtm.values")
-        rtm = RTM(tensors.pop("rtm.keys").float(), values, json.loads(meta.get("rtm_meta", "{}")))
-    model = PatchScaler(cfg, rtm=rtm)
+    rtm_meta = json.loads(meta.get("rtm_meta", "{}"))
+    keys = tensors.pop("rtm.keys").float() if "rtm.keys" in tensors else None
+    values = (tensors.pop("rtm.values_u8").float() / 127.5 - 1).half() if "rtm.values_u8" in tensors \
+        else tensors.pop("rtm.values", None)
+    model = PatchScaler(cfg)
     own = model.state_dict()
     missing = [k for k in own if k not in tensors and not k.startswith(FROZEN_PREFIXES)]
     unexpected = [k for k in tensors if k not in own]
@@ -110,7 +110,13 @@ def load(path: str, grm_weights: str | None = None) -> PatchScaler:
         raise ValueError(f"{path}: checkpoint does not match its config "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)
-    return model.eval()
+    model.eval()
+    if values is not None:
+        if keys is None:
+            with torch.no_grad():
+                keys = torch.cat([model.texture(values[i:i + 256].float()) for i in range(0, len(values), 256)])
+        model.rtm = RTM(keys, values, rtm_meta)
+    return model
 
 
 def checkpoint_info(path: str) -> dict:

@@ -195,3 +195,21 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "a" / "out.png").st_mode) == 0o644
     assert os.listdir(tmp_path / "a") == ["out.png"]
+
+
+def test_fp16_checkpoint_stores_rtm_values_as_uint8_and_recomputes_keys(tmp_path):
+    from patchscaler import PatchScaler, tiny_config
+    from patchscaler.checkpoint import load, save
+    from patchscaler.rtm import RTM
+    from safetensors.torch import load_file
+    torch.manual_seed(0)
+    m = PatchScaler(tiny_config()).eval()
+    values = (torch.randint(0, 256, (12, m.cfg.latent_channels, 8, 8)).float() / 127.5 - 1).half()
+    with torch.no_grad():
+        m.rtm = RTM(m.texture(values.float()), values)
+    save(m, str(tmp_path / "c.safetensors"), half=True)
+    stored = load_file(str(tmp_path / "c.safetensors"))
+    assert stored["rtm.values_u8"].dtype == torch.uint8 and "rtm.keys" not in stored
+    m2 = load(str(tmp_path / "c.safetensors"))
+    assert torch.equal(m2.rtm.values, values)  # lossless
+    assert torch.allclose(m2.rtm.keys, m.rtm.keys, atol=5e-3)  # T in fp16 weights vs fp32
