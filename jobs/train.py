@@ -464,7 +464,7 @@ def stage_assemble(a, d: Dist) -> dict:
     rtm, _ = load_training_rtm(a, model)
     model.rtm = RTM(torch.as_tensor(rtm.keys), rtm.values, {k: v for k, v in rtm.meta.items() if k not in ("entry_sources", "skipped")})
     model.cfg.version = "ps-" + time.strftime("%Y%m%d") + "-" + model.cfg.texture.version[2:8]
-    record = {"command": "patchscaler train all " + " ".join(sys.argv[3:]) if sys.argv[1:2] == ["train"] else " ".join(sys.argv),
+    record = {"command": ("patchscaler " if sys.argv[1:2] == ["train"] else "python -m jobs.train ") + " ".join(sys.argv[1:]),
               "commit": _git_commit(), "seed": a.seed, "data": os.path.abspath(a.data),
               "prepare": json.loads(Path(_path(a, "prepare.done.json")).read_text()),
               "texture": json.loads(Path(_path(a, "texture.version.json")).read_text()),
