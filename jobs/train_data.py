@@ -60,8 +60,8 @@ def prepare_photo(grm, path: Path, crop: int, count: int, seed: int, scale: int 
 def prepare(grm, photos: list[Path], work: str, crop: int, count: int, seed: int, progress: bool = True) -> None:
     from tqdm import tqdm
     os.makedirs(os.path.join(work, "data"), exist_ok=True)
-    todo = [p for p in photos if not os.path.exists(shard_path(work, p.name))]
-    for p in tqdm(todo, desc="prepare (degrade + GRM)", disable=not progress):
+    pending = [p for p in photos if not os.path.exists(shard_path(work, p.name))]
+    for p in tqdm(pending, desc="prepare (degrade + GRM)", disable=not progress):
         t = prepare_photo(grm, p, crop, count, seed)
         tmp = shard_path(work, p.name) + ".part"
         save_file(t, tmp)
