@@ -60,7 +60,8 @@ def features_for(model, src, rel: str, crops: int, seed: int) -> dict:
     from patchscaler import imageio
     from patchscaler.rtm_build import crop_size, encode_crops, random_crops
     # the crops of an image depend only on (seed, its name): any actor, any order, same RTM
-    rng = np.random.default_rng([seed, int(hashlib.sha1(rel.encode()).hexdigest()[:8], 16)])
+    from jobs.train_data import name_key
+    rng = np.random.default_rng([seed, name_key(rel)])
     try:
         prep = imageio.decode(src.read(rel))
         c = random_crops(prep, crop_size(model), crops, rng)

@@ -12,7 +12,6 @@ patches have low error), and the group fractions. Writes OUT/metrics.parquet (on
 and method), OUT/summary.json, OUT/table.md and OUT/side_by_side.png."""
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -30,9 +29,8 @@ GROUP_COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240)]
 def add_args(p) -> None:
     p.add_argument("src", nargs="?", default="../shared/data/train", help="folder of HR photos")
     p.add_argument("out", nargs="?", default="runs/eval", help="folder for the table, parquet and PNG")
-    p.add_argument("--held-out", dest="held_out", action="store_true", default=True,
-                   help="only the photos the training split holds out (default)")
-    p.add_argument("--all-photos", dest="held_out", action="store_false", help="every photo in SRC")
+    p.add_argument("--all-photos", dest="held_out", action="store_false",
+                   help="every photo in SRC (default: only those the training split holds out)")
     p.add_argument("--checkpoint", help="default: the shipped checkpoint")
     p.add_argument("--crop", type=int, default=384, help="HR centre crop (NIQE needs > 192)")
     p.add_argument("--seed", type=int, default=0)
@@ -49,8 +47,8 @@ def _u8(x: torch.Tensor) -> np.ndarray:
 
 def synthetic_lr(hr: torch.Tensor, name: str, seed: int) -> torch.Tensor:
     from patchscaler.degrade import degrade
-    key = int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)
-    return degrade(hr, torch.Generator().manual_seed(seed * 7919 + key))
+    from .train_data import name_key
+    return degrade(hr, torch.Generator().manual_seed(seed * 7919 + name_key(name)))
 
 
 def evaluate_photo(model, path: Path, crop: int, seed: int) -> tuple[list[dict], dict, dict]:

@@ -21,10 +21,16 @@ def list_photos(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXT)
 
 
+def name_key(name: str) -> int:
+    """A stable integer from a file name: seeds per-image randomness and the split, so that
+    results depend on the name only, never on listing order or which worker ran it."""
+    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)
+
+
 def split(files: list[Path], every: int = 5) -> tuple[list[Path], list[Path]]:
     """Fixed split by name: a file is held out when the hash of its name is 0 mod `every`
     (so adding files never moves the others between train and held-out)."""
-    held = [f for f in files if int(hashlib.sha1(f.name.encode()).hexdigest()[:8], 16) % every == 0]
+    held = [f for f in files if name_key(f.name) % every == 0]
     train = [f for f in files if f not in held]
     return train, held
 
@@ -44,7 +50,7 @@ def prepare_photo(grm, path: Path, crop: int, count: int, seed: int, scale: int 
     from patchscaler.degrade import degrade
     img = load_rgb(path)
     H, W = img.shape[-2:]
-    key = int(hashlib.sha1(path.name.encode()).hexdigest()[:8], 16)
+    key = name_key(path.name)
     rng = np.random.default_rng([seed, key])
     g = torch.Generator().manual_seed(seed * 1_000_003 + key)
     c = min(crop, H, W) // (scale * 4) * (scale * 4)  # whole latent pixels, whole LR pixels

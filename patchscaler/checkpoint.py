@@ -51,6 +51,17 @@ def save(model: PatchScaler, path: str, half: bool = True, extra: dict | None = 
     write_bytes_atomic(path, data)
 
 
+def _read_umask() -> int:
+    # read once at import: os.umask can only be read by setting it, which is process-wide
+    # and racy if done per write
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
+_UMASK = _read_umask()
+
+
 def write_bytes_atomic(path: str, data: bytes) -> None:
     if "://" in path and not path.startswith("file://"):
         import fsspec
@@ -64,10 +75,7 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        # mkstemp makes 0600 files; outputs get the usual permissions (0666 minus the umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -187,13 +187,10 @@ def test_config_json_round_trip():
 def test_atomic_write_gives_normal_permissions(tmp_path):
     import os
     import stat
-    from patchscaler.checkpoint import write_bytes_atomic
-    old = os.umask(0o022)
-    try:
-        write_bytes_atomic(str(tmp_path / "a" / "out.png"), b"x")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(os.stat(tmp_path / "a" / "out.png").st_mode) == 0o644
+    from patchscaler.checkpoint import _UMASK, write_bytes_atomic
+    write_bytes_atomic(str(tmp_path / "a" / "out.png"), b"x")
+    # the mode a plain open() would give (0644 under the usual umask), not mkstemp's 0600
+    assert stat.S_IMODE(os.stat(tmp_path / "a" / "out.png").st_mode) == 0o666 & ~_UMASK != 0o600
     assert os.listdir(tmp_path / "a") == ["out.png"]
 
 
