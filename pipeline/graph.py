@@ -41,8 +41,9 @@ def init_ray(address: str | None = None):
 
 def _pool(size: int, cpus: float, gpus: float, resources: dict) -> dict:
     from ray.data import ActorPoolStrategy
-    kw = {"compute": ActorPoolStrategy(size=max(1, size)), "num_cpus": cpus, "batch_size": 1,
-          "max_concurrency": 1}
+    # one call at a time per actor: a model call already uses the actor's CPU share
+    kw = {"compute": ActorPoolStrategy(size=max(1, size), max_concurrent_calls_per_actor=1),
+          "num_cpus": cpus, "batch_size": 1}
     if gpus:
         kw["num_gpus"] = gpus
     if resources:
