@@ -41,7 +41,7 @@ from .train_data import Pairs, list_photos, load_rgb, prepare, split
 from .trainstate import EMA, Dist, LossLog, cosine_lr, load_state, save_state
 
 log = logging.getLogger("patchscaler.train")
-STAGES = ("prepare", "texture", "confidence", "rtm", "dit", "assemble")
+STAGES = ("prepare", "texture", "confidence", "rtm", "dit", "shortcut", "assemble")
 
 
 def train_config(tiny: bool = False):
@@ -75,6 +75,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--confidence-steps", type=int, default=3000)
     p.add_argument("--dit-steps", type=int, default=4500)
     p.add_argument("--dit-minutes", type=float, default=0, help="stop the DiT stage after this long (0: no limit)")
+    p.add_argument("--shortcut-steps", type=int, default=1500,
+                   help="Patch-DiT fine-tuning on the timesteps PGS visits (0: skip)")
+    p.add_argument("--shortcut-lr", type=float, default=1e-4)
     p.add_argument("--batch", type=int, default=32, help="global batch (split over DDP workers)")
     p.add_argument("--lr", type=float, default=3e-4, help="Patch-DiT learning rate")
     p.add_argument("--save-every", type=int, default=100)
@@ -125,8 +128,8 @@ def _model(a, stages: tuple[str, ...] = ()):
     if "texture" in stages:
         cfg.texture.version = json.loads(Path(_path(a, "texture.version.json")).read_text())["version"]
     model = PatchScaler(cfg)
-    for stage, name in (("texture", "texture"), ("confidence", "conf_head"), ("dit", "dit")):
-        if stage in stages:
+    for stage, name in (("texture", "texture"), ("confidence", "conf_head"), ("dit", "dit"), ("shortcut", "dit")):
+        if stage in stages and (stage != "shortcut" or _done(a, stage)):
             module = model.grm.conf_head if name == "conf_head" else getattr(model, name)
             load_state(_path(a, f"{stage}.done.safetensors"), {name: module}, None)
     return model.to(a.device)
@@ -449,6 +452,97 @@ def stage_dit(a, d: Dist) -> dict:
     return result
 
 
+def stage_shortcut(a, d: Dist) -> dict:
+    """Fine-tune the Patch-DiT on the paths PGS actually samples. The dit stage draws t from all
+    of 0..999, but the sampler visits only its groups' few timesteps (stride 50), and it starts a
+    group at tau from the *coarse* patch (y_tau = sqrt(abar) y0 + sqrt(1 - abar) eps, Eq. 4), not
+    from the true x0: at tau = 100 the net has never seen an input whose signal is y0 itself, and
+    reads part of the noise as detail to add. Here each training patch is grouped by the trained
+    confidence head and thresholds, as at inference; t is one of its group's timesteps (a quarter
+    of the patches take the full 20-step path, so uniform sampling is not left untrained); at a
+    path's first timestep the input is built from y0 as the sampler builds it. Starts from the
+    dit stage's EMA weights; a lower learning rate."""
+    from patchscaler import pgs
+    from patchscaler.diffusion import shortcut_timesteps
+    from patchscaler.grm import confidence_input
+    model = _model(a, ("texture", "confidence", "dit"))
+    cfg, codec, diffusion, dit = model.cfg, model.codec, model.diffusion, model.dit
+    if a.shortcut_steps <= 0:
+        _finish(a, d, "shortcut", dit, "dit", {"steps": 0})
+        return {"steps": 0}
+    T = model.texture.eval().requires_grad_(False)
+    head = model.grm.conf_head.eval().requires_grad_(False)
+    rtm, rtm_source = load_training_rtm(a, model)
+    dev = d.device
+    keys, values, rtm_source = torch.as_tensor(rtm.keys).float().to(dev), rtm.values.float().to(dev), rtm_source.to(dev)
+    train, _ = _photos(a)
+    data = Pairs(a.work, train)
+    V, K, p = cfg.pgs.patch_size, cfg.texture.top_k, cfg.pgs
+    paths = [shortcut_timesteps(tau, n, diffusion.num_timesteps) for tau, n in zip(p.taus, p.steps)]
+    full = shortcut_timesteps(diffusion.num_timesteps, max(p.steps), diffusion.num_timesteps)
+    net = d.wrap(_PromptedDiT(dit))
+    ema = EMA(dit, 0.999 if not a.tiny else 0.9)
+
+    def batch(rng, n):
+        """Patches, their groups, and for each a timestep of its path and whether it is the start."""
+        c, src = data.crops(rng, n, V, codec.factor)
+        x0, y0 = codec.encode(c["hr"].to(dev)), codec.encode(c["sr"].to(dev))
+        with torch.no_grad():
+            q = head(confidence_input(y0, c["lr"].to(dev))).mean((1, 2, 3)).cpu()
+        groups = pgs.assign_groups(q, p.thresholds)
+        t, start = [], []
+        for g in groups.tolist():
+            path = full if rng.random() < 0.25 else paths[g]
+            j = int(rng.integers(len(path)))
+            t.append(path[j])
+            start.append(j == 0)
+        return x0, y0, src.to(dev), torch.tensor(t, device=dev), torch.tensor(start, device=dev), groups
+
+    # monitoring: every patch of a fixed batch sampled along its own group's path, error
+    # relative to the GRM's (< 1: PGS output closer to the truth than the GRM's), per group
+    mon_x0, mon_y0, mon_src, _, _, mon_groups = batch(np.random.default_rng([a.seed, 6]), 48)
+    mon_noise = torch.randn(mon_y0.shape, generator=torch.Generator().manual_seed(a.seed + 6)).to(dev)
+    mon_priors, mon_sims = _retrieve_excluding(T, keys, values, rtm_source, mon_y0, mon_src, K)
+
+    @torch.no_grad()
+    def monitor(module) -> dict:
+        out = {}
+        tokens = module.encode_texture(mon_priors, mon_sims)
+        for g in range(p.num_groups):
+            m = (mon_groups == g).to(dev)
+            if not m.any():
+                continue
+            y0, x0 = mon_y0[m], mon_x0[m]
+            x = diffusion.sample(lambda x_t, t: module(x_t, t, y0, tokens[m]), y0, p.taus[g], p.steps[g], mon_noise[m])
+            out[f"sampled_err_ratio_g{g}"] = float((x - x0).pow(2).mean() / (y0 - x0).pow(2).mean().clamp_min(1e-12))
+        return out
+
+    def step_fn(step):
+        rng = np.random.default_rng([a.seed, 5, step])
+        x0, y0, src, t, start, _ = batch(rng, a.batch)
+        g = torch.Generator().manual_seed(a.seed * 1_000_003 + 7 * step)
+        noise = torch.randn(x0.shape, generator=g).to(dev)
+        x0, y0, src, t, start, noise = (d.shard(v) for v in (x0, y0, src, t, start, noise))
+        priors, sims = _retrieve_excluding(T, keys, values, rtm_source, y0, src, K)
+        x_t = diffusion.q_sample(torch.where(start.view(-1, 1, 1, 1), y0, x0), t, noise)
+        dit.train()
+        out = net(x_t, t, y0, priors, sims)
+        loss = F.mse_loss(out, diffusion.target(x0, noise, t, y0))
+        extra = monitor(ema.shadow) if (step + 1) % 100 == 0 and d.main else {}
+        return loss, extra
+
+    before = monitor(dit) if d.main else {}
+    steps = _loop(a, d, "shortcut", {"dit": dit}, list(dit.parameters()), a.shortcut_steps, a.shortcut_lr,
+                  step_fn, warmup=50, ema=ema)
+    result = {"steps": steps, **monitor(ema.shadow), **{f"before_{k}": v for k, v in before.items()}}
+    if d.main:
+        print("Patch-DiT sampled along its group's path, error / GRM error, before -> after: " +
+              ", ".join(f"{k[-2:]} {before.get(k, float('nan')):.3f} -> {v:.3f}"
+                        for k, v in result.items() if k.startswith("sampled")))
+    _finish(a, d, "shortcut", ema.shadow, "dit", result)
+    return result
+
+
 def _git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -474,7 +568,7 @@ def stage_assemble(a, d: Dist) -> dict:
         return {}
     from patchscaler.checkpoint import save
     from patchscaler.rtm import RTM
-    model = _model(a, ("texture", "confidence", "dit"))
+    model = _model(a, ("texture", "confidence", "dit", "shortcut"))
     rtm, _ = load_training_rtm(a, model)
     model.rtm = RTM(torch.as_tensor(rtm.keys), rtm.values, {k: v for k, v in rtm.meta.items() if k not in ("entry_sources", "skipped")})
     model.cfg.version = model_version(model)
@@ -485,6 +579,7 @@ def stage_assemble(a, d: Dist) -> dict:
               "calibration": json.loads(Path(_path(a, "calibration.json")).read_text()),
               "rtm": {k: v for k, v in json.loads(Path(_path(a, "rtm.done.json")).read_text()).items() if k != "skipped"},
               "dit": load_state(_path(a, "dit.done.safetensors"), {}, None)[1],
+              "shortcut": load_state(_path(a, "shortcut.done.safetensors"), {}, None)[1] if _done(a, "shortcut") else None,
               "minutes": json.loads(Path(_path(a, "timing.json")).read_text()) if os.path.exists(_path(a, "timing.json")) else {}}
     save(model, a.out, half=True, extra={"training": record})
     Path(a.out).with_suffix(".training.json").write_text(json.dumps(record, indent=1))
@@ -502,7 +597,7 @@ def run(a) -> int:
     os.makedirs(a.work, exist_ok=True)
     stages = STAGES if a.stage == "all" else (a.stage,)
     fns = {"prepare": stage_prepare, "texture": stage_texture, "confidence": stage_confidence,
-           "rtm": stage_rtm, "dit": stage_dit, "assemble": stage_assemble}
+           "rtm": stage_rtm, "dit": stage_dit, "shortcut": stage_shortcut, "assemble": stage_assemble}
     timing_path = _path(a, "timing.json")
     timing = json.loads(Path(timing_path).read_text()) if os.path.exists(timing_path) else {}
     for s in stages:
