@@ -50,6 +50,10 @@ class PGSConfig:
     taus: tuple[int, ...] = (400, 700, 1000)   # shortcut point per group (1..T)
     steps: tuple[int, ...] = (8, 14, 20)       # sampling steps per group
     hard_groups: tuple[int, ...] = (2,)        # groups served by the hard Patch-DiT pool
+    # the last step's x0 estimate is the mean of two Patch-DiT calls whose token grids are offset
+    # by half a token, so the seams of one grid fall inside the tokens of the other (a patchified
+    # DiT leaves faint blocks at its token borders); one extra call per patch
+    seam_shift: bool = True
 
     def __post_init__(self):
         self.thresholds = tuple(float(t) for t in self.thresholds)

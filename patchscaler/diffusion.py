@@ -96,10 +96,11 @@ class Diffusion(nn.Module):
     # --- the shortcut sampler -----------------------------------------------------------
     @torch.no_grad()
     def sample(self, denoise, y0: torch.Tensor, tau: int, steps: int, noise: torch.Tensor,
-               on_step=None) -> torch.Tensor:
+               on_step=None, last_denoise=None) -> torch.Tensor:
         """Deterministic DDIM from the shortcut point tau in `steps` steps.
 
-        denoise(x_t, t) -> network output, for a batch; y0: coarse patches (B, C, V, V);
+        denoise(x_t, t) -> network output, for a batch; last_denoise: the same for the last step
+        only, if given (its x0 estimate is the result); y0: coarse patches (B, C, V, V);
         noise: the starting Gaussian noise (B, C, V, V), drawn by the caller per patch so that
         results do not depend on how patches are batched."""
         ts = shortcut_timesteps(tau, steps, self.num_timesteps)
@@ -109,7 +110,8 @@ class Diffusion(nn.Module):
         x0 = y0
         for i, t in enumerate(ts):
             tt = torch.full((B,), t, dtype=torch.long, device=y0.device)
-            out = denoise(x, tt).to(x.dtype)
+            fn = last_denoise if last_denoise is not None and i + 1 == len(ts) else denoise
+            out = fn(x, tt).to(x.dtype)
             x0, eps = self.to_x0_eps(out, x, tt, y0)
             if i + 1 < len(ts):
                 a_prev = self.abar(torch.full((B,), ts[i + 1], dtype=torch.long, device=y0.device), x)

@@ -110,7 +110,15 @@ class PatchScaler(nn.Module):
             with self.runtime.autocast():
                 return self._denoiser(x, t, y0, tokens)
 
-        out = self.diffusion.sample(denoise, y0, p.taus[group], p.steps[group], noise)
+        def denoise_two_grids(x, t):
+            s, k = self.dit.patch // 2, self.dit.patch   # half a token, in latent pixels
+            pad = lambda z: F.pad(z, (s, k - s, s, k - s), mode="replicate")
+            with self.runtime.autocast():
+                shifted = self._denoiser(pad(x), t, pad(y0), tokens)[..., s:s + x.shape[-2], s:s + x.shape[-1]]
+            return (denoise(x, t) + shifted) / 2
+
+        last = denoise_two_grids if p.seam_shift and self.dit.patch > 1 else None
+        out = self.diffusion.sample(denoise, y0, p.taus[group], p.steps[group], noise, last_denoise=last)
         return out.float().cpu()
 
     # --- stage 3: stitch ------------------------------------------------------------------
