@@ -6,7 +6,8 @@ per photo, and upscaled four ways from the same LR:
     grm                  the GRM alone (Real-ESRGAN x4plus pixels)
     patchscaler_pgs      the full method: confidence -> groups -> Patch-DiT from each group's tau
     patchscaler_uniform  the same Patch-DiT on every patch from tau = T with the hard group's steps
-Metrics: PSNR / SSIM on Y, NIQE (lower is better), seconds per stage, the Spearman correlation
+and the HR crop itself is scored with NIQE as a reference (what the ground truth scores on the
+same no-reference metric). Metrics: PSNR / SSIM on Y, NIQE (lower is better), seconds per stage, the Spearman correlation
 between each patch's Qmap and its true GRM error (pooled over photos; positive = confident
 patches have low error), and the group fractions. Writes OUT/metrics.parquet (one row per photo
 and method), OUT/summary.json, OUT/table.md and OUT/side_by_side.png."""
@@ -23,6 +24,7 @@ import torch
 from PIL import Image, ImageDraw
 
 METHODS = ("bicubic", "grm", "patchscaler_pgs", "patchscaler_uniform")
+REFERENCE = "hr"   # NIQE of the ground truth, no PSNR/SSIM
 GROUP_COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240)]
 
 
@@ -97,6 +99,9 @@ def evaluate_photo(model, path: Path, crop: int, seed: int) -> tuple[list[dict],
                      "niqe": niqe(outs[m]), "seconds": secs[m]["total"], "seconds_grm": secs[m].get("grm", 0.0),
                      "seconds_dit": secs[m].get("dit", 0.0), "seconds_stitch": secs[m].get("stitch", 0.0),
                      "patches": len(coarse.groups), **{f"group{g}": n for g, n in enumerate(counts)}})
+    rows.append({"image": path.name, "method": REFERENCE, "psnr_y": float("nan"), "ssim_y": float("nan"),
+                 "niqe": niqe(hr8), "seconds": 0.0, "seconds_grm": 0.0, "seconds_dit": 0.0, "seconds_stitch": 0.0,
+                 "patches": len(coarse.groups), **{f"group{g}": n for g, n in enumerate(counts)}})
     extra = {"qmap": coarse.qmap.numpy(), "patch_err": patch_err.numpy(), "groups": coarse.groups,
              "grid": coarse.grid}
     panels = {"lr": _u8(lr), "hr": hr8, **outs}
@@ -136,14 +141,16 @@ def side_by_side(panels: list[tuple[str, dict, Image.Image]], path: str) -> None
 def summarise(df, qmaps, errs, diffusion_ratio_key="seconds_dit") -> dict:
     from .metrics import spearman
     per = df.groupby("method").agg(psnr_y=("psnr_y", "mean"), ssim_y=("ssim_y", "mean"), niqe=("niqe", "mean"),
-                                   seconds=("seconds", "mean"), seconds_dit=("seconds_dit", "mean")).reindex(METHODS)
+                                   seconds=("seconds", "mean"), seconds_dit=("seconds_dit", "mean")).reindex(METHODS + (REFERENCE,))
     pgs, uni = per.loc["patchscaler_pgs"], per.loc["patchscaler_uniform"]
     g = df[df.method == "patchscaler_pgs"]
     groups = sorted(c for c in df.columns if c.startswith("group"))
     fractions = (g[groups].sum() / g["patches"].sum()).round(4).to_dict()
     q, e = np.concatenate(qmaps), np.concatenate(errs)
     per_image = [spearman(a, -b) for a, b in zip(qmaps, errs) if len(a) > 2]
-    return {"methods": per.round(4).reset_index().to_dict("records"),
+    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+               for r in per.round(4).reset_index().to_dict("records")]   # JSON has no NaN
+    return {"methods": records,
             "confidence_spearman_pooled": spearman(q, -e),
             "confidence_spearman_per_image_mean": float(np.nanmean(per_image)),
             "group_fractions": fractions,
@@ -159,6 +166,9 @@ def markdown(s: dict) -> str:
     lines = ["| method | PSNR-Y (dB) | SSIM-Y | NIQE (lower better) | s / photo | Patch-DiT s / photo |",
              "|---|---|---|---|---|---|"]
     for m in s["methods"]:
+        if m["method"] == REFERENCE:
+            lines.append(f"| hr (ground truth, reference) | - | - | {m['niqe']:.3f} | - | - |")
+            continue
         lines.append(f"| {m['method']} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} | {m['niqe']:.3f} | "
                      f"{m['seconds']:.2f} | {m['seconds_dit']:.2f} |")
     p, g = s["pgs_vs_uniform"], s["patchscaler_vs_grm"]
