@@ -78,6 +78,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shortcut-steps", type=int, default=1500,
                    help="Patch-DiT fine-tuning on the timesteps PGS visits (0: skip)")
     p.add_argument("--shortcut-lr", type=float, default=1e-4)
+    p.add_argument("--shortcut-on-policy", type=float, default=0.5,
+                   help="share of shortcut patches whose noisy input is made by the sampler itself")
     p.add_argument("--batch", type=int, default=32, help="global batch (split over DDP workers)")
     p.add_argument("--lr", type=float, default=3e-4, help="Patch-DiT learning rate")
     p.add_argument("--save-every", type=int, default=100)
@@ -483,20 +485,26 @@ def stage_shortcut(a, d: Dist) -> dict:
     net = d.wrap(_PromptedDiT(dit))
     ema = EMA(dit, 0.999 if not a.tiny else 0.9)
 
-    def batch(rng, n):
-        """Patches, their groups, and for each a timestep of its path and whether it is the start."""
+    def batch(rng, n, with_index=False):
+        """Patches, their groups, and for each a timestep of its path and whether it is the start
+        (with_index: also the step index j on the path and the path, padded with -1)."""
         c, src = data.crops(rng, n, V, codec.factor)
         x0, y0 = codec.encode(c["hr"].to(dev)), codec.encode(c["sr"].to(dev))
         with torch.no_grad():
             q = head(confidence_input(y0, c["lr"].to(dev))).mean((1, 2, 3)).cpu()
         groups = pgs.assign_groups(q, p.thresholds)
-        t, start = [], []
+        t, start, js, rows = [], [], [], []
         for g in groups.tolist():
             path = full if rng.random() < 0.25 else paths[g]
             j = int(rng.integers(len(path)))
             t.append(path[j])
             start.append(j == 0)
-        return x0, y0, src.to(dev), torch.tensor(t, device=dev), torch.tensor(start, device=dev), groups
+            js.append(j)
+            rows.append(path + [-1] * (len(full) - len(path)))
+        out = (x0, y0, src.to(dev), torch.tensor(t, device=dev), torch.tensor(start, device=dev), groups)
+        if with_index:
+            out += (torch.tensor(js, device=dev), torch.tensor(rows, device=dev))
+        return out
 
     # monitoring: every patch of a fixed batch sampled along its own group's path, error
     # relative to the GRM's (< 1: PGS output closer to the truth than the GRM's), per group
@@ -517,17 +525,42 @@ def stage_shortcut(a, d: Dist) -> dict:
             out[f"sampled_err_ratio_g{g}"] = float((x - x0).pow(2).mean() / (y0 - x0).pow(2).mean().clamp_min(1e-12))
         return out
 
+    @torch.no_grad()
+    def on_policy(y0, j, path, priors, sims, noise):
+        """x_t as the sampler reaches it: from y_tau (built from y0) through j DDIM steps of
+        the current network along the patch's path (rows of `path`, timesteps padded with -1),
+        so that training sees, and learns to correct, the drift of its own earlier steps
+        rather than only the forward process's x_t."""
+        dit.eval()
+        tokens = dit.encode_texture(priors, sims)
+        x = diffusion.q_sample(y0, path[:, 0], noise)
+        for k in range(int(j.max())):
+            m = j > k
+            tk, tn = path[m, k], path[m, k + 1]
+            x0_hat, eps = diffusion.to_x0_eps(dit(x[m], tk, y0[m], tokens[m]), x[m], tk, y0[m])
+            a_n = diffusion.abar(tn, x0_hat)
+            x[m] = a_n.sqrt() * x0_hat + (1 - a_n).sqrt() * eps
+        return x
+
     def step_fn(step):
         rng = np.random.default_rng([a.seed, 5, step])
-        x0, y0, src, t, start, _ = batch(rng, a.batch)
+        x0, y0, src, t, start, _, j, path = batch(rng, a.batch, with_index=True)
         g = torch.Generator().manual_seed(a.seed * 1_000_003 + 7 * step)
         noise = torch.randn(x0.shape, generator=g).to(dev)
-        x0, y0, src, t, start, noise = (d.shard(v) for v in (x0, y0, src, t, start, noise))
+        own = torch.tensor(rng.random(a.batch) < a.shortcut_on_policy, device=dev) & (j > 0)
+        x0, y0, src, t, start, noise, j, path, own = (
+            d.shard(v) for v in (x0, y0, src, t, start, noise, j, path, own))
         priors, sims = _retrieve_excluding(T, keys, values, rtm_source, y0, src, K)
         x_t = diffusion.q_sample(torch.where(start.view(-1, 1, 1, 1), y0, x0), t, noise)
+        if own.any():
+            x_t[own] = on_policy(y0[own], j[own], path[own], priors[own], sims[own], noise[own])
+        # the noise that x_t holds relative to the truth (not the one drawn: path starts and
+        # on-policy inputs are not q_sample(x0)), so that eps/v targets are right too
+        a_t = diffusion.abar(t, x0)
+        implied = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()
         dit.train()
         out = net(x_t, t, y0, priors, sims)
-        loss = F.mse_loss(out, diffusion.target(x0, noise, t, y0))
+        loss = F.mse_loss(out, diffusion.target(x0, implied, t, y0))
         extra = monitor(ema.shadow) if (step + 1) % 100 == 0 and d.main else {}
         return loss, extra
 

@@ -65,12 +65,14 @@ def test_train_all_writes_every_stage_and_a_usable_checkpoint(trained):
     from patchscaler.upscale import build_default, upscale
     work, ckpt, out = trained
     for f in ("prepare.done.json", "texture.done.safetensors", "confidence.done.safetensors", "rtm.done.json",
-              "dit.done.safetensors", "calibration.json", "logs/texture.jsonl", "logs/dit.jsonl"):
+              "dit.done.safetensors", "shortcut.done.safetensors", "calibration.json", "logs/texture.jsonl",
+              "logs/dit.jsonl", "logs/shortcut.jsonl"):
         assert (work / f).exists(), f
     assert "top-1 retrieval accuracy" in out
     info = checkpoint_info(str(ckpt))
     rec = info["extra"]["training"]
     assert rec["seed"] == 0 and rec["dit"]["steps"] == 4 and len(rec["calibration"]["thresholds"]) == 2
+    assert rec["shortcut"]["steps"] == 4 and "sampled_err_ratio_g0" in rec["shortcut"]
     assert info["config"]["texture"]["version"].startswith("T-")
     assert info["rtm"]["texture_version"] == info["config"]["texture"]["version"]  # RTM keyed by the trained T
     model = build_default(str(ckpt))
