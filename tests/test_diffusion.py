@@ -67,3 +67,40 @@ def test_no_clamping_in_latent_space():
     y0 = torch.full((1, 4, 8, 8), 5.0)
     out = d.sample(lambda x, t: torch.full_like(x, 7.0), y0, 400, 8, torch.randn_like(y0))
     assert torch.allclose(out, torch.full_like(out, 7.0))
+
+
+def test_last_denoise_replaces_only_the_last_step():
+    """seam_shift's two-grid call: used once, at the last timestep, and its x0 is the result."""
+    d = Diffusion(DiffusionConfig(prediction="x0_residual"))
+    y0, noise = torch.zeros(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    calls = []
+
+    def denoise(x, t):
+        calls.append(("plain", int(t[0])))
+        return torch.zeros_like(x)
+
+    def last(x, t):
+        calls.append(("last", int(t[0])))
+        return torch.full_like(x, 0.25)
+
+    out = d.sample(denoise, y0, 400, 8, noise, last_denoise=last)
+    assert calls == [("plain", t) for t in shortcut_timesteps(400, 8)[:-1]] + [("last", 49)]
+    assert torch.allclose(out, torch.full_like(out, 0.25))
+
+
+def test_seam_shift_averages_two_token_grids_on_the_interior():
+    """The last step of PatchScaler.refine: border pixels keep the first grid's output, the
+    interior is the mean of the two grids; with seam_shift off only one grid runs."""
+    from patchscaler.config import tiny_config
+    from patchscaler.model import PatchScaler
+    torch.manual_seed(0)
+    model = PatchScaler(tiny_config()).eval()
+    for p in model.dit.out.parameters():  # a DiT that says something
+        p.data.normal_(0, 0.05)
+    V, C = model.cfg.pgs.patch_size, model.cfg.latent_channels
+    y0, noise = torch.rand(3, C, V, V) * 2 - 1, torch.randn(3, C, V, V)
+    on = model.refine(y0, 0, noise)
+    model.cfg.pgs.seam_shift = False
+    off = model.refine(y0, 0, noise)
+    assert torch.equal(on[..., 0, :], off[..., 0, :]) and torch.equal(on[..., :, -1], off[..., :, -1])
+    assert not torch.allclose(on[..., 1:-1, 1:-1], off[..., 1:-1, 1:-1])
