@@ -7,9 +7,9 @@ per photo, and upscaled four ways from the same LR:
     patchscaler_pgs      the full method: confidence -> groups -> Patch-DiT from each group's tau
     patchscaler_uniform  the same Patch-DiT on every patch from tau = T with the hard group's steps
 and the HR crop itself is scored with NIQE as a reference (what the ground truth scores on the
-same no-reference metric). Metrics: PSNR / SSIM on Y, NIQE (lower is better), seconds per stage, the Spearman correlation
-between each patch's Qmap and its true GRM error (pooled over photos; positive = confident
-patches have low error), and the group fractions. Writes OUT/metrics.parquet (one row per photo
+same no-reference metric). Metrics: PSNR / SSIM on Y, NIQE (lower is better), seconds per
+stage, the Spearman correlation between each patch's Qmap and its true GRM error (pooled over
+photos; positive = confident patches have low error), and the group fractions. Writes OUT/metrics.parquet (one row per photo
 and method), OUT/summary.json, OUT/table.md and OUT/side_by_side.png."""
 from __future__ import annotations
 

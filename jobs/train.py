@@ -462,8 +462,9 @@ def stage_shortcut(a, d: Dist) -> dict:
     reads part of the noise as detail to add. Here each training patch is grouped by the trained
     confidence head and thresholds, as at inference; t is one of its group's timesteps (a quarter
     of the patches take the full 20-step path, so uniform sampling is not left untrained); at a
-    path's first timestep the input is built from y0 as the sampler builds it. Starts from the
-    dit stage's EMA weights; a lower learning rate."""
+    path's first timestep the input is built from y0 as the sampler builds it; and for a share of
+    the patches (--shortcut-on-policy) the input at a later step is the one the sampler itself
+    reaches with the current network. Starts from the dit stage's EMA weights; a lower LR."""
     from patchscaler import pgs
     from patchscaler.diffusion import shortcut_timesteps
     from patchscaler.grm import confidence_input
@@ -485,9 +486,9 @@ def stage_shortcut(a, d: Dist) -> dict:
     net = d.wrap(_PromptedDiT(dit))
     ema = EMA(dit, 0.999 if not a.tiny else 0.9)
 
-    def batch(rng, n, with_index=False):
-        """Patches, their groups, and for each a timestep of its path and whether it is the start
-        (with_index: also the step index j on the path and the path, padded with -1)."""
+    def batch(rng, n):
+        """Patches, their groups, and for each a timestep t of its path, whether t is the path's
+        start, its step index j on the path, and the path (timesteps, padded with -1)."""
         c, src = data.crops(rng, n, V, codec.factor)
         x0, y0 = codec.encode(c["hr"].to(dev)), codec.encode(c["sr"].to(dev))
         with torch.no_grad():
@@ -501,14 +502,12 @@ def stage_shortcut(a, d: Dist) -> dict:
             start.append(j == 0)
             js.append(j)
             rows.append(path + [-1] * (len(full) - len(path)))
-        out = (x0, y0, src.to(dev), torch.tensor(t, device=dev), torch.tensor(start, device=dev), groups)
-        if with_index:
-            out += (torch.tensor(js, device=dev), torch.tensor(rows, device=dev))
-        return out
+        return (x0, y0, src.to(dev), torch.tensor(t, device=dev), torch.tensor(start, device=dev), groups,
+                torch.tensor(js, device=dev), torch.tensor(rows, device=dev))
 
     # monitoring: every patch of a fixed batch sampled along its own group's path, error
     # relative to the GRM's (< 1: PGS output closer to the truth than the GRM's), per group
-    mon_x0, mon_y0, mon_src, _, _, mon_groups = batch(np.random.default_rng([a.seed, 6]), 48)
+    mon_x0, mon_y0, mon_src, _, _, mon_groups, _, _ = batch(np.random.default_rng([a.seed, 6]), 48)
     mon_noise = torch.randn(mon_y0.shape, generator=torch.Generator().manual_seed(a.seed + 6)).to(dev)
     mon_priors, mon_sims = _retrieve_excluding(T, keys, values, rtm_source, mon_y0, mon_src, K)
 
@@ -536,15 +535,14 @@ def stage_shortcut(a, d: Dist) -> dict:
         x = diffusion.q_sample(y0, path[:, 0], noise)
         for k in range(int(j.max())):
             m = j > k
-            tk, tn = path[m, k], path[m, k + 1]
+            tk = path[m, k]
             x0_hat, eps = diffusion.to_x0_eps(dit(x[m], tk, y0[m], tokens[m]), x[m], tk, y0[m])
-            a_n = diffusion.abar(tn, x0_hat)
-            x[m] = a_n.sqrt() * x0_hat + (1 - a_n).sqrt() * eps
+            x[m] = diffusion.ddim_step(x0_hat, eps, path[m, k + 1])
         return x
 
     def step_fn(step):
         rng = np.random.default_rng([a.seed, 5, step])
-        x0, y0, src, t, start, _, j, path = batch(rng, a.batch, with_index=True)
+        x0, y0, src, t, start, _, j, path = batch(rng, a.batch)
         g = torch.Generator().manual_seed(a.seed * 1_000_003 + 7 * step)
         noise = torch.randn(x0.shape, generator=g).to(dev)
         own = torch.tensor(rng.random(a.batch) < a.shortcut_on_policy, device=dev) & (j > 0)

@@ -94,6 +94,12 @@ class Diffusion(nn.Module):
         return x0, eps
 
     # --- the shortcut sampler -----------------------------------------------------------
+    def ddim_step(self, x0: torch.Tensor, eps: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+        """Deterministic DDIM (eta = 0): the latent at t_next (B,) from the x0 and eps estimates."""
+        a = self.abar(t_next, x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+
     @torch.no_grad()
     def sample(self, denoise, y0: torch.Tensor, tau: int, steps: int, noise: torch.Tensor,
                on_step=None, last_denoise=None) -> torch.Tensor:
@@ -114,8 +120,7 @@ class Diffusion(nn.Module):
             out = fn(x, tt).to(x.dtype)
             x0, eps = self.to_x0_eps(out, x, tt, y0)
             if i + 1 < len(ts):
-                a_prev = self.abar(torch.full((B,), ts[i + 1], dtype=torch.long, device=y0.device), x)
-                x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+                x = self.ddim_step(x0, eps, torch.full((B,), ts[i + 1], dtype=torch.long, device=y0.device))
             if on_step is not None:
                 on_step(i, t)
         return x0
