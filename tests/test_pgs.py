@@ -21,12 +21,26 @@ def test_grid_covers_every_pixel_with_overlap():
     assert (cover >= 1).all() and (cover >= 2).any()
 
 
-def test_blend_weights_symmetric_positive_and_partition_of_unity():
-    w = pgs.blend_weights(16, 4)
+@pytest.mark.parametrize("patch,overlap", [(16, 4), (8, 2), (16, 1)])
+def test_blend_weights_symmetric_positive_and_partition_of_unity(patch, overlap):
+    w = pgs.blend_weights(patch, overlap)
     assert torch.equal(w, w.T) and torch.equal(w, w.flip(0)) and (w > 0).all()
-    one = pgs.blend_weights(16, 4)[0]
-    s = one[12:] + one[:4]  # neighbours at stride 12 overlap by 4
-    assert torch.allclose(s / s, torch.ones(4))
+    # the 1-D profile (a middle row): neighbours at stride V - o sum to one over their overlap
+    one = w[patch // 2]
+    assert one.max() == 1
+    s = one[patch - overlap:] + one[:overlap]
+    assert torch.allclose(s, torch.ones(overlap), atol=1e-6), s
+    # 2-D: on a grid of whole strides the raw weights already sum to one at every pixel away
+    # from the image border, so stitch's normalisation changes only the border and the last,
+    # edge-aligned patches
+    side = patch + 3 * (patch - overlap)
+    grid = pgs.make_grid(side, side, patch, overlap)
+    assert len(grid) == 16
+    total = torch.zeros(side, side)
+    for y, x in grid.positions:
+        total[y:y + patch, x:x + patch] += w
+    inner = total[overlap:side - overlap, overlap:side - overlap]
+    assert torch.allclose(inner, torch.ones_like(inner), atol=1e-6), (inner.min(), inner.max())
 
 
 def test_qmap_is_patch_mean_and_groups_follow_thresholds():
