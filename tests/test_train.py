@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from helpers import encode
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--tiny", "--crop", "64", "--crops-per-photo", "4", "--texture-steps", "30", "--confidence-steps", "20",
         "--batch", "8", "--rtm-size", "32", "--rtm-candidates", "300", "--rtm-engine", "local", "--no-progress",
@@ -61,8 +63,9 @@ def trained(data, tmp_path_factory):
 
 
 def test_train_all_writes_every_stage_and_a_usable_checkpoint(trained):
+    from patchscaler import imageio
     from patchscaler.checkpoint import checkpoint_info
-    from patchscaler.upscale import build_default, upscale
+    from patchscaler.upscale import build_default, upscale_prepared
     work, ckpt, out = trained
     for f in ("prepare.done.json", "texture.done.safetensors", "confidence.done.safetensors", "rtm.done.json",
               "dit.done.safetensors", "shortcut.done.safetensors", "calibration.json", "logs/texture.jsonl",
@@ -79,8 +82,9 @@ def test_train_all_writes_every_stage_and_a_usable_checkpoint(trained):
     assert model.rtm.size == 32
     # the trained confidence head and thresholds give more than one group on a real photo
     img = Image.open(ROOT / "patchscaler" / "samples" / "skimage__astronaut.jpg").convert("RGB").resize((64, 64))
-    out_img = upscale(img, model.configure(model.runtime), seed=0)
-    assert out_img.size == (256, 256)
+    r = upscale_prepared(model.configure(model.runtime), imageio.decode(encode(img)), seed=0)
+    assert r.image.size == (256, 256)
+    assert sum(r.group_counts) == len(r.grid) and sum(c > 0 for c in r.group_counts) >= 2, r.group_counts
 
 
 def test_prepared_crops_are_seeded(trained, data):
