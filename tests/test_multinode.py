@@ -44,7 +44,11 @@ def test_pools_placed_by_custom_resources(checkpoint, tmp_path):
         assert all("grm" in by_id[n] for n in seen["grm"])
         assert seen["hard"] and all("dit_hard" in by_id[n] for n in seen["hard"])
         assert seen["easy"] and all("dit_easy" in by_id[n] for n in seen["easy"])
-        assert nodes  # three worker nodes were up
+        # three distinct worker nodes were up, and each pool ran on its own node and no other
+        node_of = {name: n.node_id[:12] for name, n in nodes.items()}
+        assert len(set(node_of.values())) == 3 and set(node_of.values()) <= set(by_id)
+        assert seen == {"grm": {node_of["grm"]}, "hard": {node_of["dit_hard"]}, "easy": {node_of["dit_easy"]}}, \
+            (seen, node_of)
     finally:
         ray.shutdown()
         cluster.shutdown()

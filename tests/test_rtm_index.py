@@ -97,7 +97,7 @@ def test_build_job_on_s3(ray_session, checkpoint, s3_endpoint):
     assert load_rtm(s["uri"], options=so).size == 12
 
 
-def test_upscale_job_uses_a_built_rtm(ray_session, checkpoint, tmp_path):
+def test_upscale_job_uses_a_built_rtm(checkpoint, tmp_path):
     from pipeline.local import run_local
     from pipeline.options import UpscaleOptions
     keys, vals = torch.randn(20, 32), torch.randn(20, 48, 8, 8)
