@@ -1,14 +1,16 @@
 """PGS vs uniform sampling: same model, same images, one run. Prints the Patch-DiT stage time
-of PGS (per-group tau/N, default 400/8, 700/14, 1000/20) against uniform sampling (tau 1000,
-N 20 for every patch), their ratio, and the PSNR between the two outputs.
+of PGS (the checkpoint's per-group tau/N; the shipped model's are 100/2, 400/8, 1000/20)
+against uniform sampling (tau 1000, N 20 for every patch), their ratio, and the PSNR between
+the two outputs.
 
     python bench/pgs_vs_uniform.py [--images N] [--checkpoint PATH] [--quantiles 0.4,0.7]
 
 With an untrained checkpoint the confidence head says nothing, so the Qmap thresholds are set
 from its quantiles (--quantiles: the fractions of simple and simple+medium patches; the
 paper's Fig. 11 shows most patches simple) and the Patch-DiT gets random output weights, so
-that the speed ratio is meaningful; quality needs trained weights (issue 3)."""
+that the speed ratio is meaningful; quality needs trained weights."""
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -16,7 +18,6 @@ import numpy as np
 import torch
 
 from patchscaler import imageio
-from patchscaler.config import PGSConfig
 from patchscaler.model import Runtime
 from patchscaler.upscale import build_default, group_batches, grm_stage, refine_stage, stitch_stage
 
@@ -59,12 +60,12 @@ for f in files:
     coarse = grm_stage(model, prep)
     if untrained:
         qs = [float(np.quantile(coarse.qmap.numpy(), 1 - float(q))) for q in a.quantiles.split(",")]
-        model.cfg.pgs = PGSConfig(base.patch_size, base.overlap, tuple(sorted(qs, reverse=True)), base.taus, base.steps)
+        model.cfg.pgs = dataclasses.replace(base, thresholds=tuple(sorted(qs, reverse=True)))
     from patchscaler.pgs import assign_groups
     coarse.groups = assign_groups(coarse.qmap, model.cfg.pgs.thresholds)
     fractions += np.bincount(coarse.groups.numpy(), minlength=3)[:3]
     t_pgs, out_pgs = dit_time(coarse, prep)
-    model.cfg.pgs = PGSConfig(base.patch_size, base.overlap, model.cfg.pgs.thresholds, (1000,) * 3, (20,) * 3)
+    model.cfg.pgs = dataclasses.replace(model.cfg.pgs, taus=(1000,) * 3, steps=(20,) * 3)
     t_uni, out_uni = dit_time(coarse, prep)
     model.cfg.pgs = base
     tot["pgs"] += t_pgs

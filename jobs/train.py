@@ -7,12 +7,14 @@
                 calibration of the PGS thresholds on the training crops
     rtm         the RTM, by the build-rtm job (Ray Data), keyed by the trained T
     dit         the Patch-DiT (x0-residual parametrisation, see below) with texture prompts
+    shortcut    fine-tunes the Patch-DiT on the timesteps PGS visits, each patch on its own
+                group's path (see stage_shortcut)
     assemble    one checkpoint (fp16 weights, uint8 RTM values) + its training record
     all         everything in order; finished stages are skipped, unfinished ones resume
 
 Every stage writes WORK/STAGE.state.safetensors every --save-every steps and resumes from it;
 loss curves go to WORK/logs/STAGE.jsonl. Run under `torchrun --nproc_per_node N` to train
-texture/confidence/dit with DDP (see trainstate.py).
+texture/confidence/dit/shortcut with DDP (see trainstate.py).
 
 Why x0-residual for the Patch-DiT (the paper predicts eps): the network outputs x0 - y0, the
 correction to the GRM's patch. Its output layer starts at zero (adaLN-Zero), so the untrained

@@ -6,9 +6,9 @@ Timestep convention (tested in tests/test_diffusion.py):
     from y_tau = sqrt(abar[tau-1]) * y0 + sqrt(1 - abar[tau-1]) * eps  (paper Eq. 4 at t = tau)
     and visits the N "trailing" timesteps  tau-1, tau-1-s, ..., tau-1-(N-1)s  with stride
     s = tau / N, then returns the x0 estimate of the last step.
-  * With the default groups (400/8, 700/14, 1000/20) the stride is 50 for all of them, so the
-    grids nest: every group visits a suffix of {999, 949, ..., 49}. tau = T with N = 20 is plain
-    uniform (trailing) DDIM sampling.
+  * With the shipped model's groups (100/2, 400/8, 1000/20), as with the paper's (400/8, 700/14,
+    1000/20), the stride is 50 for all of them, so the grids nest: every group visits a suffix
+    of {999, 949, ..., 49}. tau = T with N = 20 is plain uniform (trailing) DDIM sampling.
   * The sampler is deterministic DDIM (eta = 0). Latents are never clamped.
 """
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Diffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, denoise, y0: torch.Tensor, tau: int, steps: int, noise: torch.Tensor,
-               on_step=None, last_denoise=None) -> torch.Tensor:
+               last_denoise=None) -> torch.Tensor:
         """Deterministic DDIM from the shortcut point tau in `steps` steps.
 
         denoise(x_t, t) -> network output, for a batch; last_denoise: the same for the last step
@@ -121,8 +121,6 @@ class Diffusion(nn.Module):
             x0, eps = self.to_x0_eps(out, x, tt, y0)
             if i + 1 < len(ts):
                 x = self.ddim_step(x0, eps, torch.full((B,), ts[i + 1], dtype=torch.long, device=y0.device))
-            if on_step is not None:
-                on_step(i, t)
         return x0
 
 

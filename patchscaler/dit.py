@@ -170,8 +170,3 @@ class PatchDiT(nn.Module):
         p, C = self.patch, self.channels
         h = h.view(-1, gh, gw, p, p, C).permute(0, 5, 1, 3, 2, 4)
         return h.reshape(-1, C, gh * p, gw * p)
-
-
-def count_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
