@@ -142,7 +142,7 @@ class StitchWrite:
                 state = pickle.loads(row["state"])
                 prep, coarse = state["prep"], state["coarse"]
                 t = time.perf_counter()
-                image = stitch_stage(self.model, coarse.grid, state["refined"], prep)
+                image = stitch_stage(self.model, coarse, state["refined"], prep)
                 t_stitch = time.perf_counter() - t
                 out_rel, t_write = steps.write_output(self.dst, row["input"], image, prep, self.opts,
                                                       self.src_is_file, self.src_name)

@@ -50,7 +50,7 @@ def dit_time(coarse, prep):
     for g, idx in group_batches(model, coarse.groups):
         refined[idx] = refine_stage(model, coarse.patches[idx], idx, g, seed=0)
     dt = time.perf_counter() - t
-    return dt, stitch_stage(model, coarse.grid, refined, prep)
+    return dt, stitch_stage(model, coarse, refined, prep)
 
 
 tot = {"pgs": 0.0, "uniform": 0.0}

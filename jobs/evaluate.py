@@ -1,43 +1,71 @@
 """`patchscaler evaluate HR_FOLDER OUT`: an honest quality evaluation on HR photos.
 
-Each photo is centre-cropped, degraded to LR with the training degradations and a fixed seed
-per photo, and upscaled four ways from the same LR:
+Each photo is centre-cropped and degraded to LR with a fixed seed per photo, by one of two
+families (`--degradation`): `training` (the Real-ESRGAN second-order degradations the model
+was trained on) or `classical` (Gaussian blur sigma 0.8-3.0, bicubic x4 down, JPEG quality
+50-95: a family the model never saw). From the same LR it is upscaled six ways:
     bicubic              plain bicubic x4
-    grm                  the GRM alone (Real-ESRGAN x4plus pixels)
+    grm                  the GRM alone (Real-ESRGAN x4plus pixels), no colour fix
+    grm_colorfix         every patch handed back to the GRM, then the same stitch, decode and
+                         colour fix as PatchScaler: what the Patch-DiT must beat
     patchscaler_pgs      the full method: confidence -> groups -> Patch-DiT from each group's tau
     patchscaler_uniform  the same Patch-DiT on every patch from tau = T with the hard group's steps
-and the HR crop itself is scored with NIQE as a reference (what the ground truth scores on the
-same no-reference metric). Metrics: PSNR / SSIM on Y, NIQE (lower is better), seconds per
-stage, the Spearman correlation between each patch's Qmap and its true GRM error (pooled over
-photos; positive = confident patches have low error), and the group fractions. Writes OUT/metrics.parquet (one row per photo
-and method), OUT/summary.json, OUT/table.md and OUT/side_by_side.png."""
+and the HR crop itself is scored with NIQE as a reference.
+
+Numbers (per photo and method in OUT/metrics.parquet; means in OUT/table.md):
+    PSNR / SSIM on Y; NIQE (lower is better)
+    sharpness            mean |gradient of Y| of the output / of the HR
+    blockiness 4 / 8     neighbour differences across 4 / 8 px grid borders / elsewhere (~1.0)
+    tiles worse          % of non-overlapping 32 px tiles whose local PSNR-Y is more than 4 dB
+                         below the GRM-only output's, and the worst tile's difference (dB)
+    clipped              pixels at 0 or 255 in any channel, output / HR (pooled)
+    guarded              share of the Patch-DiT's low-band correction that the input-
+                         consistency box removed (patchscaler/fusion.py)
+and the Spearman correlation between each patch's Qmap and its true GRM error.
+Pictures, to look at: OUT/side_by_side.png (LR, GRM, PatchScaler, HR, group map),
+OUT/worst_tiles.png (the 12 tiles where PatchScaler loses most to the GRM: GRM | PatchScaler |
+HR, with context) and OUT/drop_maps.png (each photo's PatchScaler output, tiles tinted red
+where it is worse than the GRM, green where better)."""
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
+import math
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-METHODS = ("bicubic", "grm", "patchscaler_pgs", "patchscaler_uniform")
+METHODS = ("bicubic", "grm", "grm_colorfix", "patchscaler_pgs", "patchscaler_uniform")
 REFERENCE = "hr"   # NIQE of the ground truth, no PSNR/SSIM
-GROUP_COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240)]
+DEGRADATIONS = ("training", "classical")
+TILE = 32            # px, tile regression
+WORSE_DB = 4.0       # a tile this much below the GRM counts as a regression
+GROUP_COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240), (200, 80, 220)]
 
 
 def add_args(p) -> None:
     p.add_argument("src", nargs="?", default="../shared/data/train", help="folder of HR photos")
-    p.add_argument("out", nargs="?", default="runs/eval", help="folder for the table, parquet and PNG")
-    p.add_argument("--all-photos", dest="held_out", action="store_false",
-                   help="every photo in SRC (default: only those the training split holds out)")
+    p.add_argument("out", nargs="?", default="runs/eval", help="folder for the table, parquet and PNGs")
+    p.add_argument("--split", choices=("held-out", "train", "all"), default="held-out",
+                   help="which photos of SRC: those the training split holds out (default), the training "
+                        "ones (to choose settings on), or all")
+    p.add_argument("--all-photos", dest="split", action="store_const", const="all", help="= --split all")
+    p.add_argument("--match", default="*", help="only photos whose file name matches this glob")
+    p.add_argument("--degradation", choices=DEGRADATIONS, default="training",
+                   help="training: Real-ESRGAN second-order; classical: Gaussian blur + bicubic + JPEG")
     p.add_argument("--checkpoint", help="default: the shipped checkpoint")
     p.add_argument("--crop", type=int, default=384, help="HR centre crop (NIQE needs > 192)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="evaluate at most this many photos")
     p.add_argument("--panels", type=int, default=4, help="photos in side_by_side.png")
+    p.add_argument("--fusion", choices=("checkpoint", "none"), default="checkpoint",
+                   help="none: v0.3.0's output (the Patch-DiT's pixels, plain colour fix), for before/after tables")
     p.add_argument("--taus", help="override the checkpoint's shortcut points, e.g. 100,250,500")
     p.add_argument("--steps", help="override the checkpoint's steps per group, e.g. 2,5,10")
 
@@ -47,30 +75,77 @@ def _u8(x: torch.Tensor) -> np.ndarray:
     return (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def synthetic_lr(hr: torch.Tensor, name: str, seed: int) -> torch.Tensor:
+def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    buf = io.BytesIO()
+    Image.fromarray(_u8(x)).save(buf, format="JPEG", quality=quality)
+    a = np.array(Image.open(buf).convert("RGB"))
+    return torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
+
+
+def classical_degrade(hr: torch.Tensor, g: torch.Generator, scale: int = 4) -> torch.Tensor:
+    """The classical family: isotropic Gaussian blur (sigma uniform in [0.8, 3.0]), bicubic
+    downscale by `scale` (antialiased, as MATLAB's imresize), JPEG (quality uniform in [50, 95])."""
+    sigma = 0.8 + 2.2 * float(torch.rand((), generator=g))
+    quality = int(round(50 + 45 * float(torch.rand((), generator=g))))
+    k = 2 * math.ceil(3 * sigma) + 1
+    r = torch.arange(k, dtype=torch.float32) - k // 2
+    w = torch.exp(-0.5 * (r / sigma) ** 2)
+    w = w / w.sum()
+    x = F.pad(hr.float(), (k // 2,) * 4, mode="reflect")
+    x = F.conv2d(x, w.view(1, 1, 1, k).expand(3, 1, 1, k), groups=3)
+    x = F.conv2d(x, w.view(1, 1, k, 1).expand(3, 1, k, 1), groups=3)
+    x = F.interpolate(x, scale_factor=1 / scale, mode="bicubic", antialias=True, align_corners=False)
+    return _jpeg(x.clamp(0, 1), quality)
+
+
+def synthetic_lr(hr: torch.Tensor, name: str, seed: int, family: str = "training") -> torch.Tensor:
     from patchscaler.degrade import degrade
     from .train_data import name_key
-    return degrade(hr, torch.Generator().manual_seed(seed * 7919 + name_key(name)))
+    g = torch.Generator().manual_seed(seed * 7919 + name_key(name))
+    if family == "classical":
+        return classical_degrade(hr, g)
+    return degrade(hr, g)
 
 
-def evaluate_photo(model, path: Path, crop: int, seed: int) -> tuple[list[dict], dict, dict]:
+def _refine_all(model, coarse, groups, seed) -> tuple[torch.Tensor, float]:
+    from patchscaler.upscale import group_batches, refine_stage
+    t = time.perf_counter()
+    refined = coarse.patches.clone()
+    for g, idx in group_batches(model, groups):
+        refined[idx] = refine_stage(model, coarse.patches[idx], idx, g, seed)
+    return refined, time.perf_counter() - t
+
+
+def image_measures(out: np.ndarray, hr: np.ndarray, grm: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The per-photo numbers of one output, and its tile drop map against the GRM-only output."""
+    from .metrics import blockiness, clipped_pixels, mean_gradient, niqe, psnr_y, ssim_y, tile_drop
+    drop = tile_drop(out, grm, hr, TILE)
+    return {"psnr_y": psnr_y(out, hr), "ssim_y": ssim_y(out, hr), "niqe": niqe(out),
+            "sharpness": mean_gradient(out) / max(mean_gradient(hr), 1e-9),
+            "blockiness4": blockiness(out, 4), "blockiness8": blockiness(out, 8),
+            "clipped": clipped_pixels(out), "clipped_hr": clipped_pixels(hr),
+            "tiles": int(drop.size), "tiles_worse": int((drop < -WORSE_DB).sum()),
+            "worst_tile_db": float(drop.min())}, drop
+
+
+def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "training") -> tuple[list[dict], dict, dict]:
     from patchscaler import imageio, pgs
-    from patchscaler.upscale import grm_stage, group_batches, refine_stage, stitch_stage
-    from .metrics import niqe, psnr_y, ssim_y
+    from patchscaler.upscale import grm_stage, stitch_stage
+    from .metrics import niqe
     from .train_data import load_rgb
     img = load_rgb(path)
     H, W = img.shape[-2:]
     c = min(crop, H, W) // 16 * 16
     y0, x0 = (H - c) // 2, (W - c) // 2
     hr = img[None, :, y0:y0 + c, x0:x0 + c]
-    lr = synthetic_lr(hr, path.name, seed)
+    lr = synthetic_lr(hr, path.name, seed, family)
     buf = io.BytesIO()
     Image.fromarray(_u8(lr)).save(buf, format="PNG")
     prep = imageio.decode(buf.getvalue())
     hr8 = _u8(hr)
-    outs, secs = {}, {}
+    outs, secs, back = {}, {}, {}
     t = time.perf_counter()
-    outs["bicubic"] = _u8(torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False))
+    outs["bicubic"] = _u8(F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False))
     secs["bicubic"] = {"total": time.perf_counter() - t}
     coarse = grm_stage(model, prep)
     # GRM only = the coarse latent decoded as it is (pixel-unshuffle is lossless: these are
@@ -78,35 +153,40 @@ def evaluate_photo(model, path: Path, crop: int, seed: int) -> tuple[list[dict],
     with torch.no_grad():
         outs["grm"] = _u8(model.codec.decode(pgs.stitch(coarse.patches, coarse.grid)[None].to(model.device)).cpu())
     secs["grm"] = {"grm": coarse.seconds, "total": coarse.seconds}
+    t = time.perf_counter()
+    outs["grm_colorfix"] = np.asarray(stitch_stage(model, coarse, coarse.patches, prep).convert("RGB"))
+    secs["grm_colorfix"] = {"grm": coarse.seconds, "stitch": time.perf_counter() - t,
+                            "total": coarse.seconds + time.perf_counter() - t}
     last = model.cfg.pgs.num_groups - 1
     for method, groups in (("patchscaler_pgs", coarse.groups), ("patchscaler_uniform", torch.full_like(coarse.groups, last))):
+        refined, t_dit = _refine_all(model, coarse, groups, seed)
         t = time.perf_counter()
-        refined = coarse.patches.clone()
-        for g, idx in group_batches(model, groups):
-            refined[idx] = refine_stage(model, coarse.patches[idx], idx, g, seed)
-        t_dit = time.perf_counter() - t
-        t = time.perf_counter()
-        outs[method] = np.asarray(stitch_stage(model, coarse.grid, refined, prep).convert("RGB"))
+        stats = {}
+        outs[method] = np.asarray(stitch_stage(model, coarse, refined, prep, stats).convert("RGB"))
+        back[method] = stats.get("guarded", float("nan"))
         secs[method] = {"grm": coarse.seconds, "dit": t_dit, "stitch": time.perf_counter() - t,
                         "total": coarse.seconds + t_dit + time.perf_counter() - t}
     # the confidence map against the true error of each coarse patch
     true = pgs.cut(model.codec.encode(hr.to(model.device)).cpu()[0], coarse.grid)
     patch_err = (coarse.patches - true).pow(2).mean((1, 2, 3))
     counts = torch.bincount(coarse.groups, minlength=model.cfg.pgs.num_groups).tolist()
-    rows = []
+    common = {"image": path.name, "degradation": family, "patches": len(coarse.groups),
+              **{f"group{g}": n for g, n in enumerate(counts)}}
+    rows, drops = [], {}
     for m in METHODS:
-        rows.append({"image": path.name, "method": m, "psnr_y": psnr_y(outs[m], hr8), "ssim_y": ssim_y(outs[m], hr8),
-                     "niqe": niqe(outs[m]), "seconds": secs[m]["total"], "seconds_grm": secs[m].get("grm", 0.0),
-                     "seconds_dit": secs[m].get("dit", 0.0), "seconds_stitch": secs[m].get("stitch", 0.0),
-                     "patches": len(coarse.groups), **{f"group{g}": n for g, n in enumerate(counts)}})
-    rows.append({"image": path.name, "method": REFERENCE, "psnr_y": float("nan"), "ssim_y": float("nan"),
-                 "niqe": niqe(hr8), "seconds": 0.0, "seconds_grm": 0.0, "seconds_dit": 0.0, "seconds_stitch": 0.0,
-                 "patches": len(coarse.groups), **{f"group{g}": n for g, n in enumerate(counts)}})
+        meas, drops[m] = image_measures(outs[m], hr8, outs["grm"])
+        rows.append({**common, "method": m, **meas, "guarded": back.get(m, float("nan")),
+                     "seconds": secs[m]["total"], "seconds_grm": secs[m].get("grm", 0.0),
+                     "seconds_dit": secs[m].get("dit", 0.0), "seconds_stitch": secs[m].get("stitch", 0.0)})
+    rows.append({**common, "method": REFERENCE, "niqe": niqe(hr8), "clipped": 0, "clipped_hr": 0,
+                 "tiles": 0, "tiles_worse": 0, "seconds": 0.0})
     extra = {"qmap": coarse.qmap.numpy(), "patch_err": patch_err.numpy(), "groups": coarse.groups,
-             "grid": coarse.grid}
+             "grid": coarse.grid, "drop": drops["patchscaler_pgs"]}
     panels = {"lr": _u8(lr), "hr": hr8, **outs}
     return rows, extra, panels
 
+
+# --- pictures -------------------------------------------------------------------------------
 
 def group_map(image: np.ndarray, groups: torch.Tensor, grid, factor: int) -> Image.Image:
     """The output with each patch tinted by its group (green simple, yellow medium, red hard)."""
@@ -116,32 +196,83 @@ def group_map(image: np.ndarray, groups: torch.Tensor, grid, factor: int) -> Ima
     step = grid.patch - grid.overlap
     for (y, x), g in zip(grid.positions, groups.tolist()):
         cy, cx = (y + grid.overlap // 2) * factor, (x + grid.overlap // 2) * factor
-        d.rectangle([cx, cy, cx + step * factor - 1, cy + step * factor - 1], fill=GROUP_COLOURS[g % 4] + (90,))
+        d.rectangle([cx, cy, cx + step * factor - 1, cy + step * factor - 1],
+                    fill=GROUP_COLOURS[g % len(GROUP_COLOURS)] + (90,))
     return Image.alpha_composite(im, over).convert("RGB")
+
+
+def drop_map(image: np.ndarray, drop: np.ndarray) -> Image.Image:
+    """The output with each 32 px tile tinted red where it is worse than the GRM (full red at
+    -8 dB) and green where it is better (full at +8 dB)."""
+    im = Image.fromarray(image).convert("RGBA")
+    over = Image.new("RGBA", im.size, (0, 0, 0, 0))
+    d = ImageDraw.Draw(over)
+    for (i, j), v in np.ndenumerate(drop):
+        a = int(min(abs(v) / 8, 1) * 160)
+        colour = (230, 40, 40) if v < 0 else (40, 200, 80)
+        d.rectangle([j * TILE, i * TILE, (j + 1) * TILE - 1, (i + 1) * TILE - 1], fill=colour + (a,))
+    return Image.alpha_composite(im, over).convert("RGB")
+
+
+def _sheet(rows: list[list[Image.Image]], labels: list[str], path: str, gap: int = 4) -> None:
+    w = max(sum(im.width for im in r) + gap * len(r) for r in rows)
+    h = sum(max(im.height for im in r) + gap for r in rows) + 20
+    sheet = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(sheet)
+    d.text((4, 4), "   |   ".join(labels), fill="black")
+    y = 20
+    for r in rows:
+        x = 0
+        for im in r:
+            sheet.paste(im, (x, y))
+            x += im.width + gap
+        y += max(im.height for im in r) + gap
+    sheet.save(path)
 
 
 def side_by_side(panels: list[tuple[str, dict, Image.Image]], path: str) -> None:
     """Rows: photos. Columns: LR (nearest x4), GRM, PatchScaler (PGS), HR, group map."""
-    cols = ("lr", "grm", "patchscaler_pgs", "hr", "map")
-    s = max(p["hr"].shape[0] for _, p, _ in panels)
-    sheet = Image.new("RGB", (len(cols) * (s + 4), len(panels) * (s + 4) + 20), "white")
-    d = ImageDraw.Draw(sheet)
-    for j, c in enumerate(cols):
-        d.text((j * (s + 4) + 4, 4), {"lr": "LR (x4 nearest)", "grm": "GRM only", "patchscaler_pgs": "PatchScaler (PGS)",
-                                       "hr": "HR", "map": "groups (g/y/r)"}[c], fill="black")
-    for i, (_, p, gm) in enumerate(panels):
-        for j, c in enumerate(cols):
-            im = gm if c == "map" else Image.fromarray(p[c])
-            if c == "lr":
-                im = im.resize((im.width * 4, im.height * 4), Image.NEAREST)
-            sheet.paste(im, (j * (s + 4), 20 + i * (s + 4)))
-    sheet.save(path)
+    rows = [[Image.fromarray(p["lr"]).resize((p["hr"].shape[1], p["hr"].shape[0]), Image.NEAREST),
+             Image.fromarray(p["grm"]), Image.fromarray(p["patchscaler_pgs"]), Image.fromarray(p["hr"]), gm]
+            for _, p, gm in panels]
+    _sheet(rows, ["LR (x4 nearest)", "GRM only", "PatchScaler (PGS)", "HR", "groups (g/y/r)"], path)
 
 
-def summarise(df, qmaps, errs, diffusion_ratio_key="seconds_dit") -> dict:
+def worst_tiles(candidates: list[tuple[float, str, dict, int, int]], path: str, n: int = 12, zoom: int = 3) -> None:
+    """The n tiles where PatchScaler loses most to the GRM, each with 16 px of context and
+    the tile outlined: GRM | PatchScaler | HR, enlarged `zoom` x (nearest)."""
+    rows = []
+    for v, name, p, i, j in sorted(candidates, key=lambda c: c[0])[:n]:
+        H, W = p["hr"].shape[:2]
+        y0, x0 = max(i * TILE - 16, 0), max(j * TILE - 16, 0)
+        y1, x1 = min((i + 1) * TILE + 16, H), min((j + 1) * TILE + 16, W)
+        row = []
+        for key in ("grm", "patchscaler_pgs", "hr"):
+            im = Image.fromarray(p[key][y0:y1, x0:x1]).resize(((x1 - x0) * zoom, (y1 - y0) * zoom), Image.NEAREST)
+            d = ImageDraw.Draw(im)
+            d.rectangle([(j * TILE - x0) * zoom, (i * TILE - y0) * zoom,
+                         ((j + 1) * TILE - x0) * zoom - 1, ((i + 1) * TILE - y0) * zoom - 1], outline=(255, 0, 255))
+            row.append(im)
+        lab = Image.new("RGB", (150, row[0].height), "white")
+        ImageDraw.Draw(lab).text((4, 4), f"{name[:20]}\ntile ({i},{j})\n{v:+.1f} dB", fill="black")
+        rows.append([lab] + row)
+    if rows:
+        _sheet(rows, ["photo, tile, PatchScaler - GRM", "GRM only", "PatchScaler (PGS)", "HR"], path)
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+def summarise(df, qmaps, errs) -> dict:
     from .metrics import spearman
-    per = df.groupby("method").agg(psnr_y=("psnr_y", "mean"), ssim_y=("ssim_y", "mean"), niqe=("niqe", "mean"),
-                                   seconds=("seconds", "mean"), seconds_dit=("seconds_dit", "mean")).reindex(METHODS + (REFERENCE,))
+    agg = dict(psnr_y=("psnr_y", "mean"), ssim_y=("ssim_y", "mean"), niqe=("niqe", "mean"),
+               sharpness=("sharpness", "mean"), blockiness4=("blockiness4", "mean"),
+               blockiness8=("blockiness8", "mean"), clipped=("clipped", "sum"), clipped_hr=("clipped_hr", "sum"),
+               tiles=("tiles", "sum"), tiles_worse=("tiles_worse", "sum"), worst_tile_db=("worst_tile_db", "min"),
+               guarded=("guarded", "mean"), seconds=("seconds", "mean"), seconds_dit=("seconds_dit", "mean"))
+    per = df.groupby("method").agg(**agg).reindex(METHODS + (REFERENCE,))
+    per["tiles_worse_pct"] = 100 * per.tiles_worse / per.tiles.where(per.tiles > 0)
+    hr_clipped = int(df[df.method == "grm"].clipped_hr.sum())
+    per["clipped_ratio"] = per.clipped / hr_clipped if hr_clipped else float("nan")
     pgs, uni = per.loc["patchscaler_pgs"], per.loc["patchscaler_uniform"]
     g = df[df.method == "patchscaler_pgs"]
     groups = sorted(c for c in df.columns if c.startswith("group"))
@@ -158,27 +289,41 @@ def summarise(df, qmaps, errs, diffusion_ratio_key="seconds_dit") -> dict:
                                "niqe_relative": float(pgs.niqe / uni.niqe - 1),
                                "diffusion_time_ratio": float(pgs.seconds_dit / uni.seconds_dit)},
             "patchscaler_vs_grm": {"psnr_db": float(pgs.psnr_y - per.loc["grm"].psnr_y),
-                                   "niqe": float(pgs.niqe - per.loc["grm"].niqe)},
+                                   "niqe": float(pgs.niqe - per.loc["grm"].niqe),
+                                   "sharpness": float(pgs.sharpness - per.loc["grm"].sharpness)},
+            "patchscaler_vs_grm_colorfix": {"psnr_db": float(pgs.psnr_y - per.loc["grm_colorfix"].psnr_y),
+                                            "niqe": float(pgs.niqe - per.loc["grm_colorfix"].niqe)},
             "photos": int(df.image.nunique())}
 
 
+def _f(v, fmt):
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, fmt)
+
+
 def markdown(s: dict) -> str:
-    lines = ["| method | PSNR-Y (dB) | SSIM-Y | NIQE (lower better) | s / photo | Patch-DiT s / photo |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | PSNR-Y (dB) | SSIM-Y | NIQE | sharpness | blockiness 4 / 8 | tiles worse > 4 dB (%) "
+             "| worst tile (dB) | clipped / HR | guarded | s / photo | Patch-DiT s / photo |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in s["methods"]:
         if m["method"] == REFERENCE:
-            lines.append(f"| hr (ground truth, reference) | - | - | {m['niqe']:.3f} | - | - |")
+            lines.append(f"| hr (ground truth, reference) | - | - | {m['niqe']:.3f} | 1 | - | - | - | 1 | - | - | - |")
             continue
-        lines.append(f"| {m['method']} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} | {m['niqe']:.3f} | "
-                     f"{m['seconds']:.2f} | {m['seconds_dit']:.2f} |")
-    p, g = s["pgs_vs_uniform"], s["patchscaler_vs_grm"]
-    lines += ["", f"- photos: {s['photos']}",
+        lines.append(f"| {m['method']} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} | {m['niqe']:.3f} | {m['sharpness']:.3f} "
+                     f"| {m['blockiness4']:.3f} / {m['blockiness8']:.3f} | {_f(m['tiles_worse_pct'], '.2f')} "
+                     f"| {_f(m['worst_tile_db'], '+.1f')} | {_f(m['clipped_ratio'], '.2f')} | {_f(m['guarded'], '.3f')} "
+                     f"| {m['seconds']:.2f} | {m['seconds_dit']:.2f} |")
+    p, g, c = s["pgs_vs_uniform"], s["patchscaler_vs_grm"], s["patchscaler_vs_grm_colorfix"]
+    lines += ["", f"- photos: {s['photos']}, degradation: {s.get('degradation', 'training')}",
+              "- lower is better for NIQE; sharpness and clipped are output / HR (1 = as the truth); tiles: "
+              f"{TILE} px, local PSNR-Y against the GRM-only output's",
               f"- confidence vs true per-patch error, Spearman rho (pooled): {s['confidence_spearman_pooled']:.3f}; "
               f"per-photo mean {s['confidence_spearman_per_image_mean']:.3f}",
-              f"- group fractions (simple/medium/hard): {s['group_fractions']}",
+              f"- group fractions (simple ... hard): {s['group_fractions']}",
               f"- PGS vs uniform: {p['psnr_db']:+.3f} dB PSNR, NIQE {100 * p['niqe_relative']:+.2f} %, "
               f"diffusion time ratio {p['diffusion_time_ratio']:.3f}",
-              f"- PatchScaler (PGS) vs GRM only: {g['psnr_db']:+.3f} dB PSNR, NIQE {g['niqe']:+.3f}"]
+              f"- PatchScaler (PGS) vs GRM only: {g['psnr_db']:+.3f} dB PSNR, NIQE {g['niqe']:+.3f}, "
+              f"sharpness {g['sharpness']:+.3f}",
+              f"- PatchScaler (PGS) vs GRM + colour fix: {c['psnr_db']:+.3f} dB PSNR, NIQE {c['niqe']:+.3f}"]
     return "\n".join(lines) + "\n"
 
 
@@ -190,8 +335,9 @@ def run(a) -> int:
     from .train_data import list_photos, split
     torch.manual_seed(a.seed)
     photos = list_photos(a.src)
-    if a.held_out:
-        photos = split(photos)[1]
+    if a.split != "all":
+        photos = split(photos)[1 if a.split == "held-out" else 0]
+    photos = [p for p in photos if fnmatch.fnmatch(p.name, a.match)]
     if a.limit:
         photos = photos[:a.limit]
     if not photos:
@@ -201,27 +347,37 @@ def run(a) -> int:
         model.cfg.pgs.taus = tuple(int(x) for x in a.taus.split(","))
     if a.steps:
         model.cfg.pgs.steps = tuple(int(x) for x in a.steps.split(","))
+    if a.fusion == "none":
+        from patchscaler.config import FusionConfig
+        model.cfg.fusion = FusionConfig(detail_sigma=0, band_sigma=0, lr_tolerance=0, clip_radius=0)
     model.configure(Runtime())
     os.makedirs(a.out, exist_ok=True)
-    rows, qmaps, errs, panels = [], [], [], []
-    for p in tqdm(photos, desc="evaluate"):
-        r, extra, pan = evaluate_photo(model, p, a.crop, a.seed)
+    rows, qmaps, errs, panels, tiles, drops = [], [], [], [], [], []
+    for p in tqdm(photos, desc=f"evaluate ({a.degradation})"):
+        r, extra, pan = evaluate_photo(model, p, a.crop, a.seed, a.degradation)
         rows += r
         qmaps.append(extra["qmap"])
         errs.append(extra["patch_err"])
         if len(panels) < a.panels:
             panels.append((p.name, pan, group_map(pan["patchscaler_pgs"], extra["groups"], extra["grid"], model.codec.factor)))
+        worst = sorted(np.ndenumerate(extra["drop"]), key=lambda kv: kv[1])[:12]
+        small = {k: pan[k] for k in ("grm", "patchscaler_pgs", "hr")}
+        tiles += [(float(v), p.name, small, i, j) for (i, j), v in worst]
+        drops.append(drop_map(pan["patchscaler_pgs"], extra["drop"]).resize((192, 192)))
     df = pd.DataFrame(rows)
     df.to_parquet(os.path.join(a.out, "metrics.parquet"))
     s = summarise(df, qmaps, errs)
     s["checkpoint"] = a.checkpoint or "default"
     s["model_version"] = model.cfg.version
-    s["crop"], s["seed"] = a.crop, a.seed
+    s["crop"], s["seed"], s["degradation"], s["fusion"] = a.crop, a.seed, a.degradation, a.fusion
     s["taus"], s["steps"] = list(model.cfg.pgs.taus), list(model.cfg.pgs.steps)
     Path(a.out, "summary.json").write_text(json.dumps(s, indent=1))
     md = markdown(s)
     Path(a.out, "table.md").write_text(md)
     side_by_side(panels, os.path.join(a.out, "side_by_side.png"))
+    worst_tiles(tiles, os.path.join(a.out, "worst_tiles.png"))
+    _sheet([drops[i:i + 6] for i in range(0, len(drops), 6)], ["PatchScaler - GRM per 32 px tile: red worse, green better (full at 8 dB)"],
+           os.path.join(a.out, "drop_maps.png"))
     print(md)
-    print(f"wrote {a.out}/table.md, metrics.parquet, summary.json, side_by_side.png")
+    print(f"wrote {a.out}/table.md, metrics.parquet, summary.json, side_by_side.png, worst_tiles.png, drop_maps.png")
     return 0

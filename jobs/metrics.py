@@ -130,3 +130,47 @@ def niqe(img: np.ndarray, patch: int = 96) -> float:
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     import scipy.stats
     return float(scipy.stats.spearmanr(a, b).statistic)
+
+
+# --- what a person sees (issue 10): blocks, lost detail, regressions against the GRM ---------
+
+def blockiness(img: np.ndarray, period: int) -> float:
+    """Mean |Y difference| between neighbours across the borders of a `period`-pixel grid,
+    divided by the same mean between all other neighbours (horizontal and vertical pooled).
+    About 1.0 for natural images; a 4x4 mosaic (pixel-unshuffle latent errors) pushes the
+    4-pixel value up, DiT token borders (8 px) the 8-pixel value."""
+    y = rgb_to_y(img)
+    dx, dy = np.abs(np.diff(y, axis=1)), np.abs(np.diff(y, axis=0))
+    bx = (np.arange(dx.shape[1]) + 1) % period == 0     # between column j and j + 1
+    by = (np.arange(dy.shape[0]) + 1) % period == 0
+    border = dx[:, bx].sum() + dy[by].sum()
+    n_border = dx[:, bx].size + dy[by].size
+    other = dx[:, ~bx].sum() + dy[~by].sum()
+    n_other = dx[:, ~bx].size + dy[~by].size
+    return float((border / max(n_border, 1)) / max(other / max(n_other, 1), 1e-12))
+
+
+def mean_gradient(img: np.ndarray) -> float:
+    """Mean |gradient of Y| (forward differences, both directions): how much detail there is."""
+    y = rgb_to_y(img)
+    return float(np.abs(np.diff(y, axis=1)).mean() + np.abs(np.diff(y, axis=0)).mean())
+
+
+def clipped_pixels(img: np.ndarray) -> int:
+    """Pixels at 0 or 255 in any channel (blown highlights, crushed shadows)."""
+    return int(((img == 0) | (img == 255)).any(-1).sum())
+
+
+def tile_psnr_y(img: np.ndarray, ref: np.ndarray, tile: int = 32) -> np.ndarray:
+    """(H // tile, W // tile) local PSNR-Y of non-overlapping tiles; 1e-3 is added to each MSE
+    so identical tiles stay finite."""
+    d = (rgb_to_y(img) - rgb_to_y(ref)) ** 2
+    h, w = d.shape[0] // tile, d.shape[1] // tile
+    mse = d[:h * tile, :w * tile].reshape(h, tile, w, tile).mean((1, 3))
+    return 10 * np.log10(255 ** 2 / (mse + 1e-3))
+
+
+def tile_drop(img: np.ndarray, baseline: np.ndarray, ref: np.ndarray, tile: int = 32) -> np.ndarray:
+    """Per-tile local PSNR-Y of `img` minus that of `baseline` (both against `ref`): negative
+    where `img` is worse than the baseline there."""
+    return tile_psnr_y(img, ref, tile) - tile_psnr_y(baseline, ref, tile)

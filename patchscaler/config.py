@@ -74,6 +74,17 @@ class PGSConfig:
 
 
 @dataclass
+class FusionConfig:
+    """How the Patch-DiT's correction, the GRM's pixels and the LR make the output
+    (patchscaler/fusion.py). Chosen on training photos, two degradation families (issue 10)."""
+    detail_sigma: float = 2.5     # px: the correction is blurred by this; finer detail is the GRM's
+    band_sigma: float = 8.0       # px: below this scale the correction may only move towards the LR
+    lr_tolerance: float = 2 / 255  # the LR's own noise: smaller disagreements are left alone
+    colorfix_levels: int = 5      # wavelet levels of the colour fix (low band: beyond ~32 px)
+    clip_radius: int = 16         # px: no colour fix this close to clipped pixels (0 = everywhere)
+
+
+@dataclass
 class DiTConfig:
     patch: int = 2          # DiT token size, in latent pixels
     hidden: int = 256
@@ -100,6 +111,7 @@ class PatchScalerConfig:
     pgs: PGSConfig = field(default_factory=PGSConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
     texture: TextureConfig = field(default_factory=TextureConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     version: str = "untrained"
 
     @property
@@ -118,7 +130,8 @@ class PatchScalerConfig:
     def from_dict(cls, d: dict[str, Any]) -> "PatchScalerConfig":
         kinds = {f.name: f.type for f in dataclasses.fields(cls)}
         sub = {"codec": CodecConfig, "grm": GRMConfig, "diffusion": DiffusionConfig,
-               "pgs": PGSConfig, "dit": DiTConfig, "texture": TextureConfig}
+               "pgs": PGSConfig, "dit": DiTConfig, "texture": TextureConfig,
+               "fusion": FusionConfig}
         kw = {}
         for k, v in d.items():
             if k in sub:

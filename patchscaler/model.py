@@ -18,6 +18,7 @@ from torch import nn
 from . import pgs
 from .codec import make_codec
 from .colorfix import wavelet_color_fix
+from .fusion import fuse
 from .config import PatchScalerConfig
 from .diffusion import Diffusion
 from .dit import PatchDiT
@@ -129,13 +130,19 @@ class PatchScaler(nn.Module):
 
     # --- stage 3: stitch ------------------------------------------------------------------
     @torch.no_grad()
-    def finish(self, patches: torch.Tensor, grid: pgs.PatchGrid, lr: torch.Tensor) -> torch.Tensor:
-        """Blend patches, decode, fix colour against the upsampled LR: (1, 3, H, W) in [0, 1]."""
-        latent = pgs.stitch(patches, grid)
-        with self.runtime.autocast() if self.cfg.codec.kind != "pixel_unshuffle" else contextlib.nullcontext():
-            img = self.codec.decode(latent[None].to(self.device)).float().cpu()
+    def finish(self, coarse: torch.Tensor, refined: torch.Tensor, grid: pgs.PatchGrid, lr: torch.Tensor,
+               stats: dict | None = None) -> torch.Tensor:
+        """Blend the coarse and the refined patches, decode both and fuse them with the LR
+        input (fusion.py): (1, 3, H, W) in [0, 1]. Every patch handed back (refined ==
+        coarse) gives the GRM's result with the colour fix."""
+        decode = lambda p: self.codec.decode(pgs.stitch(p, grid)[None].to(self.device)).float().cpu()  # noqa: E731
+        if self.cfg.codec.kind == "pixel_unshuffle":
+            return fuse(decode(coarse), decode(refined), lr, self.cfg.fusion, stats)
+        # a learned codec's latent is not pixels: the refined image with the plain colour fix
+        with self.runtime.autocast():
+            img = decode(refined)
         up = F.interpolate(lr, size=img.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
-        return wavelet_color_fix(img, up).clamp(0, 1)
+        return wavelet_color_fix(img, up, clip_radius=self.cfg.fusion.clip_radius).clamp(0, 1)
 
 
 def patch_noise(seed: int, indices: list[int], shape: tuple[int, ...]) -> torch.Tensor:

@@ -5,7 +5,7 @@ functions below with the same batching:
     coarse = grm_stage(model, prepared)                      # GRM actors
     for group, idx in group_batches(model, coarse):          # one row per image and group batch
         refined[idx] = refine_stage(model, coarse.patches[idx], idx, group, seed)   # DiT pools
-    image = stitch_stage(model, coarse.grid, refined, prepared)                     # stitchers
+    image = stitch_stage(model, coarse, refined, prepared)                          # stitchers
 """
 from __future__ import annotations
 
@@ -67,9 +67,10 @@ def refine_stage(model: PatchScaler, y0: torch.Tensor, indices: list[int], group
     return model.refine(y0, group, noise)
 
 
-def stitch_stage(model: PatchScaler, grid: pgs.PatchGrid, refined: torch.Tensor,
-                 prep: imageio.Prepared) -> Image.Image:
-    hr = model.finish(refined, grid, prep.rgb)
+def stitch_stage(model: PatchScaler, coarse: Coarse, refined: torch.Tensor,
+                 prep: imageio.Prepared, stats: dict | None = None) -> Image.Image:
+    """Fuse the refined patches with the GRM's (coarse) ones and the LR into the output image."""
+    hr = model.finish(coarse.patches, refined, coarse.grid, prep.rgb, stats)
     alpha = None
     if prep.alpha is not None:  # alpha is upscaled on its own, never diffused
         alpha = torch.nn.functional.interpolate(prep.alpha, size=hr.shape[-2:], mode="bicubic",
@@ -85,7 +86,7 @@ def upscale_prepared(model: PatchScaler, prep: imageio.Prepared, seed: int = 0) 
         refined[idx] = refine_stage(model, coarse.patches[idx], idx, group, seed)
     t_dit = time.perf_counter() - t
     t = time.perf_counter()
-    image = stitch_stage(model, coarse.grid, refined, prep)
+    image = stitch_stage(model, coarse, refined, prep)
     counts = torch.bincount(coarse.groups, minlength=model.cfg.pgs.num_groups).tolist()
     return Result(image, counts, {"grm": coarse.seconds, "dit": t_dit, "stitch": time.perf_counter() - t},
                   list(prep.notes), coarse.qmap, coarse.groups, coarse.grid)

@@ -39,7 +39,7 @@ def process_image(model, src: Store, dst: Store, rel: str, opts: UpscaleOptions,
             refined[idx] = refine_stage(model, coarse.patches[idx], idx, group, opts.seed)
         t_dit = time.perf_counter() - t
         t = time.perf_counter()
-        image = stitch_stage(model, coarse.grid, refined, prep)
+        image = stitch_stage(model, coarse, refined, prep)
         t_stitch = time.perf_counter() - t
         out_rel, t_write = steps.write_output(dst, rel, image, prep, opts, src_is_file, name)
     except Exception as e:  # one bad image costs one record, never the job

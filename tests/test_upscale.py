@@ -57,7 +57,7 @@ def test_untrained_dit_returns_the_grm_result(tiny_model):
     out = run(tiny_model, data)
     latent, conf = tiny_model.restore(prep.rgb)
     grid, patches, *_ = tiny_model.plan(latent, conf)
-    ref = tiny_model.finish(patches, grid, prep.rgb)
+    ref = tiny_model.finish(patches, patches, grid, prep.rgb)
     assert np.abs(np.asarray(out.image).astype(int) - np.asarray(imageio.to_pil(ref, None, "RGB")).astype(int)).max() == 0
 
 

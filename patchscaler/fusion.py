@@ -1,0 +1,82 @@
+"""Fusion: how the Patch-DiT's refinement, the GRM's result and the LR input make the output
+pixels (the last part of the stitch; pixel space, pixel-unshuffle codec).
+
+The Patch-DiT refines each coarse patch; its change to the GRM's result, the *correction*
+D - G, is trusted only as far as it can be (issue 10 measured each step on training photos):
+
+1. Detail from the GRM. The correction is Gaussian-blurred by `detail_sigma` px. Whatever
+   the Patch-DiT gets wrong at the finest scales shows as 4x4-pixel blocks (one latent pixel
+   of the pixel-unshuffle codec) and 8x8 tokens: a mosaic. Real-ESRGAN's own fine detail is
+   sharper and block-free, so below that scale the output keeps the GRM's pixels.
+2. Consistent with the input. Below `band_sigma` px the correction may only move the output
+   towards the (bicubic-upsampled) LR, and no further than the LR disagrees with the GRM
+   beyond the LR's own noise level (`lr_tolerance`): a box constraint. The Patch-DiT is then
+   free to sharpen and reshape within a band, but cannot drift the brightness or colour of a
+   region away from what the input shows (the dark blobs and patch-sized shifts of v0.3.0).
+3. Colour fix (wavelet, StableSR) against the upsampled LR, with the same dead zone (a low
+   band already within `lr_tolerance` of the LR is left alone, so noise in the LR does not
+   move a region the GRM got right) and left out near clipped highlights and shadows
+   (`clip_radius`, see colorfix.py).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .colorfix import clip_weight, wavelet_decompose
+from .config import FusionConfig
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W), replicate borders; sigma <= 0: unchanged."""
+    if sigma <= 0:
+        return x
+    k = 2 * math.ceil(3 * sigma) + 1
+    r = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
+    w = torch.exp(-0.5 * (r / sigma) ** 2)
+    w = w / w.sum()
+    C = x.shape[1]
+    x = F.pad(x, (k // 2, k // 2, 0, 0), mode="replicate")
+    x = F.conv2d(x, w.view(1, 1, 1, k).expand(C, 1, 1, k), groups=C)
+    x = F.pad(x, (0, 0, k // 2, k // 2), mode="replicate")
+    return F.conv2d(x, w.view(1, 1, k, 1).expand(C, 1, k, 1), groups=C)
+
+
+def dead_zone(x: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """Shrink towards zero by `tolerance` (soft threshold): differences within it are noise."""
+    return torch.sign(x) * (x.abs() - tolerance).clamp_min(0)
+
+
+def towards(correction: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Clamp `correction` into the interval between 0 and `allowed`, per element."""
+    zero = torch.zeros_like(allowed)
+    return torch.minimum(torch.maximum(correction, torch.minimum(zero, allowed)), torch.maximum(zero, allowed))
+
+
+def fuse(grm: torch.Tensor, dit: torch.Tensor, lr: torch.Tensor, cfg: FusionConfig,
+         stats: dict | None = None) -> torch.Tensor:
+    """grm, dit: (1, 3, H, W) the GRM's and the Patch-DiT's HR images; lr: (1, 3, h, w) the
+    input. Returns the output in [0, 1]. `stats`, if given, gets `guarded`: the share of the
+    correction's low band (L1) that the input-consistency box removed."""
+    grm, dit, lr = grm.float(), dit.float(), lr.float()
+    up = F.interpolate(lr, size=grm.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+    correction = gaussian_blur(dit - grm, cfg.detail_sigma)
+    if cfg.band_sigma > 0:
+        low = gaussian_blur(correction, cfg.band_sigma)
+        allowed = dead_zone(gaussian_blur(up, cfg.band_sigma) - gaussian_blur(grm, cfg.band_sigma), cfg.lr_tolerance)
+        kept = towards(low, allowed)
+        if stats is not None:
+            total = float(low.abs().sum())
+            stats["guarded"] = float((low - kept).abs().sum()) / total if total > 0 else 0.0
+        correction = correction - low + kept
+    out = grm + correction
+    _, out_low = wavelet_decompose(out, cfg.colorfix_levels)
+    _, up_low = wavelet_decompose(up, cfg.colorfix_levels)
+    fix = dead_zone(up_low - out_low, cfg.lr_tolerance)
+    if cfg.clip_radius > 0:   # clipped pixels: in the output, or in the LR itself (its noise is clipped there)
+        far = clip_weight(out, up, radius=cfg.clip_radius)
+        far_lr = clip_weight(lr, radius=max(cfg.clip_radius // 4, 1))
+        fix = fix * far * F.interpolate(far_lr, size=out.shape[-2:], mode="bilinear", align_corners=False)
+    return (out + fix).clamp(0, 1)
