@@ -1,13 +1,35 @@
 """The command line: `patchscaler upscale SRC DST`, `build-rtm`, `train`, `evaluate`.
 
-Exit codes of `upscale`: 0 all images written (or skipped as already done); 3 some images
-failed (each has an error row in the manifest, every good image is written); 2 bad usage."""
+Only the chosen command's module is imported (so `--help` answers at once), and `upscale`
+ends with one line and a documented exit code whatever goes wrong; see EXIT_CODES."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
+
+EXIT_CODES = """exit codes:
+  0    every image written (or already done; entries that are not read are listed)
+  1    internal error (one line; --verbose shows the traceback)
+  2    bad usage: wrong arguments, SRC missing, no such bucket, DST inside SRC (or SRC
+       inside DST), a secret in --storage-options
+  3    some images failed: each has an error row in the manifest, every good image is written
+  4    storage unreachable or refusing: wrong endpoint, timeout, access denied, no credentials
+  130  interrupted (Ctrl-C); run the same command again to resume"""
+
+CREDENTIALS = """S3 credentials: the usual AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN), AWS_PROFILE or --s3-profile NAME (~/.aws/credentials), or an instance role;
+never on the command line. On a Ray cluster every worker needs them too (its environment or
+role). S3 calls wait at most 5 s to connect and make 2 attempts, so a wrong endpoint fails in
+seconds."""
+
+COMMANDS = {
+    "upscale": "upscale images x4",
+    "build-rtm": "build a Reference Texture Memory",
+    "train": "train the default model (stages or all)",
+    "evaluate": "bicubic / GRM / PatchScaler PGS / uniform on HR photos",
+}
 
 
 def _floats(s: str) -> tuple[float, ...]:
@@ -18,9 +40,19 @@ def _ints(s: str) -> tuple[int, ...]:
     return tuple(int(x) for x in s.split(","))
 
 
+def storage_options_arg(text: str) -> dict:
+    """argparse type for --storage-options: a JSON object without secrets; the error never
+    repeats the value (it might hold one)."""
+    from pipeline.storage import parse_storage_options
+    try:
+        return parse_storage_options(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_upscale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="an image file, a folder or any fsspec URI (s3://bucket/prefix)")
-    p.add_argument("dst", help="output folder or URI; outputs keep the inputs' relative names")
+    p.add_argument("dst", help="output folder or URI, outside SRC; outputs keep the inputs' relative names")
     p.add_argument("--engine", choices=["ray", "local"], default="ray",
                    help="ray: the distributed pipeline (a local Ray unless --address); local: in-process")
     p.add_argument("--address", help="Ray cluster address (e.g. ray://head:10001 or auto)")
@@ -29,8 +61,8 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", dest="out_format", help="output format (JPEG, PNG, WEBP, TIFF); default: as input")
     p.add_argument("--quality", type=int, default=95)
-    p.add_argument("--no-resume", dest="resume", action="store_false",
-                   help="redo images that already have an output and a manifest row")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip images whose output and ok manifest row exist (default); --no-resume redoes them")
     p.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger inputs (LR pixels)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="fp32")
@@ -45,61 +77,144 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actor-cpus", type=float, default=0.25)
     p.add_argument("--grm-gpus", type=float, default=0.0)
     p.add_argument("--dit-gpus", type=float, default=0.0)
-    p.add_argument("--s3-endpoint", help="S3 endpoint URL for both src and dst (e.g. MinIO)")
-    p.add_argument("--storage-options", type=json.loads, default={},
-                   help='fsspec options as JSON, e.g. \'{"anon": false}\'')
-    p.add_argument("--run-id", help="run id (default: a timestamp)")
+    add_storage_args(p)
+    p.add_argument("--run-id", help="run id (default: a timestamp and a random suffix)")
     p.add_argument("--no-report", dest="report", action="store_false")
+    p.add_argument("--progress-interval", type=float,
+                   help="seconds between progress lines when stderr is not a terminal (default 30)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="Ray's own logs and progress bars, and tracebacks for errors")
+
+
+def add_storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--s3-endpoint", help="S3 endpoint URL for both src and dst (e.g. MinIO)")
+    p.add_argument("--s3-profile", help="AWS profile for S3 credentials (default: AWS_PROFILE or the default chain)")
+    p.add_argument("--storage-options", type=storage_options_arg, default={},
+                   help='fsspec options as JSON, without credentials, e.g. \'{"requester_pays": true}\'')
+
+
+def storage_options(a: argparse.Namespace) -> dict:
+    so = dict(a.storage_options)
+    if a.s3_endpoint:
+        so.setdefault("client_kwargs", {})["endpoint_url"] = a.s3_endpoint
+    if getattr(a, "s3_profile", None):
+        so["profile"] = a.s3_profile
+    return so
 
 
 def upscale_main(a: argparse.Namespace) -> int:
     from pipeline.options import UpscaleOptions
-    so = dict(a.storage_options)
-    if a.s3_endpoint:
-        so.setdefault("client_kwargs", {})["endpoint_url"] = a.s3_endpoint
+    from pipeline.progress import Progress
+    so = storage_options(a)
     kw = {k: getattr(a, k) for k in (
         "checkpoint", "rtm", "seed", "out_format", "quality", "resume", "max_pixels", "device", "precision",
         "max_batch", "thresholds", "taus", "steps", "address", "grm_actors", "hard_actors",
-        "easy_actors", "stitch_actors", "actor_cpus", "grm_gpus", "dit_gpus", "report")}
+        "easy_actors", "stitch_actors", "actor_cpus", "grm_gpus", "dit_gpus", "report", "verbose")}
     if a.run_id:
         kw["run_id"] = a.run_id
     opts = UpscaleOptions(a.src, a.dst, src_options=so if "://" in a.src else {},
                           dst_options=so if "://" in a.dst else {}, **kw)
+    progress = Progress(interval=a.progress_interval)
     if a.engine == "local":
         from pipeline.local import run_local
-        summary = run_local(opts)
+        summary = run_local(opts, progress=progress)
     else:
         from pipeline.graph import run_pipeline
-        summary = run_pipeline(opts)
+        from pipeline.quiet import drop_known_noise
+        with drop_known_noise(enabled=not a.verbose):
+            summary = run_pipeline(opts, progress=progress)
     print_summary(summary)
     return 3 if summary["failed"] else 0
 
 
 def print_summary(s: dict) -> None:
-    print(f"\n{'images written':<22}{s['ok']}\n{'images failed':<22}{s['failed']}\n"
-          f"{'already done':<22}{s['skipped']}\n{'patches per group':<22}{s['patches_per_group']}\n"
+    print(f"\n{'inputs':<22}{s.get('inputs', s['ok'] + s['failed'] + s['skipped'])}\n"
+          f"{'images written':<22}{s['ok']}\n{'images failed':<22}{s['failed']}\n"
+          f"{'already done':<22}{s['skipped']}\n{'not read':<22}{len(s.get('not_read', []))}\n"
+          f"{'patches per group':<22}{s['patches_per_group']}\n"
           f"{'wall time (s)':<22}{s['seconds']:.1f}\n{'manifest':<22}{s['manifest']}")
     if s.get("report"):
         print(f"{'report':<22}{s['report']}")
+    if s.get("inputs") == 0:
+        print("  SRC has no images (names ending in .jpg .jpeg .png .webp .tif .tiff .bmp .gif)")
     for inp, err in s["errors"][:20]:
         print(f"  FAILED {inp}: {err}")
     if len(s["errors"]) > 20:
         print(f"  ... and {len(s['errors']) - 20} more (see the manifest)")
+    for inp, why in s.get("not_read", [])[:20]:
+        print(f"  NOT READ {inp}: {why}")
+    if len(s.get("not_read", [])) > 20:
+        print(f"  ... and {len(s['not_read']) - 20} more (see the manifest)")
+
+
+def _command(argv: list[str]) -> str | None:
+    for tok in argv:
+        if tok in COMMANDS:
+            return tok
+        if not tok.startswith("-"):
+            return None
+    return None
+
+
+def build_parser(cmd: str | None) -> argparse.ArgumentParser:
+    """The parser, with only `cmd`'s arguments filled in: the other commands' modules (torch,
+    Ray, training code) are not imported."""
+    ap = argparse.ArgumentParser(prog="patchscaler", description=__doc__.split("\n")[0],
+                                 epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    for name, text in COMMANDS.items():
+        if name == "upscale":
+            p = sub.add_parser(name, help=text, description=text, epilog=EXIT_CODES + "\n\n" + CREDENTIALS,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+            if cmd == name:
+                add_upscale_args(p)
+            continue
+        p = sub.add_parser(name, help=text, description=text)
+        if cmd != name:
+            continue
+        if name == "build-rtm":
+            from jobs.build_rtm import add_args
+        elif name == "train":
+            from jobs.train import add_args
+        else:
+            from jobs.evaluate import add_args
+        add_args(p)
+    return ap
+
+
+def _fail(code: int, msg: str) -> int:
+    print(f"patchscaler: error: {msg}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cmd = _command(argv)
+    a = build_parser(cmd).parse_args(argv)
+    verbose = getattr(a, "verbose", False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ap = argparse.ArgumentParser(prog="patchscaler", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    add_upscale_args(sub.add_parser("upscale", help="upscale images x4"))
-    from jobs.build_rtm import add_args as add_rtm_args
-    add_rtm_args(sub.add_parser("build-rtm", help="build a Reference Texture Memory"))
-    from jobs.train import add_args as add_train_args
-    add_train_args(sub.add_parser("train", help="train the default model (stages or all)"))
-    from jobs.evaluate import add_args as add_eval_args
-    add_eval_args(sub.add_parser("evaluate", help="bicubic / GRM / PatchScaler PGS / uniform on HR photos"))
-    a = ap.parse_args(argv)
+    try:
+        return _run(a)
+    except KeyboardInterrupt:
+        return _fail(130, "interrupted; finished images are kept, run the same command again to resume")
+    except Exception as e:
+        if a.cmd in ("train", "evaluate"):
+            raise  # long jobs of their own: their tracebacks stay
+        if verbose:
+            logging.getLogger("patchscaler").exception("failed")
+        from pipeline.plan import StorageError, UsageError, one_line
+        if isinstance(e, (UsageError, StorageError)):
+            return _fail(e.exit_code, str(e))
+        if type(e).__name__ == "RTMMismatch":
+            return _fail(2, f"--rtm: {one_line(e)}")
+        return _fail(1, f"{type(e).__name__}: {one_line(e)}" + ("" if verbose else " (--verbose shows the traceback)"))
+
+
+def _run(a: argparse.Namespace) -> int:
     if a.cmd == "upscale":
+        if a.checkpoint and "://" not in a.checkpoint and not os.path.exists(a.checkpoint):
+            from pipeline.plan import UsageError
+            raise UsageError(f"--checkpoint {a.checkpoint} does not exist")
         return upscale_main(a)
     if a.cmd == "train":
         from jobs.train import Interrupted, run

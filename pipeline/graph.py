@@ -20,22 +20,41 @@ import logging
 import os
 import time
 
-from tqdm import tqdm
-
-from .local import plan_inputs, summarize
+from .local import plan_line, summarize
 from .options import UpscaleOptions
+from .plan import Plan, make_plan
+from .progress import PipelineProgress, Progress, ProgressHub
+from .steps import record_skipped
 from .storage import consolidate
 
 log = logging.getLogger("patchscaler")
+RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")
 
 
-def init_ray(address: str | None = None):
+def quiet_ray(verbose: bool = False) -> None:
+    """Ray's own Python logs at WARNING and Ray Data's progress bars off (ours replace them),
+    unless verbose."""
+    level = logging.INFO if verbose else logging.WARNING
+    for name in RAY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    # "Progress bars disabled": ours replace them, that is the point
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def init_ray(address: str | None = None, verbose: bool = False):
     import ray
+    import ray.data  # noqa: F401  (its import configures its loggers: quieten them after)
+    quiet_ray(verbose)
     if not ray.is_initialized():
-        kw = {"address": address} if address else {}
-        ray.init(log_to_driver=False, **kw)
+        # no address: a Ray of our own ("local"), never whichever cluster `ray start` left
+        # running on this host; inside `ray job submit` RAY_ADDRESS names the job's cluster
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, log_to_driver=verbose,
+                 logging_level=logging.INFO if verbose else logging.WARNING)
+    quiet_ray(verbose)  # ray.init and the ray.data import set their own levels
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = True
+    ctx.enable_progress_bars = verbose
+    ctx.print_on_execution_start = verbose
     return ray
 
 
@@ -51,38 +70,44 @@ def _pool(size: int, cpus: float, gpus: float, resources: dict) -> dict:
     return kw
 
 
-def build_dataset(opts: UpscaleOptions, pending: list[str], src_is_file: bool):
+def build_dataset(plan: Plan, hub=None):
     import ray
     from actors.stages import DecodeGRM, PatchDiTPool, StitchWrite
-    ds = ray.data.from_items([{"input": r} for r in pending], override_num_blocks=max(1, min(len(pending), 1000)))
-    ds = ds.map_batches(DecodeGRM, fn_constructor_args=(opts, src_is_file),
+    opts, pending = plan.opts, plan.pending
+    items = [{"input": r, "naming": json.dumps(plan.names[r])} for r in pending]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
+    ds = ds.map_batches(DecodeGRM, fn_constructor_args=(opts, hub),
                         **_pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
-    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "hard"),
+    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "hard", hub),
                         **_pool(opts.hard_actors, opts.actor_cpus, opts.dit_gpus, opts.hard_resources))
-    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "easy"),
+    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "easy", hub),
                         **_pool(opts.easy_actors, opts.actor_cpus, opts.dit_gpus, opts.easy_resources))
-    ds = ds.map_batches(StitchWrite, fn_constructor_args=(opts, src_is_file),
+    ds = ds.map_batches(StitchWrite, fn_constructor_args=(opts, hub),
                         **_pool(opts.stitch_actors, opts.actor_cpus, 0, {}))
     return ds
 
 
-def run_pipeline(opts: UpscaleOptions) -> dict:
+def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict:
     t0 = time.perf_counter()
-    src, dst, inputs, src_is_file, done = plan_inputs(opts)
-    name = os.path.basename(src.path)
-    pending = [r for r in inputs if (name if src_is_file else r) not in done]
-    log.info("%d inputs, %d already done, %d to do (run %s)", len(inputs), len(inputs) - len(pending), len(pending), opts.run_id)
-    rows = []
-    if pending:
-        init_ray(opts.address)
-        ds = build_dataset(opts, pending, src_is_file)
-        for r in tqdm(ds.iter_rows(), total=len(pending), desc="images", unit="img"):
-            r = dict(r)
-            r["group_counts"] = json.loads(r["group_counts"])
-            rows.append(r)
-    manifest = consolidate(dst, opts.run_id)
-    summary = summarize(rows, len(inputs) - len(pending), manifest, time.perf_counter() - t0)
+    plan = make_plan(opts)
+    log.info("%s", plan_line(plan))
+    not_read = record_skipped(plan)
+    rows, stages = [], {}
+    if plan.pending:
+        ray = init_ray(opts.address, opts.verbose)
+        hub = ray.remote(num_cpus=0)(ProgressHub).remote()
+        ds = build_dataset(plan, hub)
+        with PipelineProgress(hub, len(plan.pending), progress or Progress()) as pp:
+            for r in ds.iter_rows():
+                r = dict(r)
+                r["group_counts"] = json.loads(r["group_counts"])
+                rows.append(r)
+        stages = pp.final
+        ray.kill(hub)
+    manifest = consolidate(plan.dst, opts.run_id)
+    summary = summarize(rows, plan, manifest, time.perf_counter() - t0, not_read)
+    summary["stages"] = stages
     if opts.report and rows:
         from .report import write_report
-        summary["report"] = write_report(dst, opts, rows)
+        summary["report"] = write_report(plan, rows)
     return summary

@@ -40,6 +40,7 @@ class UpscaleOptions:
     hard_resources: dict = field(default_factory=dict)
     easy_resources: dict = field(default_factory=dict)
     report: bool = True
+    verbose: bool = False             # Ray's own logs and progress bars too
     # fault injection for tests: stage -> marker file; the stage's actor process exits hard on
     # its second image, once (the marker records that it did)
     chaos: dict = field(default_factory=dict)

@@ -10,7 +10,7 @@ import json
 
 from PIL import Image, ImageDraw
 
-from .storage import MANIFEST_DIR, Store
+from .storage import MANIFEST_DIR
 
 COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240), (200, 80, 220), (40, 220, 220)]
 THUMB = 256
@@ -43,9 +43,8 @@ def group_overlay(out: Image.Image, gm: dict) -> Image.Image:
     return Image.alpha_composite(base.convert("RGBA"), over).convert("RGB")
 
 
-def write_report(dst: Store, opts, rows: list[dict]) -> str:
-    src = Store(opts.src, opts.src_options)
-    src_is_file = src.fs.isfile(src.path)
+def write_report(plan, rows: list[dict]) -> str:
+    src, dst, opts = plan.src, plan.dst, plan.opts
     ok = [r for r in rows if r["status"] == "ok"]
     bad = [r for r in rows if r["status"] != "ok"]
     tot = [sum(r["group_counts"][i] for r in ok if len(r["group_counts"]) > i) for i in range(3)]
@@ -58,7 +57,7 @@ def write_report(dst: Store, opts, rows: list[dict]) -> str:
              "<th>size</th><th>s/m/h</th><th>seconds grm / dit / stitch</th></tr>"]
     for r in ok[:MAX_IMAGES]:
         try:
-            before = _thumb(src.fs.cat_file(src.path) if src_is_file else src.read(r["input"]))
+            before = _thumb(src.read(r["input"]))
             after_full = Image.open(io.BytesIO(dst.read(r["output"])))
             gm = json.loads(r.get("group_map") or "{}")
             after = after_full.copy()

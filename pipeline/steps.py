@@ -9,7 +9,8 @@ from patchscaler.config import PGSConfig
 from patchscaler.model import Runtime
 
 from .options import UpscaleOptions
-from .storage import ManifestRow, Store, UnsafePath, output_relpath, safe_relpath, write_row
+from .storage import (ManifestRow, OutputCollision, Store, UnsafePath, check_output_name, output_relpath,
+                      safe_relpath, write_row)
 
 
 def load_model(opts: UpscaleOptions):
@@ -33,29 +34,44 @@ def model_version(model) -> str:
     return model.cfg.version
 
 
-def decode_input(src: Store, rel: str, opts: UpscaleOptions, data: bytes | None = None):
+def stitch(model, coarse, refined, prep):
+    """patchscaler.upscale.stitch_stage, whichever of its two signatures is installed: it is
+    moving from (model, grid, refined, prep) to (model, coarse, refined, prep)."""
+    import inspect
+
+    from patchscaler.upscale import stitch_stage
+    first = list(inspect.signature(stitch_stage).parameters)[1]
+    return stitch_stage(model, coarse if first == "coarse" else coarse.grid, refined, prep)
+
+
+def decode_input(src: Store, rel: str, opts: UpscaleOptions):
     """-> (Prepared, seconds) or raises BadImage / UnsafePath with a clear message."""
     t = time.perf_counter()
-    if rel:
-        safe_relpath(rel)
-    if data is None:
-        data = src.read(rel)
-    prep = imageio.decode(data, opts.max_pixels)
+    safe_relpath(rel)
+    prep = imageio.decode(src.read(rel), opts.max_pixels)
     return prep, time.perf_counter() - t
 
 
-def write_output(dst: Store, rel: str, image, prep: imageio.Prepared, opts: UpscaleOptions,
-                 src_is_file: bool = False, src_name: str = "") -> tuple[str, float]:
+def finish_output(dst: Store, rel: str, image, prep: imageio.Prepared, opts: UpscaleOptions,
+                  naming: dict | None, row: ManifestRow) -> ManifestRow:
+    """Name, encode and write one output and its manifest row. The row goes first: a run
+    killed between the two leaves an ok row without its output, which a re-run redoes (no
+    output is ever written twice) and the next run's recovery marks `interrupted`. If the
+    output write fails, the caller's error row replaces the ok row."""
     t = time.perf_counter()
     fmt = imageio.output_format(prep.format, prep.mode, prep.alpha is not None, opts.out_format)
-    out_rel = output_relpath(rel, fmt, src_is_file, src_name)
-    dst.write_atomic(out_rel, imageio.encode(image, fmt, opts.quality, prep.icc, prep.exif))
-    return out_rel, time.perf_counter() - t
+    out_rel = check_output_name(rel, output_relpath(rel, fmt, (naming or {}).get("keep_ext", False)), naming)
+    data = imageio.encode(image, fmt, opts.quality, prep.icc, prep.exif)
+    row.output, row.sec_write = out_rel, time.perf_counter() - t
+    write_row(dst, row)
+    dst.write_atomic(out_rel, data)
+    return row
 
 
 def error_row(opts: UpscaleOptions, rel: str, err: Exception, version: str = "") -> ManifestRow:
     kind = "unsafe path" if isinstance(err, UnsafePath) else (
-        "bad image" if isinstance(err, imageio.BadImage) else type(err).__name__)
+        "bad image" if isinstance(err, imageio.BadImage) else (
+            "output name collision" if isinstance(err, OutputCollision) else type(err).__name__))
     return ManifestRow(run_id=opts.run_id, input=rel, status="error", error=f"{kind}: {err}",
                        model_version=version, seed=opts.seed)
 
@@ -63,3 +79,9 @@ def error_row(opts: UpscaleOptions, rel: str, err: Exception, version: str = "")
 def record(dst: Store, row: ManifestRow) -> ManifestRow:
     write_row(dst, row)
     return row
+
+
+def record_skipped(plan) -> list[ManifestRow]:
+    """A `skipped` row for every listed entry that is not read (its reason in `error`)."""
+    return [record(plan.dst, ManifestRow(run_id=plan.opts.run_id, input=rel, status="skipped", error=reason,
+                                         seed=plan.opts.seed)) for rel, reason in plan.skipped]

@@ -1,12 +1,34 @@
 """Object storage for the upscale job, on any fsspec URI (local folders, s3://, ...):
-listing inputs, naming outputs, atomic writes and the manifest. No Ray here, so the
-in-process engine and the Ray pipeline share every rule about names and files."""
+listing inputs, naming outputs, durable atomic writes and the manifest. No Ray here, so the
+in-process engine and the Ray pipeline share every rule about names and files.
+
+Rules (the README's "Use" section says the same):
+
+- Inputs are the files under SRC whose names end in an image extension. Hidden names (a part
+  starting with '.') and DST's own `_manifest` folder are not read. A symlink is followed only
+  while it stays inside SRC; a symlink that leaves SRC, a broken one, a folder link that loops
+  back, a hidden image name and an object key with '..' / '.' segments are not read, and each
+  gets a manifest row with status `skipped` and the reason.
+- An output is named after its input with the output format's extension. When the extension
+  changes (GIF -> PNG, wrong extension, --format) and another input has the same name before
+  its extension (b.gif beside b.png), the output keeps the input's extension: b.gif -> b.gif.png.
+  An output name that another input's recorded output already holds is never overwritten: that
+  image gets an error row instead.
+- Local writes go to a temp file in the same folder, fsync'd, renamed into place, then the
+  folder is fsync'd; object stores commit a single PUT whole or not at all.
+- Manifest rows are written one small JSON file per image under `_manifest/rows/RUN/`, before
+  the image's output; a run folds its own rows into `_manifest/manifest-RUN.parquet` at the end,
+  and the next run folds the rows that a killed run left behind."""
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
 import posixpath
+import re
+import stat
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -14,10 +36,112 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from patchscaler.checkpoint import write_bytes_atomic
-
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 MANIFEST_DIR = "_manifest"
+
+# Every S3 call is bounded: botocore waits at most S3_CONNECT_TIMEOUT seconds per connection
+# attempt and makes at most S3_ATTEMPTS attempts (its "standard" retry mode: dropped
+# connections, timeouts, throttling, with backoff); s3fs adds no retries of its own on top.
+# A run checks each bucket with one call first, so a wrong endpoint costs at most
+# S3_ATTEMPTS x S3_CONNECT_TIMEOUT seconds (about 15 s; a refused connection, under 2 s).
+S3_CONNECT_TIMEOUT = 5
+S3_READ_TIMEOUT = 60
+S3_ATTEMPTS = 3
+# fsspec option names that carry secrets: refused on the command line, never logged
+SECRET_OPTIONS = {"key", "secret", "token", "password", "username", "aws_access_key_id",
+                  "aws_secret_access_key", "aws_session_token"}
+
+
+def _read_umask() -> int:
+    # read once at import: os.umask can only be read by setting it (process-wide)
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
+_UMASK = _read_umask()
+
+
+# --- durable local writes ---------------------------------------------------------------
+
+def fsync_dir(path: str) -> None:
+    """Make a folder's entries (a rename, a new file or folder) durable. POSIX only: other
+    systems cannot open a folder for fsync."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def makedirs_durable(path: str) -> None:
+    """os.makedirs, then fsync the parent of every folder it created."""
+    path = os.path.abspath(path)
+    missing = []
+    p = path
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    os.makedirs(path, exist_ok=True)
+    for d in reversed(missing):
+        fsync_dir(os.path.dirname(d))
+
+
+def write_durable(path: str, data: bytes) -> None:
+    """Write a local file so that after a crash or power loss it is either the old file or
+    the whole new one: a temp file in the same folder, fsync'd, renamed over the target, then
+    the folder fsync'd so the rename itself survives."""
+    d = os.path.dirname(os.path.abspath(path))
+    makedirs_durable(d)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".part-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(d)
+
+
+# --- stores -------------------------------------------------------------------------------
+
+def s3_options(options: dict) -> dict:
+    """fsspec options for S3 with this job's bounded timeouts and retries filled in (the
+    caller's own `config_kwargs` win)."""
+    out = dict(options)
+    cfg = dict(out.get("config_kwargs") or {})
+    cfg.setdefault("connect_timeout", S3_CONNECT_TIMEOUT)
+    cfg.setdefault("read_timeout", S3_READ_TIMEOUT)
+    cfg.setdefault("retries", {"total_max_attempts": S3_ATTEMPTS, "mode": "standard"})
+    out["config_kwargs"] = cfg
+    return out
+
+
+def parse_storage_options(text: str) -> dict:
+    """--storage-options JSON: a JSON object without secrets (credentials come from the
+    environment or a profile, never from the command line, where `ps` and shell history see
+    them)."""
+    try:
+        opts = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"--storage-options is not JSON: {e}") from None
+    if not isinstance(opts, dict):
+        raise ValueError("--storage-options must be a JSON object")
+    secret = sorted(k for k in opts if k.lower() in SECRET_OPTIONS)
+    if secret:
+        raise ValueError(f"--storage-options must not carry credentials ({', '.join(secret)}): "
+                         "use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or --s3-profile")
+    return opts
 
 
 @dataclass
@@ -27,8 +151,12 @@ class Store:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.fs, self.path = fsspec.core.url_to_fs(self.root, **self.options)
+        proto = fsspec.core.split_protocol(self.root)[0]
+        opts = s3_options(self.options) if proto in ("s3", "s3a") else self.options
+        self.fs, self.path = fsspec.core.url_to_fs(self.root, **opts)
         self.path = self.path.rstrip("/") or "/"
+        if proto in ("s3", "s3a"):
+            self.fs.retries = 1  # one try per call at the s3fs level: botocore retries
 
     @property
     def protocol(self) -> str:
@@ -40,11 +168,29 @@ class Store:
     def is_local(self) -> bool:
         return self.protocol in ("file", "local")
 
-    def full(self, rel: str) -> str:
-        return posixpath.join(self.path, rel)
+    @property
+    def bucket(self) -> str:
+        return "" if self.is_local else self.path.split("/")[0]
 
-    def uri(self, rel: str) -> str:
+    def probe(self) -> None:
+        """One bounded call that fails fast when the storage cannot be reached (S3: HEAD
+        the bucket; FileNotFoundError if it does not exist)."""
+        if self.protocol in ("s3", "s3a"):
+            self.fs.call_s3("head_bucket", Bucket=self.bucket)
+
+    @property
+    def endpoint(self) -> str:
+        return (self.options.get("client_kwargs") or {}).get("endpoint_url") or self.options.get("endpoint_url") or ""
+
+    def full(self, rel: str) -> str:
+        return posixpath.join(self.path, rel) if rel else self.path
+
+    def uri(self, rel: str = "") -> str:
         return self.full(rel) if self.is_local else f"{self.protocol}://{self.full(rel)}"
+
+    def invalidate(self) -> None:
+        if hasattr(self.fs, "invalidate_cache"):
+            self.fs.invalidate_cache()
 
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.full(rel))
@@ -53,30 +199,131 @@ class Store:
         return self.fs.cat_file(self.full(rel))
 
     def write_atomic(self, rel: str, data: bytes) -> None:
-        """Never leaves a partial object: local files go through a temp file and a rename in
-        the same folder; object stores commit a single PUT whole or not at all."""
+        """Never leaves a partial object: local files are written durably (write_durable);
+        object stores commit a single PUT whole or not at all."""
         path = self.full(rel)
         if self.is_local:
-            write_bytes_atomic(path, data)
+            write_durable(path, data)
         else:
             self.fs.pipe_file(path, data)
 
+    def files(self, sub: str = "") -> list[str]:
+        """Relative names of every file under the root (or under `sub`), from one listing."""
+        self.invalidate()
+        base = self.full(sub)
+        if not self.fs.exists(base):
+            return []
+        return [self._rel(p) for p in self.fs.find(base)]
+
+    def _rel(self, p: str) -> str:
+        p = p.rstrip("/")
+        return p[len(self.path) + 1:] if self.path != "/" else p.lstrip("/")
+
+    def list_inputs(self) -> tuple[list[str], list[tuple[str, str]]]:
+        """(inputs, skipped): the relative names of the images under the root, sorted, and
+        the entries that are not read, each with its reason (see the module's rules)."""
+        self.invalidate()
+        if self.is_local:
+            inputs, skipped = _walk_local(self.path)
+        else:
+            inputs, skipped = [], []
+            for p in self.fs.find(self.path):
+                rel = p[len(self.path) + 1:] if p.startswith(self.path + "/") else p
+                parts = rel.split("/")
+                if parts[0] == MANIFEST_DIR or not _is_image_name(rel):
+                    continue
+                try:
+                    safe_relpath(rel)
+                except UnsafePath as e:
+                    skipped.append((rel, f"{e}: not read"))
+                    continue
+                if any(s.startswith(".") for s in parts):
+                    skipped.append((rel, "hidden name: not read"))
+                    continue
+                inputs.append(rel)
+        return sorted(inputs), sorted(skipped)
+
     def list_images(self) -> list[str]:
-        """Relative paths of files with an image extension under the root, sorted; the
-        manifest folder and hidden files are skipped."""
-        if hasattr(self.fs, "invalidate_cache"):
-            self.fs.invalidate_cache()
+        """The inputs of `list_inputs` (a single file: [""])."""
         if self.fs.isfile(self.path):
             return [""]
-        out = []
-        for p in self.fs.find(self.path):
-            rel = posixpath.relpath(p, self.path)
-            parts = rel.split("/")
-            if parts[0] == MANIFEST_DIR or any(s.startswith(".") for s in parts):
+        return self.list_inputs()[0]
+
+
+def _is_image_name(name: str) -> bool:
+    return posixpath.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _walk_local(root: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Local listing that never leaves SRC: symlinks are followed only when their target
+    resolves inside SRC, and a folder link is entered only if it does not loop back to a
+    folder being walked."""
+    real_root = os.path.realpath(root)
+    inputs, skipped = [], []
+
+    def walk(folder: str, prefix: str, chain: tuple[str, ...]):
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            skipped.append((prefix or "./", f"cannot list folder: {e.strerror or e}"))
+            return
+        for e in entries:
+            rel = prefix + e.name
+            if not prefix and e.name == MANIFEST_DIR:
                 continue
-            if posixpath.splitext(rel)[1].lower() in IMAGE_EXTENSIONS:
-                out.append(rel)
-        return sorted(out)
+            link = e.is_symlink()
+            target = os.path.realpath(e.path) if link else e.path
+            try:
+                st = os.stat(e.path)  # follows links
+            except OSError:
+                if _is_image_name(e.name):
+                    skipped.append((rel, "broken symlink: not read"))
+                continue
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if e.name.startswith("."):
+                if is_dir or _is_image_name(e.name):
+                    skipped.append((rel + ("/" if is_dir else ""), "hidden name: not read"))
+                continue
+            if link and not _inside(target, real_root):
+                if is_dir or _is_image_name(e.name):
+                    kind = "folder" if is_dir else "file"
+                    skipped.append((rel + ("/" if is_dir else ""), f"symlinked {kind} leaves SRC (-> {target}): not read"))
+                continue
+            if is_dir:
+                real = os.path.realpath(e.path)
+                if real in chain:
+                    skipped.append((rel + "/", "symlinked folder loops back into its own path: not read"))
+                    continue
+                walk(e.path, rel + "/", chain + (real,))
+            elif stat.S_ISREG(st.st_mode) and _is_image_name(e.name):
+                inputs.append(rel)
+
+    walk(root, "", (real_root,))
+    return inputs, skipped
+
+
+def overlap(src: Store, dst: Store) -> str | None:
+    """Why SRC and DST may not be used together (None if they are apart): DST inside SRC
+    would make every run re-read its own outputs as new inputs, SRC inside DST lets outputs
+    overwrite inputs."""
+    if src.protocol != dst.protocol or (not src.is_local and src.endpoint != dst.endpoint):
+        return None
+    if src.is_local:
+        a, b, sep = os.path.realpath(src.path), os.path.realpath(dst.path), os.sep
+    else:
+        a, b, sep = src.path.strip("/"), dst.path.strip("/"), "/"
+    if a == b:
+        return f"DST {dst.uri()} is SRC: outputs would overwrite inputs and be read back as inputs"
+    if b.startswith(a.rstrip(sep) + sep):
+        return (f"DST {dst.uri()} is inside SRC {src.uri()}: every run would upscale the previous "
+                "run's outputs again; choose a DST outside SRC")
+    if a.startswith(b.rstrip(sep) + sep):
+        return f"SRC {src.uri()} is inside DST {dst.uri()}: outputs could overwrite inputs; choose a DST outside SRC"
+    return None
 
 
 class UnsafePath(ValueError):
@@ -87,21 +334,72 @@ def safe_relpath(rel: str) -> str:
     """Refuse keys that would escape the output prefix ('..' segments, absolute paths, NUL)."""
     if "\x00" in rel or rel.startswith("/") or "\\" in rel:
         raise UnsafePath(f"unsafe key {rel!r}")
-    if any(seg in ("..", ".") for seg in rel.split("/")):
-        raise UnsafePath(f"unsafe key {rel!r}: '..' or '.' segment")
+    if any(seg in ("..", ".", "") for seg in rel.split("/")):
+        raise UnsafePath(f"unsafe key {rel!r}: '..', '.' or empty segment")
     return rel
 
 
-def output_relpath(input_rel: str, fmt: str, src_is_file: bool = False, src_name: str = "") -> str:
-    from patchscaler.imageio import WRITABLE
-    rel = src_name if src_is_file else safe_relpath(input_rel)
-    stem, ext = posixpath.splitext(rel)
-    new_ext = WRITABLE[fmt]
-    # keep the user's spelling of the extension when the format is unchanged (.jpeg, .JPG)
+# --- output names -----------------------------------------------------------------------
+
+class OutputCollision(ValueError):
+    """The output name an input would get is held by another input's output."""
+
+
+def name_plans(inputs: list[str], owners: dict[str, str]) -> dict[str, dict]:
+    """For each input, what its output may be called, decided from all names before the run:
+
+    keep_ext: the output keeps the input's extension when the format changes (another input
+      shares its stem, or an input is named exactly like its stem), so b.gif -> b.gif.png
+      beside b.png -> b.png.
+    taken: output names this input may not write, with their owner: outputs other inputs
+      already have (from the manifest, `owners` = {output: input}) and, for keep_ext inputs,
+      other inputs' own names (b.gif.png the input beside b.gif).
+
+    Then no two inputs of a run can write the same name: an unchanged name is the input's own
+    (unique); a changed name stem+ext is used only when no other input has that stem and no
+    input is named like the stem; a kept-extension name input+ext is refused when it is an
+    input's name."""
+    stems: dict[str, int] = {}
+    for r in inputs:
+        s = posixpath.splitext(r)[0]
+        stems[s] = stems.get(s, 0) + 1
+    names = set(inputs)
+    by_stem: dict[str, list[tuple[str, str]]] = {}
+    for out, owner in owners.items():
+        by_stem.setdefault(posixpath.splitext(out)[0], []).append((out, owner))
+    by_input_stem: dict[str, list[str]] = {}
+    for r in inputs:
+        by_input_stem.setdefault(posixpath.splitext(r)[0], []).append(r)
+    plans = {}
+    for r in inputs:
+        stem = posixpath.splitext(r)[0]
+        keep = stems[stem] > 1 or stem in names
+        taken = {o: w for s in ((stem, r) if keep else (stem,)) for o, w in by_stem.get(s, []) if w != r}
+        if keep:
+            taken.update({n: n for n in by_input_stem.get(r, []) if n != r})
+        plans[r] = {"keep_ext": keep, "taken": taken}
+    return plans
+
+
+def output_relpath(input_rel: str, fmt: str, keep_ext: bool = False) -> str:
     from PIL import Image
+
+    from patchscaler.imageio import WRITABLE
+    rel = safe_relpath(input_rel)
+    stem, ext = posixpath.splitext(rel)
+    # keep the user's spelling of the extension when the format is unchanged (.jpeg, .JPG)
     if Image.registered_extensions().get(ext.lower()) == fmt:
-        new_ext = ext
-    return stem + new_ext
+        return rel
+    return (rel if keep_ext else stem) + WRITABLE[fmt]
+
+
+def check_output_name(input_rel: str, out_rel: str, plan: dict | None) -> str:
+    owner = (plan or {}).get("taken", {}).get(out_rel)
+    if owner is not None:
+        what = "is another input's name" if owner == out_rel else f"already holds the output of {owner}"
+        raise OutputCollision(f"{input_rel} would be written as {out_rel}, which {what}; "
+                              "rename one of them or remove that output")
+    return out_rel
 
 
 # --- manifest -------------------------------------------------------------------------
@@ -116,6 +414,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("sec_stitch", pa.float64()), ("sec_write", pa.float64()),
     ("model_version", pa.string()), ("seed", pa.int64()), ("finished_at", pa.float64()),
 ])
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass
@@ -123,7 +422,7 @@ class ManifestRow:
     run_id: str
     input: str
     output: str = ""
-    status: str = "ok"          # ok | error | skipped
+    status: str = "ok"          # ok | error | skipped (not read, see the listing rules) | interrupted
     error: str = ""
     notes: str = ""
     width: int = 0
@@ -154,57 +453,50 @@ def row_key(input_rel: str) -> str:
     return hashlib.sha1(input_rel.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def rows_dir(run_id: str) -> str:
+    return f"{MANIFEST_DIR}/rows/{run_id}"
+
+
 def write_row(dst: Store, row: ManifestRow) -> None:
-    """One small JSON file per image, written after its output: a run killed midway keeps
-    every finished image's record. `consolidate` folds them into Parquet at the end."""
+    """One small JSON file per image and run: a run killed midway keeps every finished
+    image's record. `consolidate` folds them into Parquet."""
     row.finished_at = time.time()
-    dst.write_atomic(f"{MANIFEST_DIR}/rows/{row_key(row.input)}.json", json.dumps(asdict(row)).encode())
+    dst.write_atomic(f"{rows_dir(row.run_id)}/{row_key(row.input)}.json", json.dumps(asdict(row)).encode())
+
+
+def _loose_rows(dst: Store) -> list[tuple[str, dict]]:
+    """(path, row) of every loose row file (also the flat layout of older versions)."""
+    out = []
+    for rel in dst.files(f"{MANIFEST_DIR}/rows"):
+        if rel.endswith(".json"):
+            try:
+                out.append((rel, json.loads(dst.read(rel))))
+            except (ValueError, FileNotFoundError):
+                continue  # a row file being replaced right now, or not ours
+    return out
 
 
 def read_rows(dst: Store) -> dict[str, dict]:
     """Latest record per input: consolidated Parquet manifests, then loose row files."""
     latest: dict[str, dict] = {}
-    base = dst.full(MANIFEST_DIR)
-    if hasattr(dst.fs, "invalidate_cache"):
-        dst.fs.invalidate_cache()
-    if not dst.fs.exists(base):
-        return latest
-    files = sorted(dst.fs.find(base))
-    for p in files:
-        if p.endswith(".parquet"):
-            for r in pq.read_table(io.BytesIO(dst.fs.cat_file(p))).to_pylist():
+    for rel in sorted(dst.files(MANIFEST_DIR)):
+        if rel.endswith(".parquet") and posixpath.basename(rel).startswith("manifest-"):
+            for r in pq.read_table(io.BytesIO(dst.read(rel))).to_pylist():
                 _keep_latest(latest, r)
-    for p in files:
-        if p.endswith(".json") and "/rows/" in p:
-            try:
-                _keep_latest(latest, json.loads(dst.fs.cat_file(p)))
-            except ValueError:
-                continue
+    for _, r in _loose_rows(dst):
+        _keep_latest(latest, r)
     return latest
 
 
 def _keep_latest(latest: dict, r: dict) -> None:
+    if r.get("status") == "skipped":
+        return  # a skipped entry was never read: it says nothing about an output
     old = latest.get(r["input"])
     if old is None or (r.get("finished_at") or 0) >= (old.get("finished_at") or 0):
         latest[r["input"]] = r
 
 
-def consolidate(dst: Store, run_id: str) -> str | None:
-    """Write this run's rows as one Parquet file and remove the loose row files it holds."""
-    base = dst.full(f"{MANIFEST_DIR}/rows")
-    if hasattr(dst.fs, "invalidate_cache"):
-        dst.fs.invalidate_cache()
-    if not dst.fs.exists(base):
-        return None
-    rows, paths = [], []
-    for p in dst.fs.find(base):
-        if p.endswith(".json"):
-            r = json.loads(dst.fs.cat_file(p))
-            if r["run_id"] == run_id:
-                rows.append(r)
-                paths.append(p)
-    if not rows:
-        return None
+def _fold(dst: Store, run_id: str, rows: list[dict], paths: list[str]) -> str:
     rel = f"{MANIFEST_DIR}/manifest-{run_id}.parquet"
     if dst.exists(rel):  # a resumed run with the same id: keep what it already recorded
         kept = {r["input"]: r for r in pq.read_table(io.BytesIO(dst.read(rel))).to_pylist()}
@@ -215,16 +507,54 @@ def consolidate(dst: Store, run_id: str) -> str | None:
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), buf)
     dst.write_atomic(rel, buf.getvalue())
     for p in paths:
-        dst.fs.rm(p)
-    if dst.is_local and not dst.fs.ls(base):  # don't leave an empty rows/ folder behind
-        dst.fs.rmdir(base)
+        dst.fs.rm(dst.full(p))
+    if dst.is_local:  # don't leave empty rows/ folders behind
+        for d in (f"{rows_dir(run_id)}", f"{MANIFEST_DIR}/rows"):
+            try:
+                os.rmdir(dst.full(d))
+            except OSError:
+                pass
     return dst.uri(rel)
 
 
-def done_inputs(dst: Store) -> set[str]:
+def consolidate(dst: Store, run_id: str) -> str | None:
+    """Write this run's rows as one Parquet file and remove the loose row files it holds."""
+    mine = [(p, r) for p, r in _loose_rows(dst) if r.get("run_id") == run_id]
+    if not mine:
+        rel = f"{MANIFEST_DIR}/manifest-{run_id}.parquet"
+        return dst.uri(rel) if dst.exists(rel) else None
+    return _fold(dst, run_id, [r for _, r in mine], [p for p, _ in mine])
+
+
+def recover(dst: Store, run_id: str, files: set[str] | None = None) -> dict[str, int]:
+    """Fold the loose rows that other runs left behind (killed, or stopped by a power cut)
+    into their own manifest-RUN.parquet. A row was written just before its output, so an ok
+    row whose output is missing marks an image the run never finished: it becomes
+    `interrupted`. Returns {run id: rows folded}. Run one job per DST at a time: a run that is
+    still going would have its rows folded under it."""
+    files = set(dst.files()) if files is None else files
+    by_run: dict[str, list[tuple[str, dict]]] = {}
+    for p, r in _loose_rows(dst):
+        if r.get("run_id") != run_id:
+            by_run.setdefault(r.get("run_id") or "unknown", []).append((p, r))
+    for other, items in by_run.items():
+        rows = []
+        for _, r in items:
+            if r.get("status") == "ok" and r.get("output") not in files:
+                r = {**r, "status": "interrupted", "error": "the run stopped before this output was written"}
+            rows.append(r)
+        _fold(dst, other, rows, [p for p, _ in items])
+    return {k: len(v) for k, v in by_run.items()}
+
+
+def done_inputs(dst: Store, files: set[str] | None = None, rows: dict | None = None) -> set[str]:
     """Inputs whose latest record is ok and whose output exists: a resumed run skips them."""
-    done = set()
-    for inp, r in read_rows(dst).items():
-        if r["status"] == "ok" and r["output"] and dst.exists(r["output"]):
-            done.add(inp)
-    return done
+    files = set(dst.files()) if files is None else files
+    rows = read_rows(dst) if rows is None else rows
+    return {inp for inp, r in rows.items() if r["status"] == "ok" and r["output"] and r["output"] in files}
+
+
+def output_owners(rows: dict[str, dict], files: set[str]) -> dict[str, str]:
+    """{output name: input} of the outputs the manifest records and that still exist."""
+    return {r["output"]: inp for inp, r in rows.items()
+            if r["status"] == "ok" and r["output"] and r["output"] in files}

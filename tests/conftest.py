@@ -6,6 +6,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 torch.set_num_threads(2)
+# S3 credentials as an operator gives them (the environment), for the moto server, which takes
+# any; set before the session's Ray starts so its workers inherit them. Never real ones.
+for _k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+    os.environ.setdefault(_k, "testing")
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture(scope="session")
@@ -20,9 +25,10 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for the whole test session (ray.init costs ~8 s here)."""
+    """One local Ray for the whole test session (ray.init costs ~8 s here): a Ray of its own
+    ("local"), never one that someone else's `ray start` left running on this host."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()
 

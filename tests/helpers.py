@@ -1,8 +1,8 @@
 import io
+import os
 
 import numpy as np
 from PIL import Image
-
 
 
 def photo(w=48, h=40, seed=0, mode="RGB") -> Image.Image:
@@ -20,3 +20,11 @@ def encode(im: Image.Image, fmt="PNG", **kw) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format=fmt, **kw)
     return buf.getvalue()
+
+
+def write_tree(root, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        p = os.path.join(root, name)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)

@@ -8,17 +8,9 @@ import pytest
 from PIL import Image
 
 from corpus import corpus
-from helpers import encode, photo
+from helpers import encode, photo, write_tree
 
 ray = pytest.importorskip("ray")
-
-
-def write_tree(root, files: dict[str, bytes]):
-    for name, data in files.items():
-        p = os.path.join(root, name)
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        with open(p, "wb") as f:
-            f.write(data)
 
 
 def opts_for(src, dst, ckpt, **kw):
@@ -58,6 +50,12 @@ def test_pipeline_equals_oracle_on_corpus_and_resumes(ray_session, checkpoint, t
     assert Image.open(tmp_path / "ray" / rows["exif_rotated.jpg"]["output"]).size == (80, 96)
     # every group occurred, and hard patches were refined only by the hard pool
     assert all(c > 0 for c in summary["patches_per_group"])
+    # the per-stage progress counted every patch of every written image, and every image
+    ppg = summary["patches_per_group"]
+    assert summary["stages"]["hard"][1] >= ppg[2] and summary["stages"]["easy"][1] >= ppg[0] + ppg[1]
+    assert summary["stages"]["hard"][0] == summary["stages"]["hard"][1]
+    assert summary["stages"]["easy"][0] == summary["stages"]["easy"][1]
+    assert summary["stages"]["stitch"] == [len(files), 0]
     import json
     for r in summary["rows"]:
         for g, (pool, _node) in json.loads(r["trace"]).get("groups", {}).items():
@@ -104,8 +102,11 @@ def test_s3_in_and_out_through_moto_server(ray_session, checkpoint, s3_endpoint)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="results")["Contents"]}
     assert {"out/a.jpg", "out/deep/b.png", "out/_manifest/manifest-s3run.parquet"} <= keys
     assert not any("escape" in k for k in keys)
-    esc = [r for r in rows.values() if "escape" in r["input"]]
-    assert not esc or (esc[0]["status"] == "error" and "unsafe" in esc[0]["error"])
+    # the key with '..' is not read, and the manifest says so (not a silent skip)
+    assert [(n, "unsafe key" in why) for n, why in s["not_read"]] == [("x/../../escape.jpg", True)]
+    body = s3.get_object(Bucket="results", Key="out/_manifest/manifest-s3run.parquet")["Body"].read()
+    manifest = {r["input"]: r for r in pq.read_table(io.BytesIO(body)).to_pylist()}
+    assert manifest["x/../../escape.jpg"]["status"] == "skipped"
     img = Image.open(io.BytesIO(s3.get_object(Bucket="results", Key="out/a.jpg")["Body"].read()))
     assert img.size == (96, 80)
 

@@ -1,0 +1,113 @@
+"""A run's plan, made on the driver before any image is read, the same for both engines:
+check SRC and DST, fold what killed runs left behind, list the inputs, drop the done ones
+(resume) and decide every output's name. Problems that stop the whole run are raised as
+UsageError (exit 2: fix the command) or StorageError (exit 4: storage unreachable or
+refusing), each with a one-line message."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import posixpath
+from dataclasses import dataclass, field
+
+from .options import UpscaleOptions
+from .storage import (RUN_ID, Store, done_inputs, makedirs_durable, name_plans, output_owners,
+                      overlap, read_rows, recover)
+
+log = logging.getLogger("patchscaler")
+
+
+class UsageError(Exception):
+    """The command cannot work as given (exit 2)."""
+    exit_code = 2
+
+
+class StorageError(Exception):
+    """SRC or DST cannot be reached, read or written (exit 4)."""
+    exit_code = 4
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def storage_error(e: BaseException, what: str, store: Store | None = None) -> Exception:
+    """A one-line UsageError / StorageError for an exception from fsspec, s3fs or botocore."""
+    if isinstance(e, (UsageError, StorageError)):
+        return e
+    msg, name = one_line(e), type(e).__name__
+    if isinstance(e, FileNotFoundError):
+        return UsageError(f"{what} does not exist ({msg})")
+    if isinstance(e, PermissionError):
+        return StorageError(f"{what}: access denied ({msg})")
+    if name == "NoCredentialsError" or "Unable to locate credentials" in msg:
+        return StorageError(f"{what}: no S3 credentials found: set AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE / --s3-profile")
+    where = f" at {store.endpoint}" if store is not None and store.endpoint else ""
+    return StorageError(f"{what}: cannot reach the storage{where}: {name}: {msg}")
+
+
+@dataclass
+class Plan:
+    opts: UpscaleOptions            # src = the folder the inputs are named relative to
+    src: Store
+    dst: Store
+    inputs: list[str]               # every input listed, done or not
+    skipped: list[tuple[str, str]]  # entries not read: (name, reason)
+    done: set[str]
+    pending: list[str]
+    names: dict[str, dict]          # input -> naming plan (storage.name_plans)
+    recovered: dict[str, int] = field(default_factory=dict)
+
+
+def make_plan(opts: UpscaleOptions) -> Plan:
+    if not RUN_ID.match(opts.run_id):
+        raise UsageError(f"run id {opts.run_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
+    try:
+        src, dst = Store(opts.src, opts.src_options), Store(opts.dst, opts.dst_options)
+    except (ValueError, ImportError, TypeError) as e:
+        raise UsageError(f"cannot open SRC or DST: {one_line(e)}") from None
+    why = overlap(src, dst)
+    if why:
+        raise UsageError(why)
+
+    for label, store in (("SRC", src), ("DST", dst)):
+        try:
+            store.probe()
+        except FileNotFoundError:
+            raise UsageError(f"{label} {store.uri()}: no bucket {store.bucket!r}") from None
+        except Exception as e:
+            raise storage_error(e, f"{label} {store.uri()}", store) from None
+    try:
+        info = src.fs.info(src.path)
+    except FileNotFoundError:
+        raise UsageError(f"SRC {src.uri()} does not exist") from None
+    except Exception as e:
+        raise storage_error(e, f"SRC {src.uri()}", src) from None
+    source_file = info.get("type") == "file"
+    if source_file:  # one file: its folder is the root, its name the one input
+        name = posixpath.basename(src.path)
+        parent = posixpath.dirname(src.path) or "/"
+        opts = dataclasses.replace(opts, src=parent if src.is_local else f"{src.protocol}://{parent}")
+        src = Store(opts.src, opts.src_options)
+
+    try:
+        if dst.is_local:
+            makedirs_durable(dst.path)
+        files = set(dst.files())
+        recovered = recover(dst, opts.run_id, files)
+        rows = read_rows(dst)
+    except Exception as e:
+        raise storage_error(e, f"DST {dst.uri()}", dst) from None
+    for run, n in recovered.items():
+        log.warning("folded %d manifest rows that run %s left behind into manifest-%s.parquet", n, run, run)
+
+    try:
+        inputs, skipped = ([name], []) if source_file else src.list_inputs()
+    except Exception as e:
+        raise storage_error(e, f"SRC {src.uri()}", src) from None
+    done = done_inputs(dst, files, rows) if opts.resume else set()
+    pending = [r for r in inputs if r not in done]
+    names = name_plans(inputs, output_owners(rows, files))
+    return Plan(opts, src, dst, inputs, skipped, done, pending, {r: names[r] for r in pending}, recovered)

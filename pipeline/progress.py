@@ -1,0 +1,187 @@
+"""Progress a person can read: per stage, in images or patches, with a rate and an ETA.
+
+On a terminal each stage is a tqdm bar. Anywhere else (cron mail, `ray job logs`, a file)
+bars would be one endless line of carriage returns, so each stage writes one log line every
+`interval` seconds (PATCHSCALER_PROGRESS_INTERVAL, default 30) and one when it ends.
+
+The Ray pipeline's actors report to a ProgressHub actor (fire and forget); a thread on the
+driver reads its counters once a second."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+log = logging.getLogger("patchscaler.progress")
+
+STAGES = {  # key -> (label, unit) for the pipeline's stages
+    "grm": ("decode + GRM", "img"),
+    "hard": ("hard Patch-DiT", "patch"),
+    "easy": ("easy Patch-DiT", "patch"),
+    "stitch": ("stitch + write", "img"),
+}
+
+
+def default_interval() -> float:
+    return float(os.environ.get("PATCHSCALER_PROGRESS_INTERVAL", "30"))
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
+
+
+class _Stage:
+    def __init__(self, desc: str, unit: str, total: int | None):
+        self.desc, self.unit, self.total = desc, unit, total
+        self.done = 0
+        self.t0 = self.last = time.monotonic()  # the first log line comes after one interval
+        self.shown = (0, total)  # what the last log line said: unchanged stages stay quiet
+        self.bar = None
+
+    def line(self) -> str:
+        el = time.monotonic() - self.t0
+        total = "?" if self.total is None else self.total
+        text = f"{self.desc}: {self.done}/{total} {self.unit}"
+        if self.done and el > 0:
+            rate = self.done / el
+            text += f", {rate:.2f} {self.unit}/s" if rate >= 1 else f", {1 / rate:.1f} s/{self.unit}"
+            if self.total is not None and self.total > self.done:
+                text += f", ETA {_duration((self.total - self.done) / rate)}"
+        return text + f", {_duration(el)} elapsed"
+
+
+class Progress:
+    """A set of named stages. tty=None: bars if stderr is a terminal, else log lines."""
+
+    def __init__(self, interval: float | None = None, tty: bool | None = None, file=None):
+        self.file = file or sys.stderr
+        self.tty = bool(getattr(self.file, "isatty", lambda: False)()) if tty is None else tty
+        self.interval = default_interval() if interval is None else interval
+        self.stages: dict[str, _Stage] = {}
+
+    def add(self, key: str, desc: str, unit: str, total: int | None = None, leave: bool = True) -> None:
+        self.finish(key, quiet=True)
+        st = self.stages[key] = _Stage(desc, unit, total)
+        if self.tty:
+            from tqdm import tqdm
+            st.bar = tqdm(total=total, desc=desc, unit=unit, leave=leave, file=self.file, dynamic_ncols=True)
+
+    def set(self, key: str, done: int | None = None, total: int | None = None, desc: str | None = None) -> None:
+        st = self.stages[key]
+        if total is not None:
+            st.total = total
+        if desc is not None:
+            st.desc = desc
+        if done is not None:
+            st.done = min(done, st.total) if st.total is not None else done
+        if st.bar is not None:
+            if total is not None:
+                st.bar.total = total
+            if desc is not None:
+                st.bar.set_description(desc, refresh=False)
+            st.bar.n = st.done
+            st.bar.refresh()
+        elif (st.done, st.total) != st.shown and time.monotonic() - st.last >= self.interval:
+            st.last, st.shown = time.monotonic(), (st.done, st.total)
+            log.info("%s", st.line())
+
+    def update(self, key: str, n: int = 1) -> None:
+        self.set(key, done=self.stages[key].done + n)
+
+    def finish(self, key: str, quiet: bool = False) -> None:
+        st = self.stages.pop(key, None)
+        if st is None:
+            return
+        if st.bar is not None:
+            st.bar.close()
+        elif not quiet and (st.done, st.total) != st.shown:
+            log.info("%s", st.line())
+
+    def close(self) -> None:
+        for key in list(self.stages):
+            self.finish(key)
+
+
+class ProgressHub:
+    """A Ray actor (num_cpus=0) holding the pipeline's counters: stage -> [done, total]."""
+
+    def __init__(self):
+        self.counts: dict[str, list[int]] = {}
+
+    def add(self, stage: str, done: int = 0, total: int = 0) -> None:
+        c = self.counts.setdefault(stage, [0, 0])
+        c[0] += done
+        c[1] += total
+
+    def snapshot(self) -> dict[str, list[int]]:
+        return {k: list(v) for k, v in self.counts.items()}
+
+
+def report(hub, stage: str, done: int = 0, total: int = 0) -> None:
+    """Tell the hub (if any) without waiting; progress never fails an image."""
+    if hub is None:
+        return
+    try:
+        hub.add.remote(stage, done, total)
+    except Exception:
+        pass
+
+
+class PipelineProgress:
+    """The driver's view of the pipeline: one line (or bar) per stage, read from the hub."""
+
+    def __init__(self, hub, images: int, progress: Progress, poll: float = 1.0):
+        self.hub, self.images, self.p, self.poll = hub, images, progress, poll
+        self.final: dict[str, list[int]] = {}
+        for key, (label, unit) in STAGES.items():
+            self.p.add(key, label, unit, images if unit == "img" else 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+
+    def _apply(self, snap: dict) -> None:
+        for key, (label, unit) in STAGES.items():
+            done, total = snap.get(key, [0, 0])
+            self.p.set(key, done=done, total=self.images if unit == "img" else total)
+
+    def _read(self) -> dict:
+        import ray
+        return ray.get(self.hub.snapshot.remote(), timeout=10)
+
+    def _loop(self):
+        while not self._stop.wait(self.poll):
+            try:
+                self._apply(self._read())
+            except Exception:
+                pass
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=15)
+        if exc[0] is None:
+            # the actors' last reports may still be on their way: wait briefly for them
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    self.final = self._read()
+                except Exception:
+                    break
+                if self._complete(self.final) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            self._apply(self.final)
+            self.p.close()
+        return False
+
+    def _complete(self, snap: dict) -> bool:
+        for key, (_, unit) in STAGES.items():
+            done, total = snap.get(key, [0, 0])
+            if done < (self.images if unit == "img" else total):
+                return False
+        return True
