@@ -45,7 +45,9 @@ class DiffusionConfig:
 class PGSConfig:
     patch_size: int = 16            # V, in latent pixels
     overlap: int = 4                # latent pixels shared by neighbouring patches
-    # Qmap thresholds, descending: q > thresholds[0] -> group 0 (simple), ... , else last (hard)
+    # Qmap thresholds, descending: q > thresholds[0] -> group 0 (simple), ... , else last (hard).
+    # The defaults are the paper's (g1 0.95, g2 0.75; 400/8, 700/14, 1000/20); the shipped model
+    # stores its own in its checkpoint: calibrated thresholds and 100/2, 400/8, 1000/20
     thresholds: tuple[float, ...] = (0.95, 0.75)
     taus: tuple[int, ...] = (400, 700, 1000)   # shortcut point per group (1..T)
     steps: tuple[int, ...] = (8, 14, 20)       # sampling steps per group

@@ -31,12 +31,10 @@ from .texture import TextureExtractor
 class Runtime:
     """How to run, not what to run: never saved in a checkpoint."""
     device: str = "cpu"
-    # fp32 by default: on this 2-core CPU (AVX512-BF16) bf16 autocast measured slower than fp32
-    # for both the RRDB GRM (1.10 s vs 0.57 s channels_last, 64x64) and the Patch-DiT (0.53 s vs
-    # 0.36 s, 64 patches); bf16 is the lever on GPUs.
+    # fp32 by default; bf16 autocast is the speed lever on GPUs and on CPUs with bf16 kernels
+    # (AVX512-BF16 / AMX): measurements and its effect on the pixels in the README
     precision: str = "fp32"   # "fp32" or "bf16" (autocast)
     max_batch: int = 64       # patches per Patch-DiT call
-    compile: bool = False     # torch.compile the Patch-DiT once per process
 
     def autocast(self):
         if self.precision == "fp32":
@@ -57,14 +55,11 @@ class PatchScaler(nn.Module):
         self.diffusion = Diffusion(cfg.diffusion)
         self.rtm = rtm
         self.runtime = Runtime()
-        # kept out of the module tree so the state dict holds the DiT once
-        self.__dict__["_denoiser"] = self.dit
 
     def configure(self, runtime: Runtime) -> "PatchScaler":
         self.runtime = runtime
         self.to(runtime.device).eval()
         self.grm.to(memory_format=torch.channels_last)  # measured 15% faster convs on CPU
-        self.__dict__["_denoiser"] = torch.compile(self.dit, dynamic=True) if runtime.compile else self.dit
         return self
 
     @property
@@ -109,7 +104,7 @@ class PatchScaler(nn.Module):
 
         def denoise(x, t):
             with self.runtime.autocast():
-                return self._denoiser(x, t, y0, tokens)
+                return self.dit(x, t, y0, tokens)
 
         def denoise_two_grids(x, t):
             # the second grid covers the patch minus a half-token border: one token per side
@@ -119,7 +114,7 @@ class PatchScaler(nn.Module):
             out = denoise(x, t)
             inner = (..., slice(s, x.shape[-2] - (k - s)), slice(s, x.shape[-1] - (k - s)))
             with self.runtime.autocast():
-                shifted = self._denoiser(x[inner], t, y0[inner], tokens)
+                shifted = self.dit(x[inner], t, y0[inner], tokens)
             out = out.clone()
             out[inner] = (out[inner] + shifted.to(out.dtype)) / 2
             return out

@@ -2,10 +2,12 @@
 oracle the distributed pipeline is tested against, so both call the same three stage
 functions below with the same batching:
 
-    coarse = grm_stage(model, prepared)                      # GRM actors
-    for group, idx in group_batches(model, coarse):          # one row per image and group batch
+    coarse = grm_stage(model, prepared)                              # GRM actors
+    for group, idx in group_batches(model, coarse.groups):           # one Patch-DiT call each
         refined[idx] = refine_stage(model, coarse.patches[idx], idx, group, seed)   # DiT pools
     image = stitch_stage(model, coarse, refined, prepared)                          # stitchers
+
+(the pipeline's row is one image carrying all its patches; each pool runs its groups' batches)
 """
 from __future__ import annotations
 
