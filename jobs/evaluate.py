@@ -8,6 +8,8 @@ was trained on) or `classical` (Gaussian blur sigma 0.8-3.0, bicubic x4 down, JP
     grm                  the GRM alone (Real-ESRGAN x4plus pixels), no colour fix
     grm_colorfix         every patch handed back to the GRM, then the same stitch, decode and
                          colour fix as PatchScaler: what the Patch-DiT must beat
+    patchscaler_nofusion the PGS result as v0.3.0 made it: the Patch-DiT's pixels with the plain
+                         colour fix (no fusion with the GRM, patchscaler/fusion.py): before/after
     patchscaler_pgs      the full method: confidence -> groups -> Patch-DiT from each group's tau
     patchscaler_uniform  the same Patch-DiT on every patch from tau = T with the hard group's steps
 and the HR crop itself is scored with NIQE as a reference.
@@ -41,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-METHODS = ("bicubic", "grm", "grm_colorfix", "patchscaler_pgs", "patchscaler_uniform")
+METHODS = ("bicubic", "grm", "grm_colorfix", "patchscaler_nofusion", "patchscaler_pgs", "patchscaler_uniform")
 REFERENCE = "hr"   # NIQE of the ground truth, no PSNR/SSIM
 DEGRADATIONS = ("training", "classical")
 TILE = 32            # px, tile regression
@@ -56,7 +58,7 @@ def add_args(p) -> None:
                    help="which photos of SRC: those the training split holds out (default), the training "
                         "ones (to choose settings on), or all")
     p.add_argument("--all-photos", dest="split", action="store_const", const="all", help="= --split all")
-    p.add_argument("--match", default="*", help="only photos whose file name matches this glob")
+    p.add_argument("--match", default="*", help="only photos whose file name matches one of these comma-separated globs")
     p.add_argument("--degradation", choices=DEGRADATIONS, default="training",
                    help="training: Real-ESRGAN second-order; classical: Gaussian blur + bicubic + JPEG")
     p.add_argument("--checkpoint", help="default: the shipped checkpoint")
@@ -64,8 +66,6 @@ def add_args(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="evaluate at most this many photos")
     p.add_argument("--panels", type=int, default=4, help="photos in side_by_side.png")
-    p.add_argument("--fusion", choices=("checkpoint", "none"), default="checkpoint",
-                   help="none: v0.3.0's output (the Patch-DiT's pixels, plain colour fix), for before/after tables")
     p.add_argument("--taus", help="override the checkpoint's shortcut points, e.g. 100,250,500")
     p.add_argument("--steps", help="override the checkpoint's steps per group, e.g. 2,5,10")
 
@@ -114,6 +114,16 @@ def _refine_all(model, coarse, groups, seed) -> tuple[torch.Tensor, float]:
     for g, idx in group_batches(model, groups):
         refined[idx] = refine_stage(model, coarse.patches[idx], idx, g, seed)
     return refined, time.perf_counter() - t
+
+
+def _without_fusion(model, coarse, refined, prep) -> np.ndarray:
+    import copy
+    from patchscaler.config import FusionConfig
+    from patchscaler.upscale import stitch_stage
+    old = copy.copy(model)   # shallow: same weights, own config
+    old.cfg = copy.deepcopy(model.cfg)
+    old.cfg.fusion = FusionConfig(detail_sigma=0, band_sigma=0, lr_tolerance=0, clip_radius=0)
+    return np.asarray(stitch_stage(old, coarse, refined, prep).convert("RGB"))
 
 
 def image_measures(out: np.ndarray, hr: np.ndarray, grm: np.ndarray) -> tuple[dict, np.ndarray]:
@@ -166,6 +176,9 @@ def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "train
         back[method] = stats.get("guarded", float("nan"))
         secs[method] = {"grm": coarse.seconds, "dit": t_dit, "stitch": time.perf_counter() - t,
                         "total": coarse.seconds + t_dit + time.perf_counter() - t}
+        if method == "patchscaler_pgs":   # the same refined patches, v0.3.0's output stage
+            outs["patchscaler_nofusion"] = _without_fusion(model, coarse, refined, prep)
+            secs["patchscaler_nofusion"] = secs[method]
     # the confidence map against the true error of each coarse patch
     true = pgs.cut(model.codec.encode(hr.to(model.device)).cpu()[0], coarse.grid)
     patch_err = (coarse.patches - true).pow(2).mean((1, 2, 3))
@@ -337,7 +350,7 @@ def run(a) -> int:
     photos = list_photos(a.src)
     if a.split != "all":
         photos = split(photos)[1 if a.split == "held-out" else 0]
-    photos = [p for p in photos if fnmatch.fnmatch(p.name, a.match)]
+    photos = [p for p in photos if any(fnmatch.fnmatch(p.name, m) for m in a.match.split(","))]
     if a.limit:
         photos = photos[:a.limit]
     if not photos:
@@ -347,9 +360,6 @@ def run(a) -> int:
         model.cfg.pgs.taus = tuple(int(x) for x in a.taus.split(","))
     if a.steps:
         model.cfg.pgs.steps = tuple(int(x) for x in a.steps.split(","))
-    if a.fusion == "none":
-        from patchscaler.config import FusionConfig
-        model.cfg.fusion = FusionConfig(detail_sigma=0, band_sigma=0, lr_tolerance=0, clip_radius=0)
     model.configure(Runtime())
     os.makedirs(a.out, exist_ok=True)
     rows, qmaps, errs, panels, tiles, drops = [], [], [], [], [], []
@@ -369,7 +379,7 @@ def run(a) -> int:
     s = summarise(df, qmaps, errs)
     s["checkpoint"] = a.checkpoint or "default"
     s["model_version"] = model.cfg.version
-    s["crop"], s["seed"], s["degradation"], s["fusion"] = a.crop, a.seed, a.degradation, a.fusion
+    s["crop"], s["seed"], s["degradation"] = a.crop, a.seed, a.degradation
     s["taus"], s["steps"] = list(model.cfg.pgs.taus), list(model.cfg.pgs.steps)
     Path(a.out, "summary.json").write_text(json.dumps(s, indent=1))
     md = markdown(s)
