@@ -198,8 +198,19 @@ def test_evaluate_writes_table_parquet_and_png(trained, data, tmp_path):
     out = tmp_path / "eval"
     assert main(["evaluate", str(photos), str(out), "--all-photos", "--checkpoint", str(ckpt), "--crop", "208"]) == 0
     df = pd.read_parquet(out / "metrics.parquet")
-    assert set(df.method) == {"bicubic", "grm", "patchscaler_pgs", "patchscaler_uniform", "hr"} and len(df) == 10
-    assert df[df.method != "hr"].psnr_y.between(5, 60).all() and df.niqe.notna().all()
+    methods = {"bicubic", "grm", "grm_colorfix", "patchscaler_nofusion", "patchscaler_pgs", "patchscaler_uniform"}
+    assert set(df.method) == methods | {"hr"} and len(df) == 2 * 7
+    scored = df[df.method != "hr"]
+    assert scored.psnr_y.between(5, 60).all() and df.niqe.notna().all()
+    assert scored.blockiness4.between(0.5, 3).all() and scored.sharpness.between(0.05, 3).all()
+    assert (df[df.method == "grm"].tiles_worse == 0).all() and (df[df.method == "grm"].worst_tile_db == 0).all()
+    assert (scored.tiles == (208 // 32) ** 2).all()
     table = (out / "table.md").read_text()
-    assert "Spearman" in table and "diffusion time ratio" in table
+    assert "Spearman" in table and "diffusion time ratio" in table and "blockiness" in table
     assert Image.open(out / "side_by_side.png").size[0] > 4 * 208
+    assert Image.open(out / "worst_tiles.png").size[1] > 12 * 64 and (out / "drop_maps.png").exists()
+    # the classical family gives another LR from the same photo, deterministically
+    from jobs.evaluate import synthetic_lr
+    hr = torch.rand(1, 3, 64, 64)
+    a, b = synthetic_lr(hr, "x.jpg", 0, "classical"), synthetic_lr(hr, "x.jpg", 0, "classical")
+    assert a.shape == (1, 3, 16, 16) and torch.equal(a, b) and not torch.equal(a, synthetic_lr(hr, "y.jpg", 0, "classical"))
