@@ -1,10 +1,18 @@
 """`ray job submit --working-dir . -- python -m jobs.upscale ...` against a real local head
-(ray[default]; token auth as Ray 2.60 turns it on), and a repeated dated submission id is refused."""
+(ray[default]; token auth as Ray 2.60 turns it on), and a repeated dated submission id is refused.
+
+The heads here are this test's own: each in its own temp dir, on free ports, in the
+foreground (`ray start --block`), and stopped by ending exactly the processes it started,
+never with `ray stop`, which stops every Ray on the host (someone's running job included)."""
 import os
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -13,33 +21,175 @@ ROOT = Path(__file__).parents[1]
 pytestmark = pytest.mark.slow
 
 
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process we can see (Linux /proc)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        out[int(d)] = (ppid, cmd)
+    return out
+
+
+class Head:
+    """A Ray head node of a test's own (see the module docstring)."""
+
+    def __init__(self, ray_bin: str, env: dict, dashboard: bool):
+        self.ray_bin, self.env, self.dashboard = ray_bin, env, dashboard
+        self.temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths
+        (self.gcs, self.dash, self.client, self.nm, self.om, self.agent_http, self.agent_grpc,
+         self.renv, self.metrics) = _free_ports(9)
+        self.proc = None
+
+    def start(self) -> "Head":
+        cmd = [self.ray_bin, "start", "--head", "--block", "--num-cpus=1", f"--temp-dir={self.temp}",
+               f"--port={self.gcs}", f"--node-manager-port={self.nm}", f"--object-manager-port={self.om}",
+               f"--ray-client-server-port={self.client}", f"--dashboard-agent-listen-port={self.agent_http}",
+               f"--dashboard-agent-grpc-port={self.agent_grpc}", f"--runtime-env-agent-port={self.renv}",
+               f"--metrics-export-port={self.metrics}", "--disable-usage-stats",
+               f"--include-dashboard={'true' if self.dashboard else 'false'}"]
+        if self.dashboard:
+            cmd += ["--dashboard-host=127.0.0.1", f"--dashboard-port={self.dash}"]
+        self.log = open(os.path.join(self.temp, "ray-start.log"), "w")
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 180
+        while not self._core_up():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"ray start failed: {Path(self.log.name).read_text()[-2000:]}")
+            time.sleep(0.5)
+        return self
+
+    def _core_up(self) -> bool:
+        names = " ".join(self.pids().values())
+        if "gcs_server" not in names or "raylet" not in names:
+            return False
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.gcs)) == 0
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.dash}"
+
+    def pids(self) -> dict[int, str]:
+        """This head's processes: `ray start` itself, everything naming its temp dir, and all
+        their descendants (workers rename themselves; job drivers are their children)."""
+        procs = _processes()
+        mine = {p for p, (_, cmd) in procs.items() if self.temp in cmd}
+        if self.proc is not None and self.proc.pid in procs:
+            mine.add(self.proc.pid)
+        grew = True
+        while grew:
+            kids = {p for p, (pp, _) in procs.items() if pp in mine} - mine
+            mine |= kids
+            grew = bool(kids)
+        return {p: procs[p][1] for p in mine}
+
+    def alive(self) -> bool:
+        return self._core_up()
+
+    def wait_for_job_agent(self, timeout: float = 180) -> None:
+        """Under load the dashboard answers before its job agent has registered ("No available
+        agent to submit job"): submit a no-op job until one is accepted."""
+        deadline, n = time.monotonic() + timeout, 0
+        while True:
+            n += 1
+            r = subprocess.run([self.ray_bin, "job", "submit", "--address", self.address, "--no-wait",
+                                "--submission-id", f"probe-{n}", "--", "true"],
+                               env=self.env, capture_output=True, text=True, timeout=120)
+            if r.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"the job agent never answered: {(r.stdout + r.stderr)[-2000:]}")
+            time.sleep(2)
+
+    def stop(self) -> None:
+        """End this head's processes and no others: SIGTERM to `ray start --block` (it stops
+        what it started), then whatever of ours is left, by pid."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            left = self.pids()
+            for pid in left:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while self.pids() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            self.log.close()
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
 @pytest.fixture()
-def head(tmp_path):
+def ray_cli():
     ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
     if ray_bin is None:
         pytest.skip("the ray CLI is not installed")
+    if not os.path.isdir("/proc"):
+        pytest.skip("finds its own Ray processes in /proc (Linux)")
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),
-               RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+               RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
-    cmd = [ray_bin, "start", "--head", "--num-cpus=2", "--port=6391", "--dashboard-host=127.0.0.1",
-           "--dashboard-port=8291", "--include-dashboard=true", "--ray-client-server-port=10093",
-           "--min-worker-port=20100", "--max-worker-port=20300"]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    if r.returncode != 0:
-        pytest.fail(f"ray start failed: {r.stderr[-2000:]}")
-    yield ray_bin, env
-    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    return ray_bin, env
 
 
-def test_job_submit_runs_the_upscale_job(head, checkpoint, tmp_path):
-    ray_bin, env = head
-    out = tmp_path / "out"
-    sub = [ray_bin, "job", "submit", "--address", "http://127.0.0.1:8291", "--working-dir", str(ROOT),
-           "--submission-id", "upscale-2026-11-22", "--", "python", "-m", "jobs.upscale",
-           str(ROOT / "patchscaler" / "samples"), str(out), "--checkpoint", checkpoint, "--no-report"]
-    r = subprocess.run(sub, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "succeeded" in (r.stdout + r.stderr)
-    assert len(list(out.glob("*.jpg"))) == 4 and list((out / "_manifest").glob("manifest-*.parquet"))
-    again = subprocess.run(sub, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert again.returncode != 0  # the same dated id cannot run twice
+def test_job_submit_runs_the_upscale_job_and_stops_only_its_own_ray(ray_cli, checkpoint, tmp_path):
+    ray_bin, env = ray_cli
+    bystander = Head(ray_bin, env, dashboard=False).start()  # stands for someone else's Ray
+    try:
+        with Head(ray_bin, env, dashboard=True) as head:
+            head.wait_for_job_agent()
+            out = tmp_path / "out"
+            sub = [ray_bin, "job", "submit", "--address", head.address, "--working-dir", str(ROOT),
+                   "--submission-id", "upscale-2026-11-22", "--", "python", "-m", "jobs.upscale",
+                   str(ROOT / "patchscaler" / "samples"), str(out), "--checkpoint", checkpoint, "--no-report"]
+            r = subprocess.run(sub, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+            assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+            assert "succeeded" in (r.stdout + r.stderr)
+            assert len(list(out.glob("*.jpg"))) == 4 and list((out / "_manifest").glob("manifest-*.parquet"))
+            again = subprocess.run(sub, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+            assert again.returncode != 0  # the same dated id cannot run twice
+            own = head.pids()
+        # the test's head is gone, all of it, and the other Ray on this host is untouched
+        now = _processes()
+        left = [cmd for pid, cmd in own.items() if pid in now and now[pid][1] == cmd]
+        assert not left, f"processes of the test's head outlived its teardown: {left}"
+        assert bystander.alive(), "stopping the test's head must leave other Ray instances alone"
+    finally:
+        bystander.stop()
+    assert not bystander.pids()
