@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 
 import numpy as np
@@ -35,8 +36,8 @@ def add_args(p):
     p.add_argument("--gpus", type=float, default=0.0)
     p.add_argument("--address")
     p.add_argument("--engine", choices=["ray", "local"], default="ray")
-    p.add_argument("--s3-endpoint", help="S3 endpoint URL (e.g. MinIO)")
-    p.add_argument("--storage-options", type=json.loads, default={}, help="fsspec options as JSON")
+    from jobs.cli import add_storage_args
+    add_storage_args(p)  # --s3-endpoint, --s3-profile, --storage-options (no secrets)
 
 
 class CropFeatures:
@@ -81,9 +82,8 @@ def build(a) -> dict:
     from rtm_index.fps import farthest_point_sampling, two_stage_fps
     from rtm_index.store import save_rtm
     t0 = time.perf_counter()
-    so = dict(a.storage_options)
-    if a.s3_endpoint:
-        so.setdefault("client_kwargs", {})["endpoint_url"] = a.s3_endpoint
+    from jobs.cli import storage_options
+    so = storage_options(a)
     src = Store(a.src, so if "://" in a.src else {})
     inputs = src.list_images()
     model = build_default(a.checkpoint)
@@ -95,8 +95,8 @@ def build(a) -> dict:
     else:
         import ray
         from ray.data import ActorPoolStrategy
-        if not ray.is_initialized():
-            ray.init(address=a.address, log_to_driver=False)
+        if not ray.is_initialized():  # no address: a Ray of our own, never another one on this host
+            ray.init(address=a.address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
         ds = ray.data.from_items([{"input": r} for r in inputs], override_num_blocks=max(1, min(len(inputs), 1000)))
         ds = ds.map_batches(CropFeatures, fn_constructor_args=(a.src, src.options, a.checkpoint, a.crops_per_image, a.seed),
                             batch_size=1, compute=ActorPoolStrategy(size=a.feature_actors),
