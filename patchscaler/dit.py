@@ -40,11 +40,17 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.cross = cross
 
-    def forward(self, x, context=None):
+    def keys_values(self, ctx: torch.Tensor) -> torch.Tensor:
+        """(B, M, D) context -> (2, B, heads, M, D / heads) keys and values."""
+        B, M, D = ctx.shape
+        return self.kv(ctx).view(B, M, 2, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+
+    def forward(self, x, context=None, kv=None):
+        """Self-attention, or cross-attention to `context`; `kv`: its keys_values(), given when
+        the same context is attended to many times (the texture prompt, at every step)."""
         B, N, D = x.shape
-        ctx = x if context is None else context
         q = self.q(x).view(B, N, self.heads, D // self.heads).transpose(1, 2)
-        k, v = self.kv(ctx).view(B, ctx.shape[1], 2, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        k, v = kv if kv is not None else self.keys_values(x if context is None else context)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
@@ -82,10 +88,13 @@ class DiTBlock(nn.Module):
             nn.init.zeros_(self.cross_scale.bias)
 
     def forward(self, x, c, context=None):
+        """context: texture tokens (B, M, D), or their precomputed cross-attention keys and
+        values (a tensor of shape (2, B, heads, M, D / heads)) from `TexturePrompt`."""
         sh1, sc1, g1, sh2, sc2, g2 = self.adaLN(c).chunk(6, -1)
         x = x + g1.unsqueeze(1) * self.attn(modulate(self.norm1(x), sh1, sc1))
         if self.cross and context is not None:
-            x = x + (1 + self.cross_scale(c)).unsqueeze(1) * self.cross_attn(self.norm_x(x), context)
+            kv = context if context.dim() == 5 else None
+            x = x + (1 + self.cross_scale(c)).unsqueeze(1) * self.cross_attn(self.norm_x(x), context, kv)
         return x + g2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), sh2, sc2))
 
 
@@ -160,11 +169,21 @@ class PatchDiT(nn.Module):
     def encode_texture(self, priors: torch.Tensor, sims: torch.Tensor) -> torch.Tensor:
         return self.texture_encoder(priors, sims)
 
+    def texture_prompt(self, tokens: torch.Tensor | None) -> list | None:
+        """Each block's cross-attention keys and values of the texture tokens. They do not
+        depend on t, so the sampler computes them once per patch instead of at every step
+        (the same numbers as passing the tokens)."""
+        if tokens is None:
+            return None
+        return [blk.cross_attn.keys_values(tokens) for blk in self.blocks]
+
     def forward(self, x_t, t, y0, texture_tokens=None):
+        """texture_tokens: (B, M, D) tokens, or the list `texture_prompt` made of them."""
         h, (gh, gw) = self.embed(torch.cat([x_t, y0], 1))
         c = self.t_embed(t.float())
-        for blk in self.blocks:
-            h = blk(h, c, texture_tokens)
+        per_block = texture_tokens if isinstance(texture_tokens, list) else [texture_tokens] * len(self.blocks)
+        for blk, ctx in zip(self.blocks, per_block):
+            h = blk(h, c, ctx)
         shift, scale = self.ada_out(c).chunk(2, -1)
         h = self.out(modulate(self.norm_out(h), shift, scale))
         p, C = self.patch, self.channels

@@ -101,6 +101,8 @@ class PatchScaler(nn.Module):
         p = self.cfg.pgs
         y0, noise = y0.to(self.device).float(), noise.to(self.device).float()
         tokens = self.texture_prompt(y0)
+        with self.runtime.autocast():
+            tokens = self.dit.texture_prompt(tokens)   # cross-attention keys/values, once per patch
 
         def denoise(x, t):
             with self.runtime.autocast():

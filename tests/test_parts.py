@@ -108,6 +108,13 @@ def test_patch_dit_shapes_zero_init_and_texture_path():
         a = m(x, t, y0, m.encode_texture(priors, sims))
         b = m(x, t, y0, m.encode_texture(priors * 0 + 3, sims))
     assert not torch.allclose(a, b)
+    # the cross-attention keys/values computed once per patch give the same numbers
+    with torch.no_grad():
+        tok = m.encode_texture(priors, sims)
+        prompt = m.texture_prompt(tok)
+        assert len(prompt) == cfg.depth and prompt[0].shape == (2, 3, cfg.heads, 2 * 16, 32 // cfg.heads)
+        assert torch.equal(m(x, t, y0, prompt), m(x, t, y0, tok))
+        assert torch.equal(m(x[..., 2:6, 2:6], t, y0[..., 2:6, 2:6], prompt), m(x[..., 2:6, 2:6], t, y0[..., 2:6, 2:6], tok))
     # the encoder has no timestep input: it runs once per patch
     import inspect
     assert "t" not in inspect.signature(m.texture_encoder.forward).parameters
