@@ -139,6 +139,7 @@ class StitchWrite:
         self.model = steps.load_model(opts)
 
     def __call__(self, batch: dict) -> dict:
+        from patchscaler.upscale import stitch_stage
         from pipeline import steps
         from pipeline.progress import report
         from pipeline.storage import ManifestRow
@@ -154,7 +155,7 @@ class StitchWrite:
                 state = pickle.loads(row["state"])
                 prep, coarse = state["prep"], state["coarse"]
                 t = time.perf_counter()
-                image = steps.stitch(self.model, coarse, state["refined"], prep)
+                image = stitch_stage(self.model, coarse, state["refined"], prep)
                 t_stitch = time.perf_counter() - t
                 s = state["seconds"]
                 r = ManifestRow(run_id=self.opts.run_id, input=name, notes="; ".join(prep.notes),

@@ -21,8 +21,8 @@ EXIT_CODES = """exit codes:
 CREDENTIALS = """S3 credentials: the usual AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_SESSION_TOKEN), AWS_PROFILE or --s3-profile NAME (~/.aws/credentials), or an instance role;
 never on the command line. On a Ray cluster every worker needs them too (its environment or
-role). S3 calls wait at most 5 s to connect and make 2 attempts, so a wrong endpoint fails in
-seconds."""
+role). Every S3 call waits at most 5 s to connect and makes at most 3 attempts, and each
+bucket is checked with one call before the run, so a wrong endpoint fails within seconds."""
 
 COMMANDS = {
     "upscale": "upscale images x4",

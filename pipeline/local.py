@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from patchscaler.upscale import group_batches, grm_stage, refine_stage
+from patchscaler.upscale import group_batches, grm_stage, refine_stage, stitch_stage
 
 from . import steps
 from .options import UpscaleOptions
@@ -39,7 +39,7 @@ def process_image(model, plan: Plan, rel: str, progress: Progress | None = None)
                 progress.update("patches", len(idx))
         t_dit = time.perf_counter() - t
         t = time.perf_counter()
-        image = steps.stitch(model, coarse, refined, prep)
+        image = stitch_stage(model, coarse, refined, prep)
         t_stitch = time.perf_counter() - t
         row = ManifestRow(run_id=opts.run_id, input=rel, notes="; ".join(prep.notes),
                           width=prep.size[0], height=prep.size[1], out_width=image.width, out_height=image.height,

@@ -34,16 +34,6 @@ def model_version(model) -> str:
     return model.cfg.version
 
 
-def stitch(model, coarse, refined, prep):
-    """patchscaler.upscale.stitch_stage, whichever of its two signatures is installed: it is
-    moving from (model, grid, refined, prep) to (model, coarse, refined, prep)."""
-    import inspect
-
-    from patchscaler.upscale import stitch_stage
-    first = list(inspect.signature(stitch_stage).parameters)[1]
-    return stitch_stage(model, coarse if first == "coarse" else coarse.grid, refined, prep)
-
-
 def decode_input(src: Store, rel: str, opts: UpscaleOptions):
     """-> (Prepared, seconds) or raises BadImage / UnsafePath with a clear message."""
     t = time.perf_counter()

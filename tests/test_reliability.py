@@ -173,7 +173,6 @@ def test_storage_errors_are_one_line_with_their_exit_code(checkpoint, tmp_path, 
     import s3fs
 
     from jobs.cli import main
-    from pipeline.storage import S3_ATTEMPTS
     base = ["--engine", "local", "--checkpoint", checkpoint]
     dropper = _Dropper()
     dropper.start()
@@ -186,6 +185,7 @@ def test_storage_errors_are_one_line_with_their_exit_code(checkpoint, tmp_path, 
     assert rc == 4 and len(err) == 1 and "cannot reach the storage" in err[0] and str(dropper.port) in err[0], err
     # bounded: one probe call of S3_ATTEMPTS attempts, then the run stops (aiohttp opens a
     # second connection when a pooled one is dropped, so at most two connections an attempt)
+    from pipeline.storage import S3_ATTEMPTS
     assert 1 <= dropper.count <= 2 * S3_ATTEMPTS, dropper.count
 
     closed = socket.socket()
@@ -212,20 +212,15 @@ def test_ctrl_c_ends_with_one_line_and_exit_130(checkpoint, tmp_path):
     write_tree(src, {f"p{i:02d}.png": encode(photo(24, 20, seed=i)) for i in range(40)})
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "upscale", str(src), str(tmp_path / "out"),
-                             "--engine", "local", "--checkpoint", checkpoint, "--thresholds", "0.6,0.4",
-                             "--progress-interval", "0"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines, started = [], threading.Event()
-
-    def read():
-        for line in proc.stderr:
-            lines.append(line)
-            if "upscale: 1/40" in line:
-                started.set()
-
-    t = threading.Thread(target=read, daemon=True)
+                             "--engine", "local", "--checkpoint", checkpoint, "--thresholds", "0.6,0.4"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    t = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     t.start()
-    assert started.wait(240), "".join(lines[-20:])
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "out" / "p00.png").exists():  # mid-run: the first image is written
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(lines[-20:])
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     rc = proc.wait(timeout=120)
     t.join(timeout=10)
@@ -250,8 +245,8 @@ def test_next_run_folds_the_rows_a_killed_run_left(checkpoint, tmp_path):
     write_row(store, ManifestRow(run_id="killed", input="a.png", output="a.png"))
     write_row(store, ManifestRow(run_id="killed", input="b.png", output="b.png"))
     s = run_local(opts_for(src, dst, checkpoint, run_id="next"))
-    assert s["recovered"] == {"killed": 2}
     killed = {r["input"]: r for r in pq.read_table(dst / "_manifest" / "manifest-killed.parquet").to_pylist()}
+    assert s["recovered"] == {"killed": 2}
     assert killed["a.png"]["status"] == "ok"
     assert killed["b.png"]["status"] == "interrupted" and "stopped before" in killed["b.png"]["error"]
     assert [r["input"] for r in s["rows"]] == ["b.png"] and s["skipped"] == 1  # only b is redone
