@@ -12,69 +12,68 @@ Only the CLI turns this on, and not with --verbose."""
 from __future__ import annotations
 
 import os
-import re
+import subprocess
 import sys
-import threading
 from contextlib import contextmanager
 
 KNOWN_NOISE = [
-    re.compile(rb"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store"),
+    rb"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store",
 ]
+
+# The filter runs in a process of its own, so that whatever the driver writes last before a
+# hard exit (a C++ fatal error, say) still gets through: the filter reads until every writer
+# has closed the pipe. It ignores Ctrl-C (that is for the driver).
+_PUMP = r"""
+import os, re, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+pats = [re.compile(os.fsencode(p)) for p in sys.argv[1:]]
+noise = lambda line: any(p.search(line) for p in pats)
+pending = b""
+while True:
+    chunk = os.read(0, 65536)
+    if not chunk:
+        break
+    pending += chunk
+    *lines, pending = pending.split(b"\n")
+    out = b"".join(line + b"\n" for line in lines if not noise(line))
+    if pending and not pending.startswith(b"["):  # not the start of a C++ log line: pass it now
+        out, pending = out + pending, b""
+    if out:
+        os.write(1, out)
+if pending and not noise(pending):
+    os.write(1, pending)
+"""
 
 
 def _is_noise(line: bytes) -> bool:
-    return any(p.search(line) for p in KNOWN_NOISE)
-
-
-class _Filter:
-    def __init__(self):
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        r, w = os.pipe()
-        os.dup2(w, 2)
-        os.close(w)
-        self.r = r
-        self.thread = threading.Thread(target=self._pump, name="stderr-filter", daemon=True)
-        self.thread.start()
-
-    def _pump(self):
-        pending = b""
-        while True:
-            try:
-                chunk = os.read(self.r, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            out = b"".join(line + b"\n" for line in lines if not _is_noise(line))
-            if pending and not pending.startswith(b"["):  # not the start of a C++ log line
-                out += pending
-                pending = b""
-            if out:
-                os.write(self.saved, out)
-        if pending and not _is_noise(pending):
-            os.write(self.saved, pending)
-
-    def close(self):
-        try:
-            sys.stderr.flush()
-        except Exception:
-            pass
-        os.dup2(self.saved, 2)  # closes the pipe's write end: the pump reads EOF and ends
-        self.thread.join(timeout=5)
-        os.close(self.r)
-        os.close(self.saved)
+    import re
+    return any(re.search(p, line) for p in KNOWN_NOISE)
 
 
 @contextmanager
 def drop_known_noise(enabled: bool = True):
+    """While inside, file descriptor 2 goes through the filter process to the real stderr."""
     if not enabled or os.name != "posix":
         yield
         return
-    f = _Filter()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    r, w = os.pipe()
+    pump = subprocess.Popen([sys.executable, "-c", _PUMP, *[os.fsdecode(p) for p in KNOWN_NOISE]],
+                            stdin=r, stdout=saved, stderr=saved, close_fds=True, start_new_session=True)
+    os.close(r)
+    os.dup2(w, 2)
+    os.close(w)
     try:
         yield
     finally:
-        f.close()
+        try:
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os.dup2(saved, 2)  # our end of the pipe closes: the filter drains it and exits
+        os.close(saved)
+        try:
+            pump.wait(timeout=5)  # a child that inherited the pipe keeps it open: don't hang on it
+        except subprocess.TimeoutExpired:
+            pass

@@ -408,6 +408,24 @@ def test_ray_run_logs_one_line_per_stage_and_no_ray_noise(ray_session, checkpoin
     assert f"{groups[0] + groups[1]}/{groups[0] + groups[1]} patch" in stage_lines["easy Patch-DiT"]
 
 
+def test_stderr_filter_drops_only_the_known_ray_line_and_survives_a_hard_exit():
+    code = ("import os, sys\nfrom pipeline.quiet import drop_known_noise\n"
+            "with drop_known_noise():\n"
+            "    os.write(2, b\"keep 1\\n[2026-11-27 18:08:59,030 E 3793 3793] core_worker.cc:2465: Actor with class "
+            "name: 'MapWorker(MapBatches(DecodeGRM))' and ID: 'ab' has constructor arguments in the object store and "
+            "max_restarts > 0. See ...\\n\")\n"
+            "    os.write(2, b\"bar 1/2\\rbar 2/2\\r[2026 E] a C++ line \")\n"
+            "    os.write(2, b\"in two writes\\n\")\n"
+            "print('between', file=sys.stderr)\n"
+            "with drop_known_noise():\n"
+            "    os.write(2, b'last words before a hard exit\\n')\n"
+            "    os._exit(7)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60)
+    assert r.returncode == 7
+    assert r.stderr == (b"keep 1\nbar 1/2\rbar 2/2\r[2026 E] a C++ line in two writes\nbetween\n"
+                        b"last words before a hard exit\n"), r.stderr
+
+
 # --- 10. progress inside an image ----------------------------------------------------------
 
 def test_local_engine_shows_patches_done_and_eta_per_image(checkpoint, tmp_path, caplog):
