@@ -13,6 +13,8 @@ D - G, is trusted only as far as it can be (issue 10 measured each step on train
    beyond the LR's own noise level (`lr_tolerance`): a box constraint. The Patch-DiT is then
    free to sharpen and reshape within a band, but cannot drift the brightness or colour of a
    region away from what the input shows (the dark blobs and patch-sized shifts of v0.3.0).
+   Where the GRM's pixels are clipped (pure black or white; the truth mostly is too there), the
+   correction fades out within `clip_radius` / 4 px: it would lift crushed shadows into grey.
 3. Colour fix (wavelet, StableSR) against the upsampled LR, with the same dead zone (a low
    band already within `lr_tolerance` of the LR is left alone, so noise in the LR does not
    move a region the GRM got right) and left out near clipped highlights and shadows
@@ -63,6 +65,9 @@ def fuse(grm: torch.Tensor, dit: torch.Tensor, lr: torch.Tensor, cfg: FusionConf
     grm, dit, lr = grm.float(), dit.float(), lr.float()
     up = F.interpolate(lr, size=grm.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
     correction = gaussian_blur(dit - grm, cfg.detail_sigma)
+    if cfg.clip_radius > 0:   # where the GRM and the input are both clipped, the output stays so
+        near_lr = F.interpolate(clip_weight(lr, radius=1), size=grm.shape[-2:], mode="bilinear", align_corners=False)
+        correction = correction * torch.maximum(clip_weight(grm, radius=max(cfg.clip_radius // 4, 1)), near_lr)
     if cfg.band_sigma > 0:
         low = gaussian_blur(correction, cfg.band_sigma)
         allowed = dead_zone(gaussian_blur(up, cfg.band_sigma) - gaussian_blur(grm, cfg.band_sigma), cfg.lr_tolerance)

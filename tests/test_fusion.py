@@ -157,3 +157,20 @@ def test_fusion_on_tiny_and_odd_images(size):
     grm = torch.rand(1, 3, H, W)
     out = fuse(grm, torch.rand(1, 3, H, W), torch.rand(1, 3, max(H // 4, 1), max(W // 4, 1)), FusionConfig())
     assert out.shape == grm.shape and torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_crushed_shadows_stay_black_where_the_input_is_black_too():
+    """A black suit: the GRM and the input are 0 there; a Patch-DiT that lifts it to grey must
+    not reach the output. Where only the GRM clipped (the input is not black) the refinement
+    may lift it."""
+    hr = photo()
+    hr[..., 64:192, 64:192] = 0
+    lr = down(hr)
+    dit = hr.clone()
+    dit[..., 64:192, 64:192] += 0.03
+    out = fuse(hr, dit, lr, FusionConfig())
+    assert out[..., 96:160, 96:160].max() == 0
+    lifted_input = lr.clone()
+    lifted_input[..., 16:48, 16:48] = 0.03                   # the input says dark grey, not black
+    out = fuse(hr, dit, lifted_input, FusionConfig())
+    assert out[..., 96:160, 96:160].mean() > 0.02
