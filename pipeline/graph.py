@@ -1,11 +1,12 @@
 """The upscale job as one streaming Ray Data graph (wired here and nowhere else):
 
-    listing (driver; resume drops done inputs)
+    plan (driver, plan.py: SRC/DST checks, killed runs' rows folded, listing, resume, output names)
       -> DecodeGRM actor pool        read bytes, decode/validate, GRM, Qmap groups
       -> hard Patch-DiT actor pool   refines the hard group, passes the rest through
       -> easy Patch-DiT actor pool   refines simple + medium, passes the rest through
       -> StitchWrite actor pool      blend, decode, colour fix, atomic write, manifest row
       -> driver                      collects the small manifest rows, consolidates Parquet
+    (every stage also tells a ProgressHub actor what it finished: one progress line per stage)
 
 A row is one image carrying all its patches (as tensors, batched per group inside), so there
 is no fan-out into tiny rows, no global groupby and no stitch state to lose: memory is bounded
