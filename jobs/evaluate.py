@@ -66,6 +66,8 @@ def add_args(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="evaluate at most this many photos")
     p.add_argument("--panels", type=int, default=4, help="photos in side_by_side.png")
+    p.add_argument("--no-uniform", dest="uniform", action="store_false",
+                   help="skip uniform sampling (the slowest row; PGS vs uniform is then not reported)")
     p.add_argument("--taus", help="override the checkpoint's shortcut points, e.g. 100,250,500")
     p.add_argument("--steps", help="override the checkpoint's steps per group, e.g. 2,5,10")
 
@@ -138,7 +140,8 @@ def image_measures(out: np.ndarray, hr: np.ndarray, grm: np.ndarray) -> tuple[di
             "worst_tile_db": float(drop.min())}, drop
 
 
-def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "training") -> tuple[list[dict], dict, dict]:
+def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "training",
+                   uniform: bool = True) -> tuple[list[dict], dict, dict]:
     from patchscaler import imageio, pgs
     from patchscaler.upscale import grm_stage, stitch_stage
     from .metrics import niqe
@@ -168,7 +171,8 @@ def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "train
     secs["grm_colorfix"] = {"grm": coarse.seconds, "stitch": time.perf_counter() - t,
                             "total": coarse.seconds + time.perf_counter() - t}
     last = model.cfg.pgs.num_groups - 1
-    for method, groups in (("patchscaler_pgs", coarse.groups), ("patchscaler_uniform", torch.full_like(coarse.groups, last))):
+    runs = [("patchscaler_pgs", coarse.groups)] + [("patchscaler_uniform", torch.full_like(coarse.groups, last))] * uniform
+    for method, groups in runs:
         refined, t_dit = _refine_all(model, coarse, groups, seed)
         t = time.perf_counter()
         stats = {}
@@ -186,7 +190,7 @@ def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "train
     common = {"image": path.name, "degradation": family, "patches": len(coarse.groups),
               **{f"group{g}": n for g, n in enumerate(counts)}}
     rows, drops = [], {}
-    for m in METHODS:
+    for m in (m for m in METHODS if m in outs):
         meas, drops[m] = image_measures(outs[m], hr8, outs["grm"])
         rows.append({**common, "method": m, **meas, "guarded": back.get(m, float("nan")),
                      "seconds": secs[m]["total"], "seconds_grm": secs[m].get("grm", 0.0),
@@ -286,7 +290,7 @@ def summarise(df, qmaps, errs) -> dict:
     per["tiles_worse_pct"] = 100 * per.tiles_worse / per.tiles.where(per.tiles > 0)
     hr_clipped = int(df[df.method == "grm"].clipped_hr.sum())
     per["clipped_ratio"] = per.clipped / hr_clipped if hr_clipped else float("nan")
-    pgs, uni = per.loc["patchscaler_pgs"], per.loc["patchscaler_uniform"]
+    pgs, uni = per.loc["patchscaler_pgs"], per.loc["patchscaler_uniform"]   # uni: NaN without uniform
     g = df[df.method == "patchscaler_pgs"]
     groups = sorted(c for c in df.columns if c.startswith("group"))
     fractions = (g[groups].sum() / g["patches"].sum()).round(4).to_dict()
@@ -320,6 +324,8 @@ def markdown(s: dict) -> str:
     for m in s["methods"]:
         if m["method"] == REFERENCE:
             lines.append(f"| hr (ground truth, reference) | - | - | {m['niqe']:.3f} | 1 | - | - | - | 1 | - | - | - |")
+            continue
+        if m["psnr_y"] is None:   # not run (--no-uniform)
             continue
         lines.append(f"| {m['method']} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} | {m['niqe']:.3f} | {m['sharpness']:.3f} "
                      f"| {m['blockiness4']:.3f} / {m['blockiness8']:.3f} | {_f(m['tiles_worse_pct'], '.2f')} "
@@ -364,7 +370,7 @@ def run(a) -> int:
     os.makedirs(a.out, exist_ok=True)
     rows, qmaps, errs, panels, tiles, drops = [], [], [], [], [], []
     for p in tqdm(photos, desc=f"evaluate ({a.degradation})"):
-        r, extra, pan = evaluate_photo(model, p, a.crop, a.seed, a.degradation)
+        r, extra, pan = evaluate_photo(model, p, a.crop, a.seed, a.degradation, a.uniform)
         rows += r
         qmaps.append(extra["qmap"])
         errs.append(extra["patch_err"])
