@@ -58,10 +58,14 @@ def s3_endpoint():
     credentials passed explicitly in the returned fsspec options."""
     moto_server = pytest.importorskip("moto.server")
     import boto3
+    import urllib.request
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
+    # moto keeps its buckets in process-wide state, shared by every server in this process:
+    # each test starts from an empty S3
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30).close()
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id="test", aws_secret_access_key="test")
     options = {"client_kwargs": {"endpoint_url": endpoint}, "key": "test", "secret": "test"}

@@ -57,6 +57,7 @@ class Head:
         (self.gcs, self.dash, self.client, self.nm, self.om, self.agent_http, self.agent_grpc,
          self.renv, self.metrics) = _free_ports(9)
         self.proc = None
+        self.seen: dict[int, str] = {}  # every process of ours ever seen: pid -> command line
 
     def start(self) -> "Head":
         cmd = [self.ray_bin, "start", "--head", "--block", "--num-cpus=1", f"--temp-dir={self.temp}",
@@ -101,6 +102,9 @@ class Head:
             kids = {p for p, (pp, _) in procs.items() if pp in mine} - mine
             mine |= kids
             grew = bool(kids)
+        # a process whose parent died is re-parented to init: still ours if we saw it before
+        mine |= {p for p, cmd in self.seen.items() if p in procs and procs[p][1] == cmd}
+        self.seen.update({p: procs[p][1] for p in mine})
         return {p: procs[p][1] for p in mine}
 
     def alive(self) -> bool:
@@ -124,6 +128,7 @@ class Head:
     def stop(self) -> None:
         """End this head's processes and no others: SIGTERM to `ray start --block` (it stops
         what it started), then whatever of ours is left, by pid."""
+        self.pids()  # remember the whole tree before parents go
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
