@@ -71,12 +71,15 @@ class Head:
         self.log = open(os.path.join(self.temp, "ray-start.log"), "w")
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        deadline = time.monotonic() + 180
-        while not self._core_up():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"ray start failed: {Path(self.log.name).read_text()[-2000:]}")
-            time.sleep(0.5)
+        try:
+            deadline = time.monotonic() + 180
+            while not self._core_up():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"ray start failed: {Path(self.log.name).read_text()[-2000:]}")
+                time.sleep(0.5)
+        except BaseException:  # never leave a half-started head behind
+            self.stop()
+            raise
         return self
 
     def _core_up(self) -> bool:
@@ -154,7 +157,7 @@ class Head:
         shutil.rmtree(self.temp, ignore_errors=True)
 
     def __enter__(self):
-        return self.start()
+        return self.start()  # a failed start stops what it started
 
     def __exit__(self, *exc):
         self.stop()
