@@ -21,7 +21,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from patchscaler.checkpoint import read_bytes, read_metadata, write_bytes_atomic
+from patchscaler.checkpoint import read_metadata
+from patchscaler.files import read_bytes, write_bytes_atomic
 
 
 @dataclass

@@ -6,15 +6,14 @@ the user's .pth, see realesrgan.py); the confidence head that sits on it is."""
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .config import PatchScalerConfig
+from .files import read_bytes, write_bytes_atomic
 from .model import PatchScaler
 from .rtm import RTM
 
@@ -49,47 +48,6 @@ def save(model: PatchScaler, path: str, half: bool = True, extra: dict | None = 
             "extra": json.dumps(extra or {})}
     data = st_save(state_to_save(model, half), metadata=meta)
     write_bytes_atomic(path, data)
-
-
-def _read_umask() -> int:
-    # read once at import: os.umask can only be read by setting it, which is process-wide
-    # and racy if done per write
-    m = os.umask(0o022)
-    os.umask(m)
-    return m
-
-
-_UMASK = _read_umask()
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    if "://" in path and not path.startswith("file://"):
-        import fsspec
-        with fsspec.open(path, "wb") as f:  # object stores commit a whole object on close
-            f.write(data)
-        return
-    path = path.removeprefix("file://")
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def read_bytes(path: str) -> bytes:
-    if "://" in path and not path.startswith("file://"):
-        import fsspec
-        with fsspec.open(path, "rb") as f:
-            return f.read()
-    with open(path.removeprefix("file://"), "rb") as f:
-        return f.read()
 
 
 def read_metadata(data: bytes) -> dict[str, str]:

@@ -28,13 +28,14 @@ import os
 import posixpath
 import re
 import stat
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from patchscaler.files import fsync_dir, makedirs_durable, write_durable  # noqa: F401 (used and re-exported)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 MANIFEST_DIR = "_manifest"
@@ -50,67 +51,6 @@ S3_ATTEMPTS = 3
 # fsspec option names that carry secrets: refused on the command line, never logged
 SECRET_OPTIONS = {"key", "secret", "token", "password", "username", "aws_access_key_id",
                   "aws_secret_access_key", "aws_session_token"}
-
-
-def _read_umask() -> int:
-    # read once at import: os.umask can only be read by setting it (process-wide)
-    m = os.umask(0o022)
-    os.umask(m)
-    return m
-
-
-_UMASK = _read_umask()
-
-
-# --- durable local writes ---------------------------------------------------------------
-
-def fsync_dir(path: str) -> None:
-    """Make a folder's entries (a rename, a new file or folder) durable. POSIX only: other
-    systems cannot open a folder for fsync."""
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def makedirs_durable(path: str) -> None:
-    """os.makedirs, then fsync the parent of every folder it created."""
-    path = os.path.abspath(path)
-    missing = []
-    p = path
-    while not os.path.isdir(p):
-        missing.append(p)
-        parent = os.path.dirname(p)
-        if parent == p:
-            break
-        p = parent
-    os.makedirs(path, exist_ok=True)
-    for d in reversed(missing):
-        fsync_dir(os.path.dirname(d))
-
-
-def write_durable(path: str, data: bytes) -> None:
-    """Write a local file so that after a crash or power loss it is either the old file or
-    the whole new one: a temp file in the same folder, fsync'd, renamed over the target, then
-    the folder fsync'd so the rename itself survives."""
-    d = os.path.dirname(os.path.abspath(path))
-    makedirs_durable(d)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(d)
 
 
 # --- stores -------------------------------------------------------------------------------
