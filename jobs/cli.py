@@ -113,7 +113,8 @@ def upscale_main(a: argparse.Namespace) -> int:
     if a.run_id:
         kw["run_id"] = a.run_id
     opts = UpscaleOptions(a.src, a.dst, src_options=so if "://" in a.src else {},
-                          dst_options=so if "://" in a.dst else {}, **kw)
+                          dst_options=so if "://" in a.dst else {},
+                          rtm_options=so if a.rtm and "://" in a.rtm else {}, **kw)
     progress = Progress(interval=a.progress_interval)
     if a.engine == "local":
         from pipeline.local import run_local

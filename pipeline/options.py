@@ -12,6 +12,7 @@ class UpscaleOptions:
     dst: str
     src_options: dict = field(default_factory=dict)   # fsspec options, e.g. S3 endpoint/credentials
     dst_options: dict = field(default_factory=dict)
+    rtm_options: dict = field(default_factory=dict)   # for an --rtm URI (its own store, not SRC's)
     checkpoint: str | None = None                     # None = the shipped default
     rtm: str | None = None                            # an RTM folder from build-rtm (FAISS); None = the checkpoint's
     seed: int = 0

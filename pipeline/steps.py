@@ -19,7 +19,7 @@ def load_model(opts: UpscaleOptions):
     model = build_default(opts.checkpoint)
     if opts.rtm:
         from rtm_index.store import expectations, load_rtm
-        model.rtm = load_rtm(opts.rtm, opts.src_options if "://" in opts.rtm else {}, expect=expectations(model))
+        model.rtm = load_rtm(opts.rtm, opts.rtm_options if "://" in opts.rtm else {}, expect=expectations(model))
     p = model.cfg.pgs
     if opts.thresholds or opts.taus or opts.steps:
         model.cfg.pgs = PGSConfig(patch_size=p.patch_size, overlap=p.overlap,

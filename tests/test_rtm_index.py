@@ -1,6 +1,7 @@
 """Scaled-out RTM: two-stage FPS coverage, FAISS vs brute force, storage format, build job."""
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,3 +113,28 @@ def test_upscale_job_uses_a_built_rtm(checkpoint, tmp_path):
     bad = save_rtm(str(tmp_path / "rtm"), "y", keys, vals, {**meta, "texture_version": "other"})
     with pytest.raises(RTMMismatch):
         run_local(UpscaleOptions(str(src), str(tmp_path / "out2"), checkpoint=checkpoint, rtm=bad, report=False))
+
+
+def test_rtm_on_s3_with_a_local_src_gets_the_endpoint_and_credentials(checkpoint, tmp_path, s3_endpoint):
+    """--rtm s3://... beside a local SRC: the RTM's store gets --s3-endpoint (it used to get
+    SRC's options, i.e. none, and failed to connect)."""
+    import s3fs
+
+    from jobs.cli import main
+    s3, endpoint, options = s3_endpoint
+    s3.create_bucket(Bucket="models")
+    keys, vals = torch.randn(20, 32), torch.randn(20, 48, 8, 8)
+    meta = {"codec": "pixel_unshuffle", "codec_factor": 4, "patch_size": 8, "texture_version": "T-untrained",
+            "feature_dim": 32}
+    local = save_rtm(str(tmp_path / "rtm"), "x", keys, vals, meta)
+    for f in sorted(Path(local).rglob("*")):
+        if f.is_file():
+            s3.put_object(Bucket="models", Key=f"rtm/{f.relative_to(tmp_path / 'rtm').as_posix()}", Body=f.read_bytes())
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.png").write_bytes(encode(photo(16, 16)))
+    s3fs.S3FileSystem.clear_instance_cache()
+    uri = "s3://models/rtm/" + Path(local).relative_to(tmp_path / "rtm").as_posix()
+    assert main(["upscale", str(src), str(tmp_path / "out"), "--engine", "local", "--checkpoint", checkpoint,
+                 "--rtm", uri, "--s3-endpoint", endpoint, "--no-report"]) == 0
+    assert (tmp_path / "out" / "a.png").exists()
