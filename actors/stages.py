@@ -107,12 +107,12 @@ class PatchDiTPool:
         if row["status"] != "ok":
             return _out(row)
         trace = json.loads(row["trace"])
-        todo, done = 0, 0
+        planned, done = 0, 0   # this pool's patches of the image, and those refined so far
         try:
             state = pickle.loads(row["state"])
             coarse = state["coarse"]
             batches = [(g, idx) for g, idx in group_batches(self.model, coarse.groups) if g in self.groups]
-            todo = sum(len(idx) for _, idx in batches)
+            planned = sum(len(idx) for _, idx in batches)
             t = time.perf_counter()
             for group, idx in batches:
                 state["refined"][idx] = refine_stage(self.model, coarse.patches[idx], idx, group, self.opts.seed)
@@ -121,7 +121,7 @@ class PatchDiTPool:
                 report(self.hub, self.pool, done=len(idx))
             state["seconds"]["dit"] += time.perf_counter() - t
         except Exception as e:
-            report(self.hub, self.pool, done=todo - done)  # the image's remaining patches end here
+            report(self.hub, self.pool, done=planned - done)  # the image's remaining patches end here
             return _out({**row, "status": "error", "error": f"{type(e).__name__} in {self.pool} Patch-DiT: {e}",
                          "state": b""})
         return _out({**row, "state": pickle.dumps(state, protocol=5), "trace": json.dumps(trace)})

@@ -119,13 +119,15 @@ def _refine_all(model, coarse, groups, seed) -> tuple[torch.Tensor, float]:
 
 
 def _without_fusion(model, coarse, refined, prep) -> np.ndarray:
-    import copy
+    """v0.3.0's output stage on the same patches: the Patch-DiT's pixels, plain colour fix."""
+    from patchscaler import pgs
     from patchscaler.config import FusionConfig
-    from patchscaler.upscale import stitch_stage
-    old = copy.copy(model)   # shallow: same weights, own config
-    old.cfg = copy.deepcopy(model.cfg)
-    old.cfg.fusion = FusionConfig(detail_sigma=0, band_sigma=0, lr_tolerance=0, clip_radius=0)
-    return np.asarray(stitch_stage(old, coarse, refined, prep).convert("RGB"))
+    from patchscaler.fusion import fuse
+    with torch.no_grad():
+        decode = lambda p: model.codec.decode(pgs.stitch(p, coarse.grid)[None]).float()  # noqa: E731
+        img = fuse(decode(coarse.patches), decode(refined), prep.rgb,
+                   FusionConfig(detail_sigma=0, band_sigma=0, lr_tolerance=0, clip_radius=0))
+    return _u8(img)
 
 
 def image_measures(out: np.ndarray, hr: np.ndarray, grm: np.ndarray) -> tuple[dict, np.ndarray]:

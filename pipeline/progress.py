@@ -126,8 +126,8 @@ def report(hub, stage: str, done: int = 0, total: int = 0) -> None:
         return
     try:
         hub.add.remote(stage, done, total)
-    except Exception:
-        pass
+    except Exception as e:   # a dead hub only costs the progress line, never the image
+        log.debug("progress report dropped: %s", e)
 
 
 class PipelineProgress:
@@ -154,8 +154,8 @@ class PipelineProgress:
         while not self._stop.wait(self.poll):
             try:
                 self._apply(self._read())
-            except Exception:
-                pass
+            except Exception as e:   # a slow or dead hub: keep the last numbers, try again
+                log.debug("progress poll failed: %s", e)
 
     def __enter__(self):
         self._thread.start()

@@ -21,6 +21,7 @@ Rules (the README's "Use" section says the same):
   and the next run folds the rows that a killed run left behind."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -450,10 +451,8 @@ def _fold(dst: Store, run_id: str, rows: list[dict], paths: list[str]) -> str:
         dst.fs.rm(dst.full(p))
     if dst.is_local:  # don't leave empty rows/ folders behind
         for d in (f"{rows_dir(run_id)}", f"{MANIFEST_DIR}/rows"):
-            try:
+            with contextlib.suppress(OSError):   # not empty: another run's rows are still there
                 os.rmdir(dst.full(d))
-            except OSError:
-                pass
     return dst.uri(rel)
 
 
