@@ -31,8 +31,8 @@ from .texture import TextureExtractor
 class Runtime:
     """How to run, not what to run: never saved in a checkpoint."""
     device: str = "cpu"
-    # fp32 by default; bf16 autocast is the speed lever on GPUs and on CPUs with bf16 kernels
-    # (AVX512-BF16 / AMX): measurements and its effect on the pixels in the README
+    # fp32 by default; bf16 autocast (`--precision bf16`) is the speed lever on GPUs and on CPUs
+    # with bf16 kernels (AVX512-BF16 / AMX)
     precision: str = "fp32"   # "fp32" or "bf16" (autocast)
     max_batch: int = 64       # patches per Patch-DiT call
 

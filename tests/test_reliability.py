@@ -3,7 +3,6 @@ manifest rows, writes that do not survive a crash), no silent success (missing S
 errors), no recursive runs (DST inside SRC), one rule for symlinks and skipped entries, a
 quiet and fast command line, and progress inside an image. Tiny model, tiny images; the
 in-process engine wherever the rule lives in code both engines share."""
-import io
 import json
 import os
 import signal
