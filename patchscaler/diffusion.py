@@ -110,18 +110,44 @@ class Diffusion(nn.Module):
         noise: the starting Gaussian noise (B, C, V, V), drawn by the caller per patch so that
         results do not depend on how patches are batched."""
         ts = shortcut_timesteps(tau, steps, self.num_timesteps)
-        B = y0.shape[0]
-        t0 = torch.full((B,), ts[0], dtype=torch.long, device=y0.device)
-        x = self.q_sample(y0, t0, noise)
-        x0 = y0
-        for i, t in enumerate(ts):
-            tt = torch.full((B,), t, dtype=torch.long, device=y0.device)
-            fn = last_denoise if last_denoise is not None and i + 1 == len(ts) else denoise
-            out = fn(x, tt).to(x.dtype)
-            x0, eps = self.to_x0_eps(out, x, tt, y0)
-            if i + 1 < len(ts):
-                x = self.ddim_step(x0, eps, torch.full((B,), ts[i + 1], dtype=torch.long, device=y0.device))
+        path = torch.tensor([ts] * y0.shape[0], dtype=torch.long, device=y0.device)
+        last = None if last_denoise is None else (lambda x, t, rows: last_denoise(x, t))
+        _, x0 = self.ddim(lambda x, t, rows: denoise(x, t), y0, path, noise, last_denoise=last)
         return x0
+
+    @torch.no_grad()
+    def ddim(self, denoise, y0: torch.Tensor, path: torch.Tensor, noise: torch.Tensor,
+             steps: torch.Tensor | None = None, last_denoise=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The DDIM loop (eta = 0) along each patch's own path: row b of `path` (B, L) holds the
+        timesteps patch b visits, in order (pad a shorter path with -1 past its end). Patch b
+        starts at y_{path[b, 0]}, built from y0 and noise (Eq. 4), and takes steps[b] steps
+        (default: all L; never more than its path's length).
+
+        denoise(x_t, t, rows) -> network output for the patches selected by the bool mask `rows`
+        (B,) (x_t and t are already those patches'); last_denoise: the same for the step at the
+        path's last column, if given. Returns (x, x0): each patch's latent after its steps (the
+        input its next step would see; after the path's last step, the input of that step) and
+        the x0 estimate of its last step (y0 if it took none)."""
+        B, L = path.shape
+        steps = torch.full((B,), L, device=path.device) if steps is None else steps
+        x = self.q_sample(y0, path[:, 0], noise)
+        x0 = y0
+        for k in range(int(steps.max()) if B else 0):
+            rows = steps > k
+            fn = last_denoise if last_denoise is not None and k + 1 == L else denoise
+            if bool(rows.all()):  # the whole batch: no copies
+                t = path[:, k]
+                x0, eps = self.to_x0_eps(fn(x, t, rows).to(x.dtype), x, t, y0)
+                if k + 1 < L:
+                    x = self.ddim_step(x0, eps, path[:, k + 1])
+                continue
+            t = path[rows, k]
+            x0_k, eps = self.to_x0_eps(fn(x[rows], t, rows).to(x.dtype), x[rows], t, y0[rows])
+            x0 = x0.clone()
+            x0[rows] = x0_k
+            if k + 1 < L:
+                x[rows] = self.ddim_step(x0_k, eps, path[rows, k + 1])
+        return x, x0
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

@@ -23,17 +23,23 @@ class RTM:
     def size(self) -> int:
         return self.keys.shape[0]
 
-    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """queries (B, d) -> similarities (B, k) descending, indices (B, k)."""
+    def search(self, queries: torch.Tensor, k: int,
+               exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries (B, d) -> similarities (B, k) descending, indices (B, k). exclude (B, N) bool:
+        entries query b must not get (training: those cut from the photo its patch came from);
+        they rank below every other entry (similarity -2)."""
         q = F.normalize(queries.float(), dim=-1)
         sims = q @ self.keys.T
+        if exclude is not None:
+            sims = sims.masked_fill(exclude, -2.0)
         k = min(k, self.size)
         s, i = sims.topk(k, dim=-1)
         return s, i
 
-    def retrieve(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def retrieve(self, queries: torch.Tensor, k: int,
+                 exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """queries (B, d) -> texture priors (B, k, C, V, V), similarities (B, k)."""
-        s, i = self.search(queries, k)
+        s, i = self.search(queries, k, exclude)
         return self.values[i].float(), s
 
 

@@ -104,3 +104,46 @@ def test_seam_shift_averages_two_token_grids_on_the_interior():
     off = model.refine(y0, 0, noise)
     assert torch.equal(on[..., 0, :], off[..., 0, :]) and torch.equal(on[..., :, -1], off[..., :, -1])
     assert not torch.allclose(on[..., 1:-1, 1:-1], off[..., 1:-1, 1:-1])
+
+
+def _net(d: Diffusion):
+    """A deterministic stand-in network that depends on x, t and the patch: (x, t, rows) -> out."""
+    w = torch.linspace(-1, 1, 4).view(1, 4, 1, 1)
+    return lambda x, t, rows: torch.tanh(x * w + t.view(-1, 1, 1, 1) / 1000)
+
+
+def test_ddim_stops_each_patch_where_the_sampler_would_be():
+    """ddim(steps=j) gives, per patch, the input the full run's network sees at step j, and
+    patches with different paths and step counts in one batch get what they get alone."""
+    d = Diffusion(DiffusionConfig(prediction="x0_residual"))
+    net = _net(d)
+    y0, noise = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    full, short = shortcut_timesteps(1000, 20), shortcut_timesteps(400, 8)
+    path = torch.tensor([full, short + [-1] * 12, full])
+    seen = []
+    d.ddim(lambda x, t, rows: (seen.append(x.clone()), net(x, t, rows))[1], y0[:1], path[:1], noise[:1])
+    for j in (0, 1, 7, 19):
+        x, _ = d.ddim(net, y0[:1], path[:1], noise[:1], steps=torch.tensor([j]))
+        assert torch.equal(x, seen[j]), j
+    steps = torch.tensor([5, 7, 0])
+    x, x0 = d.ddim(net, y0, path, noise, steps=steps)
+    for b in range(3):
+        alone, alone_x0 = d.ddim(net, y0[b:b + 1], path[b:b + 1], noise[b:b + 1], steps=steps[b:b + 1])
+        assert torch.equal(x[b:b + 1], alone) and torch.equal(x0[b:b + 1], alone_x0), b
+    assert torch.equal(x[2:], d.q_sample(y0[2:], path[2:, 0], noise[2:])) and torch.equal(x0[2], y0[2])
+
+
+def test_sample_equals_the_written_out_ddim_loop():
+    """sample() (run through the shared per-patch loop) gives bit for bit what the plain DDIM
+    loop over one group's timesteps gives: upscaled pixels do not move."""
+    d = Diffusion(DiffusionConfig(prediction="x0_residual"))
+    net = _net(d)
+    y0, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    ts = shortcut_timesteps(400, 8)
+    x = d.q_sample(y0, torch.full((2,), ts[0]), noise)
+    for i, t in enumerate(ts):
+        tt = torch.full((2,), t)
+        x0, eps = d.to_x0_eps(net(x, tt, None), x, tt, y0)
+        if i + 1 < len(ts):
+            x = d.ddim_step(x0, eps, torch.full((2,), ts[i + 1]))
+    assert torch.equal(d.sample(lambda x, t: net(x, t, None), y0, 400, 8, noise), x0)

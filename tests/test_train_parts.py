@@ -1,0 +1,47 @@
+"""The training package's parts, without a training run: the shortcut stage's on-policy inputs
+are the sampler's own, training retrieval never returns the patch's own photo, and the typed
+build-rtm options stay in step with the build-rtm command line."""
+import argparse
+import dataclasses
+
+import torch
+
+
+def test_on_policy_input_is_what_the_sampler_feeds_the_network():
+    from jobs.train.shortcut import on_policy_input
+    from patchscaler import PatchScaler, tiny_config
+    from patchscaler.diffusion import shortcut_timesteps
+    torch.manual_seed(0)
+    model = PatchScaler(tiny_config()).eval()
+    for p in model.dit.out.parameters():  # a DiT that says something
+        p.data.normal_(0, 0.05)
+    dit, diffusion = model.dit, model.diffusion
+    C, V, K = model.cfg.latent_channels, model.cfg.pgs.patch_size, model.cfg.texture.top_k
+    y0, noise = torch.randn(2, C, V, V), torch.randn(2, C, V, V)
+    priors, sims = torch.randn(2, K, C, V, V), torch.rand(2, K)
+    tokens = dit.encode_texture(priors, sims)
+    seen = []
+    diffusion.sample(lambda x, t: (seen.append(x.clone()), dit(x, t, y0, tokens))[1], y0, 400, 8, noise)
+    path = torch.tensor([shortcut_timesteps(400, 8) + [-1] * 12] * 2)
+    x = on_policy_input(diffusion, dit, y0, torch.tensor([3, 6]), path, priors, sims, noise)
+    assert torch.allclose(x[0], seen[3][0], atol=1e-5) and torch.allclose(x[1], seen[6][1], atol=1e-5)
+
+
+def test_rtm_retrieval_can_exclude_entries_per_query():
+    from patchscaler.rtm import RTM
+    keys = torch.eye(4)
+    rtm = RTM(keys, torch.arange(4.0).view(4, 1, 1, 1))
+    q = torch.tensor([[1.0, 0.5, 0.2, 0], [0, 0.2, 1.0, 0.5]])
+    assert rtm.search(q, 2)[1].tolist() == [[0, 1], [2, 3]]
+    exclude = torch.tensor([[True, False, False, False], [False, False, True, True]])
+    assert rtm.search(q, 2, exclude=exclude)[1].tolist() == [[1, 2], [1, 0]]
+    priors, _ = rtm.retrieve(q, 1, exclude=exclude)
+    assert priors.flatten().tolist() == [1.0, 1.0]
+
+def test_build_rtm_options_match_the_build_rtm_command_line():
+    """The training's typed options are exactly the build-rtm command's, with its defaults."""
+    from jobs import build_rtm
+    from jobs.train.rtm import BuildRTMOptions
+    p = argparse.ArgumentParser()
+    build_rtm.add_args(p)
+    assert vars(p.parse_args(["SRC", "DST"])) == dataclasses.asdict(BuildRTMOptions("SRC", "DST"))
