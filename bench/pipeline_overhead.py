@@ -1,9 +1,10 @@
-"""Ray pipeline vs the in-process loop: same model (a tiny one by default, or --checkpoint),
-same images, one run. Prints wall-time ratios with Ray's start-up reported apart, and the
-peak memory (driver + all Ray processes) for N and 4N images, as a ratio: the graph streams,
-so memory must not grow with the number of images.
+"""The Ray pipeline vs the in-process engine on the same photos and model, interleaved
+(in-process, Ray, in-process, Ray, ...; Ray's start-up measured apart). Prints the wall-time
+ratio and the peak process-tree memory of each (the in-process run: this process; the Ray run:
+this process plus every Ray process), optionally with a neighbour process keeping cores busy.
 
-    python bench/pipeline_overhead.py [--images 32] [--size 48] [--checkpoint PATH]
+    python bench/pipeline_overhead.py [--photos DIR] [--n 8] [--lr-size 128] [--repeats 2] [--busy 0]
+    python bench/pipeline_overhead.py --tiny --n 32 --lr-size 48 --streaming   # memory does not grow with N
 """
 import argparse
 import os
@@ -12,20 +13,25 @@ import threading
 import time
 from pathlib import Path
 
-import torch
-from PIL import Image
+import harness
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--images", type=int, default=32)
-ap.add_argument("--size", type=int, default=48)
-ap.add_argument("--checkpoint")
+ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+ap.add_argument("--photos", help="folder of HR photos (default: the bundled samples)")
+ap.add_argument("--n", type=int, default=8)
+ap.add_argument("--lr-size", type=int, default=128)
+ap.add_argument("--checkpoint", help="default: the shipped model")
+ap.add_argument("--tiny", action="store_true", help="a tiny random model instead (fast; overhead-dominated)")
+ap.add_argument("--busy", type=int, default=0, help="cores a neighbour process keeps busy")
+ap.add_argument("--streaming", action="store_true", help="also run 4N images: peak memory 4N / N")
+harness.add_args(ap, threads=1)
 a = ap.parse_args()
-torch.set_num_threads(2)
+a.repeats = max(1, a.repeats)
+torch = harness.start(a)
+os.environ["PATCHSCALER_THREADS"] = str(a.threads)  # the actors' intra-op threads
 tmp = Path(tempfile.mkdtemp(prefix="ps-bench-"))
 
-if a.checkpoint:
-    ckpt = a.checkpoint
-else:
+ckpt = a.checkpoint
+if a.tiny:
     from patchscaler import PatchScaler, tiny_config
     from patchscaler.checkpoint import save
     from patchscaler.rtm import RTM
@@ -35,20 +41,16 @@ else:
     ckpt = str(tmp / "tiny.safetensors")
     save(m, ckpt)
 
-samples = sorted((Path(__file__).parents[1] / "patchscaler" / "samples").glob("*.jpg"))
-
 
 def make_inputs(n: int) -> str:
     d = tmp / f"in{n}"
     d.mkdir()
-    for i in range(n):
-        im = Image.open(samples[i % len(samples)]).convert("RGB")
-        x, y = (i * 7) % (im.width - a.size), (i * 5) % (im.height - a.size)
-        im.crop((x, y, x + a.size, y + a.size)).save(d / f"img{i:04d}.png")
+    for name, png in harness.lr_photos(a.photos, n, a.lr_size, encoded=True):
+        (d / (Path(name).stem + ".png")).write_bytes(png)
     return str(d)
 
 
-def ray_rss() -> int:
+def tree_rss() -> int:
     """Summed RSS (bytes) of this process and every Ray process, read from /proc (Linux)."""
     total = 0
     for d in Path("/proc").iterdir():
@@ -66,14 +68,14 @@ def ray_rss() -> int:
 
 
 class PeakRSS:
-    """Samples the summed RSS of this process and every Ray process every 0.1 s."""
+    """Samples tree_rss() every 0.1 s; `base` is subtracted (Ray's idle daemons, measured apart)."""
 
     def __init__(self):
         self.peak, self._stop = 0, threading.Event()
 
     def _sample(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, ray_rss())
+            self.peak = max(self.peak, tree_rss())
             time.sleep(0.1)
 
     def __enter__(self):
@@ -86,38 +88,49 @@ class PeakRSS:
         self.t.join()
 
 
-from pipeline.graph import run_pipeline  # noqa: E402
+from pipeline.graph import init_ray, run_pipeline  # noqa: E402
 from pipeline.local import run_local  # noqa: E402
 from pipeline.options import UpscaleOptions  # noqa: E402
 
-n = a.images
-src = make_inputs(n)
-opts = dict(checkpoint=ckpt, report=False)
-t = time.perf_counter()
-local = run_local(UpscaleOptions(src, str(tmp / "local"), **opts))
-t_local = time.perf_counter() - t
+src = make_inputs(a.n)
+opts = dict(checkpoint=ckpt, report=False, precision="fp32")
+runs = {"in-process": [], "Ray": []}
+peaks = {"in-process": 0, "Ray": 0}
 
-import ray  # noqa: E402
 
-t = time.perf_counter()
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-t_init = time.perf_counter() - t
-with PeakRSS() as mem_small:
+def run(kind: str, i: int):
+    dst = str(tmp / f"{kind}-{i}")
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        s = (run_local if kind == "in-process" else run_pipeline)(UpscaleOptions(src, dst, **opts))
+        runs[kind].append(time.perf_counter() - t)
+    assert s["ok"] == a.n, s["errors"]
+    peaks[kind] = max(peaks[kind], mem.peak)
+
+
+with harness.BusyNeighbour(a.busy):
+    run("in-process", -1)  # warm-up: model load, page cache
+    local_peak = peaks["in-process"]
     t = time.perf_counter()
-    small = run_pipeline(UpscaleOptions(src, str(tmp / "ray"), **opts))
-    t_ray = time.perf_counter() - t
-src4 = make_inputs(4 * n)
-with PeakRSS() as mem_big:
-    t = time.perf_counter()
-    big = run_pipeline(UpscaleOptions(src4, str(tmp / "ray4"), **opts))
-    t_ray4 = time.perf_counter() - t
-assert local["ok"] == small["ok"] == n and big["ok"] == 4 * n
+    init_ray()
+    t_init = time.perf_counter() - t
+    for i in range(a.repeats):
+        run("in-process", i)
+        run("Ray", i)
+    if a.streaming:
+        src = make_inputs(4 * a.n)
+        a.n *= 4
+        peak_n, peaks["Ray"] = peaks["Ray"], 0
+        run("Ray", 99)
 
-print(f"\n{n} images of {a.size}x{a.size}, 2 CPUs")
-print(f"in-process loop                 {t_local:7.1f} s")
-print(f"ray.init (start-up, apart)      {t_init:7.1f} s")
-print(f"Ray pipeline, {n:4d} images       {t_ray:7.1f} s   ratio to in-process {t_ray / t_local:5.2f}")
-print(f"Ray pipeline, {4 * n:4d} images       {t_ray4:7.1f} s   per-image time ratio 4N/N {t_ray4 / 4 / t_ray:5.2f}")
-print(f"peak RSS (driver + Ray) N: {mem_small.peak / 2**20:7.0f} MiB   4N: {mem_big.peak / 2**20:7.0f} MiB"
-      f"   ratio 4N/N {mem_big.peak / mem_small.peak:5.2f}")
-ray.shutdown()
+m = {k: harness.med(v) for k, v in runs.items()}
+print(f"{len(runs['Ray'][:a.repeats])} repeats, {a.n if not a.streaming else a.n // 4} photos {a.lr_size} px, "
+      f"model {'tiny' if a.tiny else (ckpt or 'shipped')}, neighbour busy cores: {a.busy}")
+print(f"ray start-up (apart)       {t_init:6.1f} s")
+print(f"in-process                 {m['in-process']:6.1f} s   ({', '.join(f'{x:.1f}' for x in runs['in-process'])})")
+print(f"Ray pipeline               {m['Ray']:6.1f} s   ({', '.join(f'{x:.1f}' for x in runs['Ray'][:a.repeats])})")
+print(f"Ray / in-process wall: {m['Ray'] / m['in-process']:.2f}x")
+print(f"peak RSS: in-process {local_peak / 2**30:.2f} GiB, Ray (driver + all Ray processes) "
+      f"{(peak_n if a.streaming else peaks['Ray']) / 2**30:.2f} GiB: {(peak_n if a.streaming else peaks['Ray']) / local_peak:.1f}x")
+if a.streaming:
+    print(f"peak RSS 4N / N images: {peaks['Ray'] / peak_n:.2f}")

@@ -9,6 +9,7 @@ The model knows nothing of images on disk or of Ray; `upscale.py` drives it per 
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -27,14 +28,36 @@ from .rtm import RTM
 from .texture import TextureExtractor
 
 
+def native_bf16(device: str) -> bool:
+    """Whether `device` computes bf16 in hardware: a CUDA card with bf16, or a CPU with
+    AVX512-BF16 or AMX. Elsewhere bf16 is emulated: on an AVX2 CPU a bf16 GRM measured 14x
+    slower than fp32 (bench/precision.py), so "auto" keeps fp32 there."""
+    dev = torch.device(device).type
+    try:
+        if dev == "cuda":
+            return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if dev == "cpu":
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # private probes: an older/newer torch may lack them
+        pass
+    return False
+
+
 @dataclass
 class Runtime:
     """How to run, not what to run: never saved in a checkpoint."""
     device: str = "cpu"
-    # fp32 by default; bf16 autocast (`--precision bf16`) is the speed lever on GPUs and on CPUs
-    # with bf16 kernels (AVX512-BF16 / AMX)
-    precision: str = "fp32"   # "fp32" or "bf16" (autocast)
+    # "auto": bf16 autocast where the device computes bf16 natively (native_bf16), else fp32;
+    # $PATCHSCALER_PRECISION overrides "auto" (bf16 changes pixels slightly: see the README)
+    precision: str = "auto"   # "auto", "fp32" or "bf16" (autocast)
     max_batch: int = 64       # patches per Patch-DiT call
+
+    def __post_init__(self):
+        if self.precision == "auto":
+            self.precision = os.environ.get("PATCHSCALER_PRECISION") or (
+                "bf16" if native_bf16(self.device) else "fp32")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
 
     def autocast(self):
         if self.precision == "fp32":

@@ -1,0 +1,62 @@
+"""How close the Patch-DiT forward comes to this machine's matmul peak, in the same process:
+a large square matmul (the peak) interleaved with one Patch-DiT sampling call on a batch of
+patches (texture prompt precomputed, as the sampler does). FLOPs are counted by
+torch.utils.flop_counter; the op split comes from torch.profiler.
+
+    python bench/dit_efficiency.py [--batch 64] [--precision fp32|bf16] [--repeats 5] [--threads 2]
+"""
+import argparse
+
+import harness
+
+ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+ap.add_argument("--batch", type=int, default=64, help="patches per Patch-DiT call (the runtime's max_batch)")
+ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+ap.add_argument("--checkpoint")
+harness.add_args(ap)
+a = ap.parse_args()
+a.repeats = max(a.repeats, 3)
+torch = harness.start(a)
+
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from patchscaler.model import Runtime  # noqa: E402
+from patchscaler.upscale import build_default  # noqa: E402
+
+model = build_default(a.checkpoint).configure(Runtime(precision=a.precision))
+dit, cfg = model.dit, model.cfg
+C, V = cfg.latent_channels, cfg.pgs.patch_size
+g = torch.Generator().manual_seed(0)
+x, y0 = torch.randn(a.batch, C, V, V, generator=g), torch.randn(a.batch, C, V, V, generator=g)
+t = torch.full((a.batch,), 500)
+tokens = torch.randn(a.batch, cfg.texture.top_k * (V // cfg.dit.patch) ** 2, cfg.dit.hidden, generator=g)
+dtype = torch.bfloat16 if a.precision == "bf16" else torch.float32
+n = 2048
+ma, mb = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+
+
+@torch.no_grad()
+def forward():
+    with model.runtime.autocast():
+        return dit(x, t, y0, prompt)
+
+
+with torch.no_grad(), model.runtime.autocast():
+    prompt = dit.texture_prompt(tokens)
+with FlopCounterMode(display=False) as fc:
+    forward()
+flops = fc.get_total_flops()
+times = harness.interleaved({"matmul": lambda: torch.mm(ma, mb), "Patch-DiT": forward}, a.repeats)
+peak = 2 * n ** 3 / min(times["matmul"])
+got = flops / min(times["Patch-DiT"])
+print(f"matmul {n}x{n} {a.precision}: {peak / 1e9:.1f} GFLOP/s (best of {a.repeats})")
+print(f"Patch-DiT forward, {a.batch} patches ({a.batch * (V // cfg.dit.patch) ** 2} tokens), {flops / 1e9:.1f} GFLOP: "
+      f"{min(times['Patch-DiT']) * 1e3:.0f} ms, {got / 1e9:.1f} GFLOP/s")
+print(f"Patch-DiT / matmul peak: {got / peak:.0%}")
+with profile(activities=[ProfilerActivity.CPU]) as prof:
+    forward()
+ev = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+total = sum(e.self_cpu_time_total for e in ev)
+print("time by op (self): " + ", ".join(f"{e.key.replace('aten::', '')} {e.self_cpu_time_total / total:.0%}"
+                                        for e in ev[:8]))
