@@ -1,8 +1,12 @@
 import os
 import sys
 
-import pytest
-import torch
+# before torch loads (libgomp reads it then): idle OpenMP threads sleep instead of spinning, so
+# the Ray workers, the driver and the moto server do not fight over the 2 cores
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 torch.set_num_threads(2)

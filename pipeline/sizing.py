@@ -1,0 +1,96 @@
+"""Pool sizes from measured work (`patchscaler plan`, `upscale --pools auto`).
+
+Each image costs every stage some seconds: the GRM a fixed amount, each Patch-DiT pool its
+patches x the seconds per patch of their group (groups differ in steps, so a hard patch costs
+~10x a simple one), the stitcher a fixed amount. A streaming pipeline runs at the pace of its
+slowest stage, so workers are split in proportion to the work per image, and the throughput is
+3600 / max(work of a pool / its workers). The work is measured here, in this process, on a sample
+of the archive: a skewed archive (many hard patches) gets a larger hard pool. Nothing here
+knows Ray; the graph takes the sizes."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from patchscaler import flow
+
+POOLS = ("grm", "hard", "easy")   # the pools that share the accelerators; stitchers run on CPUs
+
+
+@dataclass
+class WorkProfile:
+    """Seconds of work per image, measured on `images` sample images on `device`."""
+    images: int
+    device: str
+    grm: float                 # seconds per image
+    stitch: float              # seconds per image
+    patches: list[float]       # mean patches per image, per group
+    per_patch: list[float]     # seconds per patch, per group (0 where the sample had none)
+
+    def pool_work(self, hard_groups) -> dict[str, float]:
+        """Seconds per image for each pool."""
+        hard = set(hard_groups)
+        cost = [n * s for n, s in zip(self.patches, self.per_patch)]
+        return {"grm": self.grm,
+                "hard": sum(c for g, c in enumerate(cost) if g in hard),
+                "easy": sum(c for g, c in enumerate(cost) if g not in hard),
+                "stitch": self.stitch}
+
+
+def measure(model, preps: list, seed: int = 0) -> WorkProfile:
+    """Run the method on sample images (decoded inputs), timing the GRM, each group's Patch-DiT
+    calls and the stitch."""
+    G = model.cfg.pgs.num_groups
+    grm = stitch = 0.0
+    patches, seconds = [0] * G, [0.0] * G
+    for prep in preps:
+        state = flow.begin(model, prep)
+        grm += state.seconds["grm"]
+        for g in range(G):
+            t = time.perf_counter()
+            flow.refine(model, state, seed, groups=[g])
+            seconds[g] += time.perf_counter() - t
+            patches[g] += int((state.coarse.groups == g).sum())
+        flow.finish(model, state)
+        stitch += state.seconds["stitch"]
+    n = max(1, len(preps))
+    return WorkProfile(len(preps), str(model.runtime.device), grm / n, stitch / n,
+                       [p / n for p in patches], [s / p if p else 0.0 for s, p in zip(seconds, patches)])
+
+
+def split(work: dict[str, float], workers: int, pools=POOLS) -> dict[str, int]:
+    """`workers` (GPUs or actors) shared among `pools` in proportion to their work per image,
+    at least one each (largest remainder)."""
+    if workers < len(pools):
+        raise ValueError(f"{workers} workers cannot staff {len(pools)} pools: at least one each")
+    total = sum(work[p] for p in pools) or 1.0
+    share = {p: (workers - len(pools)) * work[p] / total for p in pools}
+    sizes = {p: 1 + int(share[p]) for p in pools}
+    for p in sorted(pools, key=lambda p: -(share[p] - int(share[p])))[: workers - sum(sizes.values())]:
+        sizes[p] += 1
+    return sizes
+
+
+def images_per_hour(work: dict[str, float], sizes: dict[str, int]) -> float:
+    """The steady-state throughput of a streaming pipeline: its slowest pool sets the pace."""
+    slowest = max(work[p] / sizes[p] for p in sizes)
+    return 3600.0 / slowest if slowest > 0 else float("inf")
+
+
+def plan_text(profile: WorkProfile, hard_groups, workers: int) -> str:
+    """The planner's report: work per image per pool, the measured split and a fixed 1:1:1
+    split of the same workers, each with its images/hour."""
+    work = profile.pool_work(hard_groups)
+    auto = split(work, workers)
+    even = {p: workers // len(POOLS) + (i < workers % len(POOLS)) for i, p in enumerate(POOLS)}
+    lines = [f"measured on {profile.images} sample image(s) on {profile.device}: seconds per image "
+             + ", ".join(f"{p} {work[p]:.2f}" for p in (*POOLS, "stitch")),
+             "patches per image per group: " + " / ".join(f"{n:.1f}" for n in profile.patches)
+             + "; seconds per patch: " + " / ".join(f"{s:.3f}" for s in profile.per_patch)]
+    for name, sizes in (("measured split", auto), ("even split", even)):
+        lines.append(f"{name:<15} " + ", ".join(f"{p} {sizes[p]}" for p in POOLS)
+                     + f": {images_per_hour(work, sizes):,.0f} images/hour")
+    rate = images_per_hour(work, auto)
+    lines.append(f"stitch actors (CPU) to keep up with the measured split: {math.ceil(work['stitch'] * rate / 3600)}")
+    return "\n".join(lines)
