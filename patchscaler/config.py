@@ -1,11 +1,27 @@
 """Typed configuration. One `PatchScalerConfig` describes a whole model; it is saved as JSON
-inside every checkpoint so that a checkpoint alone is enough to rebuild the model."""
+inside every checkpoint so that a checkpoint alone is enough to rebuild the model.
+
+The defaults are the shipped model's architecture and sampling (what `patchscaler train`
+trains); training adds only what it calibrates (the PGS thresholds, the confidence loss's eta)
+and the versions. `tiny_config` is the same structure with few parameters, for tests and the
+tiny training run. A config is changed only through `override`, which builds a new, validated
+one; `from_dict` refuses keys it does not know."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+# keys that checkpoints written by earlier versions carry and this version no longer has:
+# from_dict drops exactly these ("section.field" or a top-level name), and refuses any other
+LEGACY_KEYS: frozenset[str] = frozenset()
+
+
+def _one_of(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 @dataclass
@@ -14,6 +30,9 @@ class CodecConfig:
     factor: int = 4                # pixel-unshuffle: HR pixels per latent pixel (per side)
     vae_path: str = ""             # sd_vae: local folder or fsspec URI of an AutoencoderKL
     scaling_factor: float = 0.18215  # sd_vae: latent scale, as in Stable Diffusion
+
+    def __post_init__(self):
+        _one_of("codec.kind", self.kind, ("pixel_unshuffle", "sd_vae"))
 
 
 @dataclass
@@ -40,17 +59,26 @@ class DiffusionConfig:
     beta_end: float = 0.02
     prediction: str = "x0_residual"  # "eps" (paper), "x0", "v", or "x0_residual" (x0 - y0)
 
+    def __post_init__(self):
+        _one_of("diffusion.beta_schedule", self.beta_schedule, ("linear", "scaled_linear"))
+        _one_of("diffusion.prediction", self.prediction, ("eps", "x0", "v", "x0_residual"))
+
 
 @dataclass
 class PGSConfig:
     patch_size: int = 16            # V, in latent pixels
     overlap: int = 4                # latent pixels shared by neighbouring patches
     # Qmap thresholds, descending: q > thresholds[0] -> group 0 (simple), ... , else last (hard).
-    # The defaults are the paper's (g1 0.95, g2 0.75; 400/8, 700/14, 1000/20); the shipped model
-    # stores its own in its checkpoint: calibrated thresholds and 100/2, 400/8, 1000/20
+    # The default is the paper's g1 0.95, g2 0.75; training calibrates them to its confidence
+    # head (Qmap quantiles) and the checkpoint stores its own.
     thresholds: tuple[float, ...] = (0.95, 0.75)
-    taus: tuple[int, ...] = (400, 700, 1000)   # shortcut point per group (1..T)
-    steps: tuple[int, ...] = (8, 14, 20)       # sampling steps per group
+    # taus/steps: a common stride of 50 so the groups' timestep grids nest; simple patches get
+    # 2 steps from t=100 (the paper's Fig. 1a: simple patches need ~2), medium 8 from 400, hard
+    # the full 20 from 1000 (the paper: 400/8, 700/14, 1000/20). Chosen on training photos only
+    # (runs/diag, see MODEL_CARD.md): vs (200/4, 500/10) +0.08 dB and NIQE -0.7 at 0.77x the
+    # Patch-DiT time.
+    taus: tuple[int, ...] = (100, 400, 1000)   # shortcut point per group (1..T)
+    steps: tuple[int, ...] = (2, 8, 20)        # sampling steps per group
     hard_groups: tuple[int, ...] = (2,)        # groups served by the hard Patch-DiT pool
     # the last step's x0 estimate is the mean of two Patch-DiT calls whose token grids are offset
     # by half a token, so the seams of one grid fall inside the tokens of the other (a patchified
@@ -88,13 +116,21 @@ class FusionConfig:
 
 @dataclass
 class DiTConfig:
+    # sized so that the fp16 weights plus a 2k-entry uint8 RTM fit the ~40 MB budget of a
+    # checkpoint in git, and training fits 2 hours on 2 CPU cores
     patch: int = 2          # DiT token size, in latent pixels
-    hidden: int = 256
+    hidden: int = 192
     depth: int = 6
-    heads: int = 4
+    heads: int = 3
     mlp_ratio: float = 4.0
     # the similarity-aware texture encoder is a copy of the first half of the DiT
     encoder_depth: int = 3
+
+    def __post_init__(self):
+        if self.hidden % self.heads:
+            raise ValueError(f"dit.hidden {self.hidden} is not a multiple of dit.heads {self.heads}")
+        if not 0 <= self.encoder_depth <= self.depth:
+            raise ValueError(f"dit.encoder_depth {self.encoder_depth} must be in [0, dit.depth {self.depth}]")
 
 
 @dataclass
@@ -116,6 +152,12 @@ class PatchScalerConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     version: str = "untrained"
 
+    def __post_init__(self):
+        if max(self.pgs.taus) > self.diffusion.num_timesteps:
+            raise ValueError(f"pgs.taus {self.pgs.taus} go beyond diffusion.num_timesteps {self.diffusion.num_timesteps}")
+        if self.pgs.patch_size % self.dit.patch:
+            raise ValueError(f"pgs.patch_size {self.pgs.patch_size} is not a multiple of dit.patch {self.dit.patch}")
+
     @property
     def latent_channels(self) -> int:
         if self.codec.kind == "pixel_unshuffle":
@@ -130,17 +172,23 @@ class PatchScalerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PatchScalerConfig":
-        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
-        sub = {"codec": CodecConfig, "grm": GRMConfig, "diffusion": DiffusionConfig,
-               "pgs": PGSConfig, "dit": DiTConfig, "texture": TextureConfig,
-               "fusion": FusionConfig}
+        """The config a dict describes (as to_dict writes it, lists for tuples); fields it leaves
+        out take their defaults. A key this version does not know is an error (the config came
+        from a newer version, or has a typo), unless it is one of LEGACY_KEYS."""
+        sections = _sections()
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in d if k not in known]
+        unknown += [f"{k}.{kk}" for k, v in d.items() if k in sections
+                    for kk in v if kk not in {f.name for f in dataclasses.fields(sections[k])}]
+        refused = [k for k in unknown if k not in LEGACY_KEYS]
+        if refused:
+            raise ValueError(f"unknown config keys: {', '.join(refused)} (written by a newer patchscaler?)")
         kw = {}
         for k, v in d.items():
-            if k in sub:
-                known = {f.name for f in dataclasses.fields(sub[k])}
-                kw[k] = sub[k](**{kk: (tuple(vv) if isinstance(vv, list) else vv)
-                                  for kk, vv in v.items() if kk in known})
-            elif k in kinds:
+            if k in sections:
+                kw[k] = sections[k](**{kk: (tuple(vv) if isinstance(vv, list) else vv)
+                                       for kk, vv in v.items() if f"{k}.{kk}" not in LEGACY_KEYS})
+            elif k not in LEGACY_KEYS:
                 kw[k] = v
         return cls(**kw)
 
@@ -149,14 +197,34 @@ class PatchScalerConfig:
         return cls.from_dict(json.loads(s))
 
 
-def tiny_config(**overrides) -> PatchScalerConfig:
-    """A small model for tests: same structure, few parameters."""
+def _sections() -> dict[str, type]:
+    """The config's sections: field name -> its dataclass."""
+    return {f.name: f.default_factory for f in dataclasses.fields(PatchScalerConfig)
+            if f.default_factory is not dataclasses.MISSING}
+
+
+def override(cfg: PatchScalerConfig, **changes) -> PatchScalerConfig:
+    """A new config: `cfg` with `changes`, validated as a new one is (each section's
+    __post_init__); `cfg` itself is left as it was. A section's changes are a dict of its
+    fields, a whole section or a top-level field is given as is:
+    override(cfg, pgs={"thresholds": (0.9, 0.5)}, version="ps-x")."""
+    cfg = copy.deepcopy(cfg)
+    kw = {}
+    for name, value in changes.items():
+        if name not in {f.name for f in dataclasses.fields(cfg)}:
+            raise ValueError(f"unknown config field {name!r}")
+        section = getattr(cfg, name)
+        kw[name] = dataclasses.replace(section, **value) if isinstance(value, dict) else value
+    return dataclasses.replace(cfg, **kw)
+
+
+def tiny_config(**changes) -> PatchScalerConfig:
+    """A small model for tests and the tiny training run: the default's structure and sampling,
+    few parameters. `changes` as for `override`, e.g. tiny_config(grm={"backbone": "srvgg"})."""
     cfg = PatchScalerConfig(
         grm=GRMConfig(backbone="unet", unet_channels=(16, 32), unet_blocks=1, conf_hidden=16),
         dit=DiTConfig(hidden=64, depth=2, heads=2, encoder_depth=1),
         texture=TextureConfig(feature_dim=32, hidden=16, top_k=2),
         pgs=PGSConfig(patch_size=8, overlap=2),
     )
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
-    return cfg
+    return override(cfg, **changes)

@@ -91,7 +91,7 @@ def test_last_denoise_replaces_only_the_last_step():
 def test_seam_shift_averages_two_token_grids_on_the_interior():
     """The last step of PatchScaler.refine: border pixels keep the first grid's output, the
     interior is the mean of the two grids; with seam_shift off only one grid runs."""
-    from patchscaler.config import tiny_config
+    from patchscaler.config import override, tiny_config
     from patchscaler.model import PatchScaler
     torch.manual_seed(0)
     model = PatchScaler(tiny_config()).eval()
@@ -100,7 +100,7 @@ def test_seam_shift_averages_two_token_grids_on_the_interior():
     V, C = model.cfg.pgs.patch_size, model.cfg.latent_channels
     y0, noise = torch.rand(3, C, V, V) * 2 - 1, torch.randn(3, C, V, V)
     on = model.refine(y0, 0, noise)
-    model.cfg.pgs.seam_shift = False
+    model.cfg = override(model.cfg, pgs={"seam_shift": False})
     off = model.refine(y0, 0, noise)
     assert torch.equal(on[..., 0, :], off[..., 0, :]) and torch.equal(on[..., :, -1], off[..., :, -1])
     assert not torch.allclose(on[..., 1:-1, 1:-1], off[..., 1:-1, 1:-1])

@@ -56,11 +56,12 @@ def stage_assemble(a, d: Dist) -> dict:
     if not d.main:
         return {}
     from patchscaler.checkpoint import save
+    from patchscaler.config import override
     from patchscaler.rtm import RTM
     model = model_so_far(a, ("texture", "confidence", "dit", "shortcut"))
     rtm, _ = load_training_rtm(a, model)
     model.rtm = RTM(torch.as_tensor(rtm.keys), rtm.values, {k: v for k, v in rtm.meta.items() if k not in ("entry_sources", "skipped")})
-    model.cfg.version = model_version(model)
+    model.cfg = override(model.cfg, version=model_version(model))
     record = training_record(a)
     save(model, a.out, half=True, extra={"training": record})
     Path(a.out).with_suffix(".training.json").write_text(json.dumps(record, indent=1))

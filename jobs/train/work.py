@@ -41,46 +41,26 @@ def textures(a):
     return split(list_photos(Path(a.data) / "textures"))
 
 
-def train_config(tiny: bool = False):
-    """The default model's architecture. Sized so that its fp16 weights plus a 2k-entry uint8
-    RTM fit the ~40 MB budget of a checkpoint in git, and training fits 2 hours on 2 cores."""
-    from patchscaler.config import (
-        DiTConfig,
-        GRMConfig,
-        PatchScalerConfig,
-        PGSConfig,
-        TextureConfig,
-    )
-    if tiny:
-        return PatchScalerConfig(grm=GRMConfig(backbone="srvgg", conf_hidden=16),
-                                 dit=DiTConfig(hidden=32, depth=2, heads=2, encoder_depth=1),
-                                 texture=TextureConfig(feature_dim=16, hidden=16),
-                                 pgs=PGSConfig(patch_size=8, overlap=2))
-    # taus/steps: a common stride of 50 so the groups' timestep grids nest; simple patches get
-    # 2 steps from t=100 (the paper's Fig. 1a: simple patches need ~2), medium 8 from 400, hard
-    # the full 20 from 1000. Chosen on training photos only (runs/diag, see MODEL_CARD.md): vs
-    # the earlier (200/4, 500/10) it gave +0.08 dB and NIQE -0.7 at 0.77x the Patch-DiT time.
-    return PatchScalerConfig(dit=DiTConfig(hidden=192, depth=6, heads=3, encoder_depth=3),
-                             pgs=PGSConfig(taus=(100, 400, 1000), steps=(2, 8, 20)))
-
-
 def model_config(a):
-    """The config being trained: the architecture plus what the finished stages calibrated."""
-    cfg = train_config(a.tiny)
+    """The config being trained: the default (shipped) architecture, or the tiny one with --tiny
+    (on the frozen Real-ESRGAN that `prepare` runs), plus what the finished stages calibrated."""
+    from patchscaler.config import PatchScalerConfig, override, tiny_config
+    cfg = tiny_config(grm={"backbone": "srvgg"}) if a.tiny else PatchScalerConfig()
     calib = work_path(a, "calibration.json")
     if os.path.exists(calib):
         c = json.loads(Path(calib).read_text())
-        cfg.grm.loss_eta = c["eta"]
-        cfg.pgs.thresholds = tuple(c["thresholds"])
+        cfg = override(cfg, grm={"loss_eta": c["eta"]}, pgs={"thresholds": tuple(c["thresholds"])})
     return cfg
 
 
 def model_so_far(a, stages: tuple[str, ...] = ()):
     """The model as far as it is trained: the config (with calibration) and finished stages."""
+    from patchscaler.config import override
     from patchscaler.model import PatchScaler
     cfg = model_config(a)
     if "texture" in stages:
-        cfg.texture.version = json.loads(Path(work_path(a, "texture.version.json")).read_text())["version"]
+        version = json.loads(Path(work_path(a, "texture.version.json")).read_text())["version"]
+        cfg = override(cfg, texture={"version": version})
     model = PatchScaler(cfg)
     for stage, name in (("texture", "texture"), ("confidence", "conf_head"), ("dit", "dit"), ("shortcut", "dit")):
         if stage in stages and (stage != "shortcut" or is_done(a, stage)):

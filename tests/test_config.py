@@ -1,0 +1,80 @@
+"""One source for the config: the defaults are the shipped model, one tiny config serves tests
+and the tiny training, changes go through `override` (new, validated configs), and a config
+with keys this version does not know is refused, by name."""
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from patchscaler.config import PatchScalerConfig, override, tiny_config
+
+SHIPPED = Path(__file__).resolve().parents[1] / "patchscaler" / "weights" / "default.safetensors"
+
+
+def _shipped_dict() -> dict:
+    from patchscaler.checkpoint import checkpoint_info
+    return checkpoint_info(str(SHIPPED))["config"]
+
+
+def test_defaults_are_the_shipped_architecture():
+    """The shipped checkpoint differs from the defaults only in what training calibrates and
+    in the versions."""
+    shipped = PatchScalerConfig.from_dict(_shipped_dict())
+    trained = override(PatchScalerConfig(), grm={"loss_eta": shipped.grm.loss_eta},
+                       pgs={"thresholds": shipped.pgs.thresholds},
+                       texture={"version": shipped.texture.version}, version=shipped.version)
+    assert shipped == trained
+
+
+def test_shipped_checkpoint_config_reads_back_exactly():
+    """What checkpoint.load builds from the stored JSON: nothing dropped, nothing defaulted."""
+    stored = _shipped_dict()
+    assert json.loads(PatchScalerConfig.from_dict(stored).to_json()) == stored
+
+
+def test_training_builds_the_default_or_the_one_tiny_config(tmp_path):
+    from jobs.train.work import model_config
+    a = argparse.Namespace(work=str(tmp_path), tiny=False)
+    assert model_config(a) == PatchScalerConfig()
+    a.tiny = True
+    assert model_config(a) == tiny_config(grm={"backbone": "srvgg"})
+    (tmp_path / "calibration.json").write_text(json.dumps({"eta": 0.01, "thresholds": [0.6, 0.3]}))
+    cfg = model_config(a)
+    assert cfg.pgs.thresholds == (0.6, 0.3) and cfg.grm.loss_eta == 0.01
+
+
+def test_override_builds_a_new_validated_config():
+    cfg = tiny_config()
+    new = override(cfg, pgs={"thresholds": (0.9, 0.4)}, version="v")
+    assert new.pgs.thresholds == (0.9, 0.4) and new.version == "v"
+    assert cfg == tiny_config() and new.dit is not cfg.dit  # the original is untouched, nothing shared
+    with pytest.raises(ValueError, match="descending"):
+        override(cfg, pgs={"thresholds": (0.4, 0.9)})
+    with pytest.raises(ValueError, match="overlap"):
+        tiny_config(pgs={"overlap": 8})
+    with pytest.raises(ValueError, match="heads"):
+        override(cfg, dit={"heads": 3})
+    with pytest.raises(ValueError, match="num_timesteps"):
+        override(cfg, diffusion={"num_timesteps": 500})
+    with pytest.raises(ValueError, match="prediction"):
+        override(cfg, diffusion={"prediction": "epsilon"})
+    with pytest.raises(ValueError, match="colour"):
+        override(cfg, colour={})
+    with pytest.raises(TypeError):
+        override(cfg, pgs={"tresholds": (0.9, 0.4)})
+
+
+def test_from_dict_names_unknown_keys_and_tolerates_only_legacy_ones(monkeypatch):
+    import patchscaler.config as config
+    d = PatchScalerConfig().to_dict()
+    d["pgs"]["group_limit"] = 3
+    d["sampler"] = "ddpm"
+    with pytest.raises(ValueError, match=r"unknown config keys: sampler, pgs\.group_limit"):
+        PatchScalerConfig.from_dict(d)
+    monkeypatch.setattr(config, "LEGACY_KEYS", frozenset({"pgs.group_limit", "sampler"}))
+    assert PatchScalerConfig.from_dict(d) == PatchScalerConfig()
+    d["pgs"]["another"] = 1
+    with pytest.raises(ValueError, match=r"pgs\.another") as e:
+        PatchScalerConfig.from_dict(d)
+    assert "group_limit" not in str(e.value)
