@@ -1,7 +1,6 @@
 """One source for the config: the defaults are the shipped model, one tiny config serves tests
 and the tiny training, changes go through `override` (new, validated configs), and a config
 with keys this version does not know is refused, by name."""
-import argparse
 import json
 from pathlib import Path
 
@@ -34,10 +33,10 @@ def test_shipped_checkpoint_config_reads_back_exactly():
 
 
 def test_training_builds_the_default_or_the_one_tiny_config(tmp_path):
+    from jobs.train import TrainOptions
     from jobs.train.work import model_config
-    a = argparse.Namespace(work=str(tmp_path), tiny=False)
-    assert model_config(a) == PatchScalerConfig()
-    a.tiny = True
+    assert model_config(TrainOptions(work=str(tmp_path))) == PatchScalerConfig()
+    a = TrainOptions(work=str(tmp_path), tiny=True)
     assert model_config(a) == tiny_config(grm={"backbone": "srvgg"})
     (tmp_path / "calibration.json").write_text(json.dumps({"eta": 0.01, "thresholds": [0.6, 0.3]}))
     cfg = model_config(a)
@@ -66,7 +65,7 @@ def test_override_builds_a_new_validated_config():
 
 
 def test_from_dict_names_unknown_keys_and_tolerates_only_legacy_ones(monkeypatch):
-    import patchscaler.config as config
+    from patchscaler import config
     d = PatchScalerConfig().to_dict()
     d["pgs"]["group_limit"] = 3
     d["sampler"] = "ddpm"

@@ -45,3 +45,12 @@ def test_build_rtm_options_match_the_build_rtm_command_line():
     p = argparse.ArgumentParser()
     build_rtm.add_args(p)
     assert vars(p.parse_args(["SRC", "DST"])) == dataclasses.asdict(BuildRTMOptions("SRC", "DST"))
+
+
+def test_train_options_match_the_train_command_line():
+    """TrainOptions and `patchscaler train`'s arguments: the same names and defaults."""
+    from jobs.train import TrainOptions, add_args
+    p = argparse.ArgumentParser()
+    add_args(p)
+    parsed = p.parse_args(["all"])
+    assert vars(parsed) == dataclasses.asdict(TrainOptions()) == dataclasses.asdict(TrainOptions.from_args(parsed))

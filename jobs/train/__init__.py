@@ -27,6 +27,7 @@ is amplified by sqrt(1 - abar) / sqrt(abar). `bench/parametrisation.py` measures
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -40,59 +41,29 @@ from jobs.trainstate import Dist
 from .assemble import model_version, stage_assemble
 from .confidence import stage_confidence
 from .dit import stage_dit
+from .options import STAGES, TrainOptions, add_args
 from .prepare import stage_prepare
 from .rtm import stage_rtm
 from .shortcut import stage_shortcut
 from .texture import stage_texture
 from .work import Interrupted, is_done, log, work_path
 
-STAGES = {"prepare": stage_prepare, "texture": stage_texture, "confidence": stage_confidence,
-          "rtm": stage_rtm, "dit": stage_dit, "shortcut": stage_shortcut, "assemble": stage_assemble}
-__all__ = ["STAGES", "Interrupted", "add_args", "main", "model_version", "run"]
+RUN = {"prepare": stage_prepare, "texture": stage_texture, "confidence": stage_confidence,
+       "rtm": stage_rtm, "dit": stage_dit, "shortcut": stage_shortcut, "assemble": stage_assemble}
+__all__ = ["STAGES", "Interrupted", "TrainOptions", "add_args", "main", "model_version", "run"]
 
 
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stage", choices=tuple(STAGES) + ("all",))
-    p.add_argument("--data", default="../shared/data", help="folder with train/ (photos) and textures/")
-    p.add_argument("--work", default="runs/default", help="working folder: caches, states, logs")
-    p.add_argument("--out", default="patchscaler/weights/default.safetensors", help="assembled checkpoint")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--tiny", action="store_true", help="tiny model and budget (tests)")
-    p.add_argument("--crop", type=int, default=192, help="prepare: HR crop size")
-    p.add_argument("--crops-per-photo", type=int, default=8)
-    p.add_argument("--texture-steps", type=int, default=600)
-    p.add_argument("--confidence-steps", type=int, default=3000)
-    p.add_argument("--dit-steps", type=int, default=4500)
-    p.add_argument("--dit-minutes", type=float, default=0, help="stop the DiT stage after this long (0: no limit)")
-    p.add_argument("--shortcut-steps", type=int, default=1500,
-                   help="Patch-DiT fine-tuning on the timesteps PGS visits (0: skip)")
-    p.add_argument("--shortcut-lr", type=float, default=1e-4)
-    p.add_argument("--shortcut-on-policy", type=float, default=0.5,
-                   help="share of shortcut patches whose noisy input is made by the sampler itself")
-    p.add_argument("--batch", type=int, default=32, help="global batch (split over DDP workers)")
-    p.add_argument("--lr", type=float, default=3e-4, help="Patch-DiT learning rate")
-    p.add_argument("--save-every", type=int, default=100)
-    p.add_argument("--stop-after", type=int, default=0,
-                   help="save and stop once a stage reaches this step (resume later with the same command)")
-    p.add_argument("--rtm-size", type=int, default=2000)
-    p.add_argument("--rtm-candidates", type=int, default=20000)
-    p.add_argument("--rtm-engine", choices=["ray", "local"], default="ray")
-    p.add_argument("--simple-fraction", type=float, default=0.5, help="calibration: share of simple patches")
-    p.add_argument("--hard-fraction", type=float, default=0.2, help="calibration: share of hard patches")
-    p.add_argument("--eta-quantile", type=float, default=0.3,
-                   help="eta of the confidence loss = this quantile of the GRM's squared latent error")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-
-
-def run(a) -> int:
+def run(a: TrainOptions | argparse.Namespace) -> int:
+    """Run a stage, or all of them in order (finished ones skipped); a parsed command line
+    is taken as its TrainOptions."""
+    a = a if isinstance(a, TrainOptions) else TrainOptions.from_args(a)
     torch.manual_seed(a.seed)
     d = Dist.from_env(a.device)
-    a.device = d.device
+    a = dataclasses.replace(a, device=d.device)
     if d.world > 1 and d.main:
         log.info("DDP: %d workers, this is rank %d on %s", d.world, d.rank, d.device)
     os.makedirs(a.work, exist_ok=True)
-    stages = tuple(STAGES) if a.stage == "all" else (a.stage,)
+    stages = STAGES if a.stage == "all" else (a.stage,)
     timing_path = work_path(a, "timing.json")
     timing = json.loads(Path(timing_path).read_text()) if os.path.exists(timing_path) else {}
     for s in stages:
@@ -103,7 +74,7 @@ def run(a) -> int:
         t0 = time.time()
         if d.main:
             log.info("stage %s", s)
-        STAGES[s](a, d)
+        RUN[s](a, d)
         if d.main:
             timing[s] = round(timing.get(s, 0) + (time.time() - t0) / 60, 2)
             Path(timing_path).write_text(json.dumps(timing, indent=1))

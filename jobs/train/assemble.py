@@ -13,6 +13,7 @@ import torch
 
 from jobs.trainstate import Dist, load_state
 
+from .options import TrainOptions
 from .rtm import load_training_rtm
 from .work import is_done, model_so_far, work_path
 
@@ -37,7 +38,7 @@ def model_version(model) -> str:
     return "ps-" + time.strftime("%Y%m%d") + "-" + h.hexdigest()[:8]
 
 
-def training_record(a) -> dict:
+def training_record(a: TrainOptions) -> dict:
     """How the checkpoint was made: the command, commit, seed, data and every stage's result."""
     def read(name):
         return json.loads(Path(work_path(a, name)).read_text())
@@ -52,7 +53,7 @@ def training_record(a) -> dict:
             "minutes": read("timing.json") if os.path.exists(work_path(a, "timing.json")) else {}}
 
 
-def stage_assemble(a, d: Dist) -> dict:
+def stage_assemble(a: TrainOptions, d: Dist) -> dict:
     if not d.main:
         return {}
     from patchscaler.checkpoint import save

@@ -11,6 +11,7 @@ import torch
 from jobs.train_data import Pairs
 from jobs.trainstate import Dist
 
+from .options import TrainOptions
 from .work import finish, model_so_far, photos, train_loop, work_path
 
 
@@ -39,7 +40,7 @@ def qmaps(head, codec, data: Pairs, patch_size: int, overlap: int, device) -> to
     return torch.cat(q_all)
 
 
-def stage_confidence(a, d: Dist) -> dict:
+def stage_confidence(a: TrainOptions, d: Dist) -> dict:
     from patchscaler.grm import confidence_input, confidence_loss
     model = model_so_far(a)
     codec, head = model.codec, model.grm.conf_head

@@ -10,6 +10,7 @@ from torch import nn
 from jobs.train_data import Pairs
 from jobs.trainstate import EMA, Dist
 
+from .options import TrainOptions
 from .rtm import TexturePriors
 from .work import finish, model_so_far, photos, train_loop
 
@@ -42,7 +43,7 @@ def x0_error_ratios(diffusion, module, mon: dict) -> dict:
     return out
 
 
-def stage_dit(a, d: Dist) -> dict:
+def stage_dit(a: TrainOptions, d: Dist) -> dict:
     model = model_so_far(a, ("texture",))
     cfg, codec, diffusion, dit = model.cfg, model.codec, model.diffusion, model.dit
     dev = d.device

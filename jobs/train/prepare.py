@@ -10,10 +10,11 @@ import torch
 from jobs.train_data import prepare
 from jobs.trainstate import Dist
 
+from .options import TrainOptions
 from .work import model_config, photos, work_path
 
 
-def stage_prepare(a, d: Dist) -> None:
+def stage_prepare(a: TrainOptions, d: Dist) -> None:
     if d.main:
         from patchscaler.grm import RealESRGANGRM
         cfg = model_config(a)

@@ -17,6 +17,7 @@ from jobs.train_data import list_photos
 from jobs.trainstate import Dist
 from patchscaler.rtm import RTM
 
+from .options import TrainOptions
 from .work import model_so_far, photos, work_path
 
 
@@ -48,13 +49,13 @@ class BuildRTMOptions:
         return argparse.Namespace(**dataclasses.asdict(self))
 
 
-def checkpoint_so_far(a, stages: tuple[str, ...], path: str) -> str:
+def checkpoint_so_far(a: TrainOptions, stages: tuple[str, ...], path: str) -> str:
     from patchscaler.checkpoint import save
     save(model_so_far(a, stages), path, half=False)
     return path
 
 
-def rtm_options(a, src: str, n_images: int, checkpoint: str) -> BuildRTMOptions:
+def rtm_options(a: TrainOptions, src: str, n_images: int, checkpoint: str) -> BuildRTMOptions:
     """build-rtm's options for the training RTM: enough crops per image for --rtm-candidates,
     FPS down to --rtm-size, two light feature actors."""
     return BuildRTMOptions(src=src, dst=work_path(a, "rtm"), checkpoint=checkpoint,
@@ -63,7 +64,7 @@ def rtm_options(a, src: str, n_images: int, checkpoint: str) -> BuildRTMOptions:
                            feature_actors=2, engine=a.rtm_engine)
 
 
-def stage_rtm(a, d: Dist) -> dict:
+def stage_rtm(a: TrainOptions, d: Dist) -> dict:
     if not d.main:
         d.barrier()
         return {}
@@ -82,7 +83,7 @@ def stage_rtm(a, d: Dist) -> dict:
     return s
 
 
-def load_training_rtm(a, model):
+def load_training_rtm(a: TrainOptions, model):
     """The built RTM with each entry's source photo index (-1 for textures / unknown)."""
     from rtm_index.store import expectations, load_rtm
     info = json.loads(Path(work_path(a, "rtm.done.json")).read_text())
@@ -98,7 +99,7 @@ class TexturePriors:
     patch came from: the RTM holds crops of the training photos, and a prior that overlaps the
     target would teach the DiT to copy rather than to use similar texture."""
 
-    def __init__(self, a, model, device):
+    def __init__(self, a: TrainOptions, model, device):
         rtm, source = load_training_rtm(a, model)
         self.rtm = RTM(torch.as_tensor(rtm.keys).float().to(device), rtm.values.float().to(device))
         self.source = source.to(device)

@@ -23,6 +23,7 @@ from jobs.train_data import Pairs
 from jobs.trainstate import EMA, Dist
 
 from .dit import PromptedDiT
+from .options import TrainOptions
 from .rtm import TexturePriors
 from .work import finish, model_so_far, photos, train_loop
 
@@ -116,7 +117,7 @@ def shard(d: Dist, b: PathBatch) -> PathBatch:
     return PathBatch(*(d.shard(getattr(b, f.name)) for f in dataclasses.fields(PathBatch)))
 
 
-def stage_shortcut(a, d: Dist) -> dict:
+def stage_shortcut(a: TrainOptions, d: Dist) -> dict:
     model = model_so_far(a, ("texture", "confidence", "dit"))
     cfg, diffusion, dit = model.cfg, model.diffusion, model.dit
     if a.shortcut_steps <= 0:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from jobs.train_data import load_rgb
 from jobs.trainstate import Dist
 
+from .options import TrainOptions
 from .work import finish, model_so_far, textures, train_loop, work_path
 
 
@@ -60,7 +61,7 @@ def texture_top1(T, codec, images: list[torch.Tensor], px: int, seed: int, round
     return hits / total
 
 
-def stage_texture(a, d: Dist) -> dict:
+def stage_texture(a: TrainOptions, d: Dist) -> dict:
     from patchscaler.texture import info_nce
     model = model_so_far(a)
     T, codec = model.texture, model.codec

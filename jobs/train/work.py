@@ -15,6 +15,8 @@ from torch import nn
 from jobs.train_data import list_photos, split
 from jobs.trainstate import EMA, Dist, LossLog, cosine_lr, load_state, save_state
 
+from .options import TrainOptions
+
 log = logging.getLogger("patchscaler.train")
 
 
@@ -22,26 +24,26 @@ class Interrupted(Exception):
     """A stage stopped early on request; its state is saved and the same command resumes it."""
 
 
-def work_path(a, name: str) -> str:
+def work_path(a: TrainOptions, name: str) -> str:
     return os.path.join(a.work, name)
 
 
-def is_done(a, stage: str) -> bool:
+def is_done(a: TrainOptions, stage: str) -> bool:
     return os.path.exists(work_path(a, f"{stage}.done.safetensors")) or (
         stage in ("prepare", "rtm") and os.path.exists(work_path(a, f"{stage}.done.json")))
 
 
-def photos(a):
+def photos(a: TrainOptions):
     """(training photos, held-out photos) of --data/train."""
     return split(list_photos(Path(a.data) / "train"))
 
 
-def textures(a):
+def textures(a: TrainOptions):
     """(training textures, held-out textures) of --data/textures."""
     return split(list_photos(Path(a.data) / "textures"))
 
 
-def model_config(a):
+def model_config(a: TrainOptions):
     """The config being trained: the default (shipped) architecture, or the tiny one with --tiny
     (on the frozen Real-ESRGAN that `prepare` runs), plus what the finished stages calibrated."""
     from patchscaler.config import PatchScalerConfig, override, tiny_config
@@ -53,7 +55,7 @@ def model_config(a):
     return cfg
 
 
-def model_so_far(a, stages: tuple[str, ...] = ()):
+def model_so_far(a: TrainOptions, stages: tuple[str, ...] = ()):
     """The model as far as it is trained: the config (with calibration) and finished stages."""
     from patchscaler.config import override
     from patchscaler.model import PatchScaler
@@ -69,7 +71,7 @@ def model_so_far(a, stages: tuple[str, ...] = ()):
     return model.to(a.device)
 
 
-def train_loop(a, d: Dist, stage: str, modules: dict[str, nn.Module], params, steps: int, lr: float,
+def train_loop(a: TrainOptions, d: Dist, stage: str, modules: dict[str, nn.Module], params, steps: int, lr: float,
                step_fn, warmup: int = 50, ema: EMA | None = None, minutes: float = 0.0) -> int:
     """The shared training loop: resume, cosine LR, AdamW, logs, periodic state, progress.
     step_fn(step) -> (loss, extra values to log)."""
@@ -116,7 +118,7 @@ def train_loop(a, d: Dist, stage: str, modules: dict[str, nn.Module], params, st
     return step
 
 
-def finish(a, d: Dist, stage: str, module: nn.Module, name: str, extra: dict) -> None:
+def finish(a: TrainOptions, d: Dist, stage: str, module: nn.Module, name: str, extra: dict) -> None:
     """The stage's result: WORK/STAGE.done.safetensors (weights and what the stage measured)."""
     if d.main:
         save_state(work_path(a, f"{stage}.done.safetensors"), {name: module}, None, 0, extra)
