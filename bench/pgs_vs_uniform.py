@@ -11,7 +11,6 @@ paper's Fig. 11 shows most patches simple) and the Patch-DiT gets random output 
 that the speed ratio is meaningful; quality needs trained weights."""
 import argparse
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,8 @@ import torch
 
 from patchscaler import imageio
 from patchscaler.model import Runtime
-from patchscaler.upscale import build_default, group_batches, grm_stage, refine_stage, stitch_stage
+from patchscaler import flow
+from patchscaler.upscale import build_default
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--images", type=int, default=2)
@@ -44,29 +44,26 @@ def psnr(x, y):
     return 10 * np.log10(255 ** 2 / max(mse, 1e-12))
 
 
-def dit_time(coarse, prep):
-    t = time.perf_counter()
-    refined = coarse.patches.clone()
-    for g, idx in group_batches(model, coarse.groups):
-        refined[idx] = refine_stage(model, coarse.patches[idx], idx, g, seed=0)
-    dt = time.perf_counter() - t
-    return dt, stitch_stage(model, coarse, refined, prep)
+def dit_time(state):
+    done = flow.refine(model, state.regrouped(state.coarse.groups), seed=0)
+    return done.seconds["dit"], flow.finish(model, done)
 
 
 tot = {"pgs": 0.0, "uniform": 0.0}
 psnrs, fractions = [], np.zeros(3)
 for f in files:
     prep = imageio.decode(f.read_bytes())
-    coarse = grm_stage(model, prep)
+    state = flow.begin(model, prep)
+    coarse = state.coarse
     if untrained:
         qs = [float(np.quantile(coarse.qmap.numpy(), 1 - float(q))) for q in a.quantiles.split(",")]
         model.cfg.pgs = dataclasses.replace(base, thresholds=tuple(sorted(qs, reverse=True)))
     from patchscaler.pgs import assign_groups
     coarse.groups = assign_groups(coarse.qmap, model.cfg.pgs.thresholds)
     fractions += np.bincount(coarse.groups.numpy(), minlength=3)[:3]
-    t_pgs, out_pgs = dit_time(coarse, prep)
+    t_pgs, out_pgs = dit_time(state)
     model.cfg.pgs = dataclasses.replace(model.cfg.pgs, taus=(1000,) * 3, steps=(20,) * 3)
-    t_uni, out_uni = dit_time(coarse, prep)
+    t_uni, out_uni = dit_time(state)
     model.cfg.pgs = base
     tot["pgs"] += t_pgs
     tot["uniform"] += t_uni

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 
 import numpy as np
@@ -40,67 +39,44 @@ def add_args(p):
     add_storage_args(p)  # --s3-endpoint, --s3-profile, --storage-options (no secrets)
 
 
-class CropFeatures:
-    """Ray Data callable: one image row -> its crops' keys and values (or a skip record)."""
-
-    def __init__(self, src, src_options, checkpoint, crops, seed):
-        from patchscaler.model import Runtime
-        from patchscaler.upscale import build_default
-        from pipeline.storage import Store
-        torch.set_num_threads(1)
-        self.src = Store(src, src_options)
-        self.model = build_default(checkpoint).configure(Runtime())
-        self.crops, self.seed = crops, seed
-
-    def __call__(self, batch):
-        rel = batch["input"][0]
-        return {k: [v] for k, v in features_for(self.model, self.src, rel, self.crops, self.seed).items()}
-
-
 def features_for(model, src, rel: str, crops: int, seed: int) -> dict:
-    from patchscaler import imageio
-    from patchscaler.rtm_build import crop_size, encode_crops, random_crops
-    # the crops of an image depend only on (seed, its name): any actor, any order, same RTM
+    """In process: one image's crops' keys and values (rtm_index.features.crop_features)."""
     from jobs.train_data import name_key
-    rng = np.random.default_rng([seed, name_key(rel)])
+    from rtm_index.features import crop_features
     try:
-        prep = imageio.decode(src.read(rel))
-        c = random_crops(prep, crop_size(model), crops, rng)
-        if len(c) == 0:
-            raise imageio.BadImage(f"smaller than one {crop_size(model)} px crop")
-        keys, values = encode_crops(model, c)
-        return {"input": rel, "error": "", "keys": keys.numpy().tobytes(), "values": values.half().numpy().tobytes(),
-                "n": len(c)}
+        data = src.read(rel)
     except Exception as e:
         return {"input": rel, "error": f"{type(e).__name__}: {e}", "keys": b"", "values": b"", "n": 0}
+    return crop_features(model, data, rel, name_key(rel), crops, seed)
 
 
 def build(a) -> dict:
     from patchscaler.rtm_build import rtm_meta
     from patchscaler.upscale import build_default
-    from pipeline.storage import Store
+    from pipeline.storage import list_images
     from rtm_index.fps import farthest_point_sampling, two_stage_fps
     from rtm_index.store import save_rtm
     t0 = time.perf_counter()
     from jobs.cli import storage_options
+    from storage import Store, options_for
     so = storage_options(a)
-    src = Store(a.src, so if "://" in a.src else {})
-    inputs = src.list_images()
-    model = build_default(a.checkpoint)
+    src = Store(a.src, options_for(a.src, so))
+    inputs = list_images(src)
+    model = build_default(a.checkpoint, parts=("texture",))  # the codec and T make the keys
     C, V = model.cfg.latent_channels, model.cfg.pgs.patch_size
     rows = []
     if a.engine == "local":
         from tqdm import tqdm
         rows = [features_for(model, src, r, a.crops_per_image, a.seed) for r in tqdm(inputs, desc="crops")]
     else:
-        import ray
-        from ray.data import ActorPoolStrategy
-        if not ray.is_initialized():  # no address: a Ray of our own, never another one on this host
-            ray.init(address=a.address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
-        ds = ray.data.from_items([{"input": r} for r in inputs], override_num_blocks=max(1, min(len(inputs), 1000)))
+        from actors.rtm import CropFeatures
+        from actors.runtime import init_ray, pool
+        from jobs.train_data import name_key
+        ray = init_ray(a.address)
+        items = [{"input": r, "key": name_key(r)} for r in inputs]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(inputs), 1000)))
         ds = ds.map_batches(CropFeatures, fn_constructor_args=(a.src, src.options, a.checkpoint, a.crops_per_image, a.seed),
-                            batch_size=1, compute=ActorPoolStrategy(size=a.feature_actors),
-                            num_cpus=a.actor_cpus, **({"num_gpus": a.gpus} if a.gpus else {}))
+                            **pool(a.feature_actors, a.actor_cpus, a.gpus))
         rows = list(ds.iter_rows())
     rows.sort(key=lambda r: r["input"])  # arrival order must not change the result
     skipped = [(r["input"], r["error"]) for r in rows if r["error"]]
@@ -121,7 +97,7 @@ def build(a) -> dict:
     meta["skipped"] = skipped
     meta["entry_sources"] = [good[i]["input"] for i in source[chosen.numpy()]]  # provenance of each entry
     uri = save_rtm(a.dst, version, keys[chosen], values[chosen], meta, a.index,
-                   so if "://" in a.dst else {})
+                   options_for(a.dst, so))
     return {"uri": uri, "images": len(inputs), "skipped": skipped, "candidates": int(len(keys)),
             "size": int(len(chosen)), "seconds_features": t_feat, "seconds": time.perf_counter() - t0}
 

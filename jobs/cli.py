@@ -43,7 +43,7 @@ def _ints(s: str) -> tuple[int, ...]:
 def storage_options_arg(text: str) -> dict:
     """argparse type for --storage-options: a JSON object without secrets; the error never
     repeats the value (it might hold one)."""
-    from pipeline.storage import parse_storage_options
+    from storage import parse_storage_options
     try:
         return parse_storage_options(text)
     except ValueError as e:
@@ -94,17 +94,14 @@ def add_storage_args(p: argparse.ArgumentParser) -> None:
 
 
 def storage_options(a: argparse.Namespace) -> dict:
-    so = dict(a.storage_options)
-    if a.s3_endpoint:
-        so.setdefault("client_kwargs", {})["endpoint_url"] = a.s3_endpoint
-    if getattr(a, "s3_profile", None):
-        so["profile"] = a.s3_profile
-    return so
+    from storage import cli_options
+    return cli_options(a.storage_options, a.s3_endpoint, getattr(a, "s3_profile", None))
 
 
 def upscale_main(a: argparse.Namespace) -> int:
     from pipeline.options import UpscaleOptions
     from pipeline.progress import Progress
+    from storage import options_for
     so = storage_options(a)
     kw = {k: getattr(a, k) for k in (
         "checkpoint", "rtm", "seed", "out_format", "quality", "resume", "max_pixels", "device", "precision",
@@ -112,9 +109,8 @@ def upscale_main(a: argparse.Namespace) -> int:
         "easy_actors", "stitch_actors", "actor_cpus", "grm_gpus", "dit_gpus", "report", "verbose")}
     if a.run_id:
         kw["run_id"] = a.run_id
-    opts = UpscaleOptions(a.src, a.dst, src_options=so if "://" in a.src else {},
-                          dst_options=so if "://" in a.dst else {},
-                          rtm_options=so if a.rtm and "://" in a.rtm else {}, **kw)
+    opts = UpscaleOptions(a.src, a.dst, src_options=options_for(a.src, so), dst_options=options_for(a.dst, so),
+                          rtm_options=options_for(a.rtm or "", so), **kw)
     progress = Progress(interval=a.progress_interval)
     if a.engine == "local":
         from pipeline.local import run_local

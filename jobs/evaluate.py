@@ -109,15 +109,6 @@ def synthetic_lr(hr: torch.Tensor, name: str, seed: int, family: str = "training
     return degrade(hr, g)
 
 
-def _refine_all(model, coarse, groups, seed) -> tuple[torch.Tensor, float]:
-    from patchscaler.upscale import group_batches, refine_stage
-    t = time.perf_counter()
-    refined = coarse.patches.clone()
-    for g, idx in group_batches(model, groups):
-        refined[idx] = refine_stage(model, coarse.patches[idx], idx, g, seed)
-    return refined, time.perf_counter() - t
-
-
 def _without_fusion(model, coarse, refined, prep) -> np.ndarray:
     """v0.3.0's output stage on the same patches: the Patch-DiT's pixels, plain colour fix."""
     from patchscaler import pgs
@@ -144,8 +135,7 @@ def image_measures(out: np.ndarray, hr: np.ndarray, grm: np.ndarray) -> tuple[di
 
 def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "training",
                    uniform: bool = True) -> tuple[list[dict], dict, dict]:
-    from patchscaler import imageio, pgs
-    from patchscaler.upscale import grm_stage, stitch_stage
+    from patchscaler import flow, imageio, pgs
     from .metrics import niqe
     from .train_data import load_rgb
     img = load_rgb(path)
@@ -162,28 +152,28 @@ def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "train
     t = time.perf_counter()
     outs["bicubic"] = _u8(F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False))
     secs["bicubic"] = {"total": time.perf_counter() - t}
-    coarse = grm_stage(model, prep)
+    state = flow.begin(model, prep)
+    coarse, t_grm = state.coarse, state.seconds["grm"]
     # GRM only = the coarse latent decoded as it is (pixel-unshuffle is lossless: these are
     # Real-ESRGAN's pixels), without the Patch-DiT and without the colour fix
     with torch.no_grad():
         outs["grm"] = _u8(model.codec.decode(pgs.stitch(coarse.patches, coarse.grid)[None].to(model.device)).cpu())
-    secs["grm"] = {"grm": coarse.seconds, "total": coarse.seconds}
-    t = time.perf_counter()
-    outs["grm_colorfix"] = np.asarray(stitch_stage(model, coarse, coarse.patches, prep).convert("RGB"))
-    secs["grm_colorfix"] = {"grm": coarse.seconds, "stitch": time.perf_counter() - t,
-                            "total": coarse.seconds + time.perf_counter() - t}
+    secs["grm"] = {"grm": t_grm, "total": t_grm}
+    # every patch handed back to the GRM: nothing refined
+    outs["grm_colorfix"] = np.asarray(flow.finish(model, state).convert("RGB"))
+    t_stitch = state.seconds["stitch"]
+    secs["grm_colorfix"] = {"grm": t_grm, "stitch": t_stitch, "total": t_grm + t_stitch}
     last = model.cfg.pgs.num_groups - 1
     runs = [("patchscaler_pgs", coarse.groups)] + [("patchscaler_uniform", torch.full_like(coarse.groups, last))] * uniform
     for method, groups in runs:
-        refined, t_dit = _refine_all(model, coarse, groups, seed)
-        t = time.perf_counter()
+        done = flow.refine(model, state.regrouped(groups), seed)
         stats = {}
-        outs[method] = np.asarray(stitch_stage(model, coarse, refined, prep, stats).convert("RGB"))
+        outs[method] = np.asarray(flow.finish(model, done, stats).convert("RGB"))
         back[method] = stats.get("guarded", float("nan"))
-        secs[method] = {"grm": coarse.seconds, "dit": t_dit, "stitch": time.perf_counter() - t,
-                        "total": coarse.seconds + t_dit + time.perf_counter() - t}
+        ts = done.seconds
+        secs[method] = {"grm": t_grm, "dit": ts["dit"], "stitch": ts["stitch"], "total": t_grm + ts["dit"] + ts["stitch"]}
         if method == "patchscaler_pgs":   # the same refined patches, v0.3.0's output stage
-            outs["patchscaler_nofusion"] = _without_fusion(model, coarse, refined, prep)
+            outs["patchscaler_nofusion"] = _without_fusion(model, coarse, done.refined, prep)
             secs["patchscaler_nofusion"] = secs[method]
     # the confidence map against the true error of each coarse patch
     true = pgs.cut(model.codec.encode(hr.to(model.device)).cpu()[0], coarse.grid)

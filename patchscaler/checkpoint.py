@@ -12,13 +12,27 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .config import PatchScalerConfig, override
+from .config import PatchScalerConfig
 from .files import read_bytes, write_bytes_atomic
 from .model import PatchScaler
 from .rtm import RTM
 
 FORMAT = "patchscaler-checkpoint-1"
 FROZEN_PREFIXES = ("grm.backbone.",)
+# what a model may be loaded with (the codec always comes): a process that runs one stage
+# loads only that stage's parts (the GRM stage: grm; the Patch-DiT: texture, dit, rtm; the
+# stitch: none)
+PARTS = ("grm", "texture", "dit", "rtm")
+
+
+def keep_parts(model: PatchScaler, parts) -> PatchScaler:
+    """Drop the parts of `model` not in `parts` (None: keep all); a dropped GRM becomes a
+    placeholder without weights."""
+    if parts is not None:
+        for name in PARTS:
+            if name not in parts:
+                setattr(model, name, torch.nn.Identity() if name == "grm" else None)
+    return model
 
 
 def state_to_save(model: PatchScaler, half: bool = True) -> dict[str, torch.Tensor]:
@@ -55,20 +69,27 @@ def read_metadata(data: bytes) -> dict[str, str]:
     return json.loads(data[8:8 + n]).get("__metadata__", {}) or {}
 
 
-def load(path: str, grm_weights: str | None = None) -> PatchScaler:
+def load(path: str, grm_weights: str | None = None, parts=None) -> PatchScaler:
+    """The model of a checkpoint; `parts`: only these of PARTS (None: all), the others are
+    neither built nor loaded (the GRM's backbone is not even read)."""
     data = read_bytes(path)
     meta = read_metadata(data)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a PatchScaler checkpoint (format {meta.get('format')!r})")
     cfg = PatchScalerConfig.from_json(meta["config"])
     if grm_weights is not None:
-        cfg = override(cfg, grm={"weights": grm_weights})
+        cfg.grm.weights = grm_weights
     tensors = st_load(data)
     rtm_meta = json.loads(meta.get("rtm_meta", "{}"))
     keys = tensors.pop("rtm.keys").float() if "rtm.keys" in tensors else None
     values = (tensors.pop("rtm.values_u8").float() / 127.5 - 1).half() if "rtm.values_u8" in tensors \
         else tensors.pop("rtm.values", None)
-    model = PatchScaler(cfg)
+    skip = tuple(f"{p}." for p in PARTS if parts is not None and p not in parts)
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(skip)}
+    if parts is not None and "rtm" not in parts:
+        keys = values = None
+    # a placeholder GRM when it is not wanted: the frozen backbone is never built
+    model = keep_parts(PatchScaler(cfg, grm=None if parts is None or "grm" in parts else torch.nn.Identity()), parts)
     own = model.state_dict()
     missing = [k for k in own if k not in tensors and not k.startswith(FROZEN_PREFIXES)]
     unexpected = [k for k in tensors if k not in own]

@@ -1,39 +1,21 @@
 """The in-process upscaler: one image in, one image out, deterministic by seed. It is the
-oracle the distributed pipeline is tested against, so both call the same three stage
-functions below with the same batching:
-
-    coarse = grm_stage(model, prepared)                              # GRM actors
-    for group, idx in group_batches(model, coarse.groups):           # one Patch-DiT call each
-        refined[idx] = refine_stage(model, coarse.patches[idx], idx, group, seed)   # DiT pools
-    image = stitch_stage(model, coarse, refined, prepared)                          # stitchers
-
-(the pipeline's row is one image carrying all its patches; each pool runs its groups' batches)
-"""
+oracle the distributed pipeline is tested against: both take an image through the same
+steps of `flow.py` (begin: GRM; refine: group batches; finish: stitch)."""
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from . import imageio, pgs
-from .model import PatchScaler, Runtime, patch_noise
+from . import flow, imageio, pgs
+from .flow import Coarse, InFlight  # noqa: F401 (re-exported)
+from .model import PatchScaler, Runtime
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "default.safetensors"
 SAMPLES = Path(__file__).parent / "samples"
-
-
-@dataclass
-class Coarse:
-    """What the GRM stage hands on for one image."""
-    grid: pgs.PatchGrid
-    patches: torch.Tensor      # (N, C, V, V) coarse patches y0
-    qmap: torch.Tensor         # (N,)
-    groups: torch.Tensor       # (N,)
-    seconds: float = 0.0
 
 
 @dataclass
@@ -47,51 +29,11 @@ class Result:
     grid: pgs.PatchGrid | None = None
 
 
-def grm_stage(model: PatchScaler, prep: imageio.Prepared) -> Coarse:
-    t = time.perf_counter()
-    latent, conf = model.restore(prep.rgb)
-    grid, patches, q, groups = model.plan(latent, conf)
-    return Coarse(grid, patches, q, groups, time.perf_counter() - t)
-
-
-def group_batches(model: PatchScaler, groups: torch.Tensor) -> list[tuple[int, list[int]]]:
-    """(group, patch indices) for each Patch-DiT call, groups in order, batches of at most
-    runtime.max_batch patches."""
-    out = []
-    for g in range(model.cfg.pgs.num_groups):
-        idx = torch.nonzero(groups == g).flatten().tolist()
-        out += [(g, b) for b in pgs.batches(idx, model.runtime.max_batch)]
-    return out
-
-
-def refine_stage(model: PatchScaler, y0: torch.Tensor, indices: list[int], group: int, seed: int) -> torch.Tensor:
-    noise = patch_noise(seed, indices, tuple(y0.shape[1:]))
-    return model.refine(y0, group, noise)
-
-
-def stitch_stage(model: PatchScaler, coarse: Coarse, refined: torch.Tensor,
-                 prep: imageio.Prepared, stats: dict | None = None) -> Image.Image:
-    """Fuse the refined patches with the GRM's (coarse) ones and the LR into the output image."""
-    hr = model.finish(coarse.patches, refined, coarse.grid, prep.rgb, stats)
-    alpha = None
-    if prep.alpha is not None:  # alpha is upscaled on its own, never diffused
-        alpha = torch.nn.functional.interpolate(prep.alpha, size=hr.shape[-2:], mode="bicubic",
-                                                align_corners=False).clamp(0, 1)
-    return imageio.to_pil(hr, alpha, prep.mode)
-
-
 def upscale_prepared(model: PatchScaler, prep: imageio.Prepared, seed: int = 0) -> Result:
-    coarse = grm_stage(model, prep)
-    t = time.perf_counter()
-    refined = coarse.patches.clone()
-    for group, idx in group_batches(model, coarse.groups):
-        refined[idx] = refine_stage(model, coarse.patches[idx], idx, group, seed)
-    t_dit = time.perf_counter() - t
-    t = time.perf_counter()
-    image = stitch_stage(model, coarse, refined, prep)
-    counts = torch.bincount(coarse.groups, minlength=model.cfg.pgs.num_groups).tolist()
-    return Result(image, counts, {"grm": coarse.seconds, "dit": t_dit, "stitch": time.perf_counter() - t},
-                  list(prep.notes), coarse.qmap, coarse.groups, coarse.grid)
+    state, image = flow.run(model, prep, seed)
+    c = state.coarse
+    return Result(image, state.group_counts(model.cfg.pgs.num_groups), dict(state.seconds),
+                  list(prep.notes), c.qmap, c.groups, c.grid)
 
 
 def upscale(image: Image.Image | bytes | str | os.PathLike, model: PatchScaler | None = None,
@@ -121,13 +63,13 @@ def load_default(runtime: Runtime | None = None, checkpoint: str | None = None) 
     return _DEFAULT[key]
 
 
-def build_default(checkpoint: str | None = None) -> PatchScaler:
+def build_default(checkpoint: str | None = None, parts=None) -> PatchScaler:
     """A fresh model from `checkpoint`, $PATCHSCALER_CHECKPOINT, the shipped checkpoint, or
-    else the untrained default, in that order."""
-    from .checkpoint import load
+    else the untrained default, in that order; `parts`: only these (checkpoint.PARTS)."""
+    from .checkpoint import keep_parts, load
     path = checkpoint or os.environ.get("PATCHSCALER_CHECKPOINT") or (
         str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.exists() else None)
-    return load(path) if path else untrained_model()
+    return load(path, parts=parts) if path else keep_parts(untrained_model(), parts)
 
 
 def untrained_model(cfg=None, seed: int = 0) -> PatchScaler:

@@ -18,73 +18,36 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
+
+from actors.progress import ProgressHub
+from actors.runtime import init_ray, pool
+from actors.stages import DecodeGRM, PatchDiTPool, StitchWrite
 
 from .local import plan_line, summarize
 from .options import UpscaleOptions
 from .plan import Plan, make_plan
-from .progress import PipelineProgress, Progress, ProgressHub
-from .steps import record_skipped
+from .progress import PipelineProgress, Progress
+from .steps import ImageJob, record_skipped
 from .storage import consolidate
 
 log = logging.getLogger("patchscaler")
-RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")
-
-
-def quiet_ray(verbose: bool = False) -> None:
-    """Ray's own Python logs at WARNING and Ray Data's progress bars off (ours replace them),
-    unless verbose."""
-    level = logging.INFO if verbose else logging.WARNING
-    for name in RAY_LOGGERS:
-        logging.getLogger(name).setLevel(level)
-    # "Progress bars disabled": ours replace them, that is the point
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if verbose else logging.ERROR)
-
-
-def init_ray(address: str | None = None, verbose: bool = False):
-    import ray
-    import ray.data  # noqa: F401  (its import configures its loggers: quieten them after)
-    quiet_ray(verbose)
-    if not ray.is_initialized():
-        # no address: a Ray of our own ("local"), never whichever cluster `ray start` left
-        # running on this host; inside `ray job submit` RAY_ADDRESS names the job's cluster
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, log_to_driver=verbose,
-                 logging_level=logging.INFO if verbose else logging.WARNING)
-    quiet_ray(verbose)  # ray.init and the ray.data import set their own levels
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = verbose
-    ctx.print_on_execution_start = verbose
-    return ray
-
-
-def _pool(size: int, cpus: float, gpus: float, resources: dict) -> dict:
-    from ray.data import ActorPoolStrategy
-    # one call at a time per actor: a model call already uses the actor's CPU share
-    kw = {"compute": ActorPoolStrategy(size=max(1, size), max_concurrent_calls_per_actor=1),
-          "num_cpus": cpus, "batch_size": 1}
-    if gpus:
-        kw["num_gpus"] = gpus
-    if resources:
-        kw["resources"] = dict(resources)
-    return kw
 
 
 def build_dataset(plan: Plan, hub=None):
     import ray
-    from actors.stages import DecodeGRM, PatchDiTPool, StitchWrite
     opts, pending = plan.opts, plan.pending
+    job = ImageJob(opts)
     items = [{"input": r, "naming": json.dumps(plan.names[r])} for r in pending]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
-    ds = ds.map_batches(DecodeGRM, fn_constructor_args=(opts, hub),
-                        **_pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
-    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "hard", hub),
-                        **_pool(opts.hard_actors, opts.actor_cpus, opts.dit_gpus, opts.hard_resources))
-    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "easy", hub),
-                        **_pool(opts.easy_actors, opts.actor_cpus, opts.dit_gpus, opts.easy_resources))
-    ds = ds.map_batches(StitchWrite, fn_constructor_args=(opts, hub),
-                        **_pool(opts.stitch_actors, opts.actor_cpus, 0, {}))
+    ds = ds.map_batches(DecodeGRM, fn_constructor_args=(job, hub),
+                        **pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
+    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(job, "hard", hub),
+                        **pool(opts.hard_actors, opts.actor_cpus, opts.dit_gpus, opts.hard_resources))
+    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(job, "easy", hub),
+                        **pool(opts.easy_actors, opts.actor_cpus, opts.dit_gpus, opts.easy_resources))
+    ds = ds.map_batches(StitchWrite, fn_constructor_args=(job, hub),
+                        **pool(opts.stitch_actors, opts.actor_cpus, 0, {}))
     return ds
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-import torch
-
-from patchscaler.upscale import group_batches, grm_stage, refine_stage, stitch_stage
+from patchscaler import flow
 
 from . import steps
 from .options import UpscaleOptions
@@ -19,36 +17,24 @@ from .storage import ManifestRow, consolidate
 log = logging.getLogger("patchscaler")
 
 
-def process_image(model, plan: Plan, rel: str, progress: Progress | None = None) -> ManifestRow:
-    """One image through decode, GRM, both Patch-DiT groups and stitch, then its output and row.
-    The Patch-DiT calls are the same group batches, in the same order, as the pipeline's."""
-    opts, src, dst = plan.opts, plan.src, plan.dst
-    version = steps.model_version(model)
+def process_image(model, job: steps.ImageJob, rel: str, naming: dict | None = None,
+                  progress: Progress | None = None) -> ManifestRow:
+    """One image through decode, the method (flow.run: the same group batches, in the same
+    order, as the pipeline's) and its output and row; progress per Patch-DiT batch."""
     try:
-        prep, t_dec = steps.decode_input(src, rel, opts)
+        prep, t_dec = job.decode(rel)
+        on_batch = None
         if progress is not None:
             progress.add("patches", f"{rel}: GRM {prep.size[0]}x{prep.size[1]} px", "patch", None, leave=False)
-        coarse = grm_stage(model, prep)
-        t = time.perf_counter()
-        refined = coarse.patches.clone()
+            on_batch = lambda group, idx: progress.update("patches", len(idx))  # noqa: E731
+        state = flow.begin(model, prep, {"decode": t_dec})
         if progress is not None:
-            progress.set("patches", done=0, total=len(coarse.groups), desc=f"{rel}: Patch-DiT")
-        for group, idx in group_batches(model, coarse.groups):
-            refined[idx] = refine_stage(model, coarse.patches[idx], idx, group, opts.seed)
-            if progress is not None:
-                progress.update("patches", len(idx))
-        t_dit = time.perf_counter() - t
-        t = time.perf_counter()
-        image = stitch_stage(model, coarse, refined, prep)
-        t_stitch = time.perf_counter() - t
-        row = ManifestRow(run_id=opts.run_id, input=rel, notes="; ".join(prep.notes),
-                          width=prep.size[0], height=prep.size[1], out_width=image.width, out_height=image.height,
-                          sec_decode=t_dec, sec_grm=coarse.seconds, sec_dit=t_dit, sec_stitch=t_stitch,
-                          model_version=version, seed=opts.seed)
-        row.set_groups(torch.bincount(coarse.groups, minlength=model.cfg.pgs.num_groups).tolist())
-        return steps.finish_output(dst, rel, image, prep, opts, plan.names.get(rel), row)
+            progress.set("patches", done=0, total=len(state.coarse.groups), desc=f"{rel}: Patch-DiT")
+        flow.refine(model, state, job.opts.seed, on_batch=on_batch)
+        image = flow.finish(model, state)
+        return job.write_ok(rel, state, image, naming, model)
     except Exception as e:  # one bad image costs one record, never the job
-        return steps.record(dst, steps.error_row(opts, rel, e, version))
+        return job.write_error(rel, e, steps.model_version(model))
     finally:
         if progress is not None:
             progress.finish("patches", quiet=True)
@@ -61,11 +47,12 @@ def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None
     not_read = steps.record_skipped(plan)
     rows = []
     if plan.pending:
-        model = model or steps.load_model(plan.opts)
+        job = steps.ImageJob(plan.opts, plan.src, plan.dst)
+        model = model or job.load_model()
         progress = progress or Progress()
         progress.add("images", "upscale", "img", len(plan.pending))
         for rel in plan.pending:
-            rows.append(process_image(model, plan, rel, progress))
+            rows.append(process_image(model, job, rel, plan.names.get(rel), progress))
             progress.update("images")
         progress.close()
     manifest = consolidate(plan.dst, opts.run_id)

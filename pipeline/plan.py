@@ -10,9 +10,10 @@ import logging
 import posixpath
 from dataclasses import dataclass, field
 
+from storage import Store, makedirs_durable
+
 from .options import UpscaleOptions
-from .storage import (RUN_ID, Store, done_inputs, makedirs_durable, name_plans, output_owners,
-                      overlap, read_rows, recover)
+from .storage import RUN_ID, done_inputs, list_inputs, name_plans, output_owners, overlap, read_rows, recover
 
 log = logging.getLogger("patchscaler")
 
@@ -104,7 +105,7 @@ def make_plan(opts: UpscaleOptions) -> Plan:
         log.warning("folded %d manifest rows that run %s left behind into manifest-%s.parquet", n, run, run)
 
     try:
-        inputs, skipped = ([name], []) if source_file else src.list_inputs()
+        inputs, skipped = ([name], []) if source_file else list_inputs(src)
     except Exception as e:
         raise storage_error(e, f"SRC {src.uri()}", src) from None
     done = done_inputs(dst, files, rows) if opts.resume else set()

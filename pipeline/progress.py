@@ -4,8 +4,8 @@ On a terminal each stage is a tqdm bar. Anywhere else (cron mail, `ray job logs`
 bars would be one endless line of carriage returns, so each stage writes one log line every
 `interval` seconds (PATCHSCALER_PROGRESS_INTERVAL, default 30) and one when it ends.
 
-The Ray pipeline's actors report to a ProgressHub actor (fire and forget); a thread on the
-driver reads its counters once a second."""
+The Ray pipeline's actors report to a ProgressHub actor (actors/progress.py, fire and
+forget); a thread on the driver reads its counters once a second."""
 from __future__ import annotations
 
 import logging
@@ -103,31 +103,6 @@ class Progress:
     def close(self) -> None:
         for key in list(self.stages):
             self.finish(key)
-
-
-class ProgressHub:
-    """A Ray actor (num_cpus=0) holding the pipeline's counters: stage -> [done, total]."""
-
-    def __init__(self):
-        self.counts: dict[str, list[int]] = {}
-
-    def add(self, stage: str, done: int = 0, total: int = 0) -> None:
-        c = self.counts.setdefault(stage, [0, 0])
-        c[0] += done
-        c[1] += total
-
-    def snapshot(self) -> dict[str, list[int]]:
-        return {k: list(v) for k, v in self.counts.items()}
-
-
-def report(hub, stage: str, done: int = 0, total: int = 0) -> None:
-    """Tell the hub (if any) without waiting; progress never fails an image."""
-    if hub is None:
-        return
-    try:
-        hub.add.remote(stage, done, total)
-    except Exception as e:   # a dead hub only costs the progress line, never the image
-        log.debug("progress report dropped: %s", e)
 
 
 class PipelineProgress:

@@ -1,25 +1,36 @@
-"""The per-image steps around the model, shared by the in-process engine and the Ray actors:
-loading the model with the job's overrides, decode/validate, encode/write, manifest rows."""
+"""The per-image steps around the method, the same in the in-process engine and in the Ray
+actors: the job's model (with the run's overrides), decode/validate, the output and its
+manifest row (built here and nowhere else). `ImageJob` bundles them for one run; it is
+picklable, and the Ray graph hands one to each actor (which therefore never imports this
+package)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from patchscaler import imageio
 from patchscaler.config import PGSConfig
+from patchscaler.flow import InFlight
 from patchscaler.model import Runtime
 
+from storage import Store, options_for
+
 from .options import UpscaleOptions
-from .storage import (ManifestRow, OutputCollision, Store, UnsafePath, check_output_name, output_relpath,
-                      safe_relpath, write_row)
+from .storage import ManifestRow, OutputCollision, UnsafePath, check_output_name, output_relpath, safe_relpath, write_row
 
 
-def load_model(opts: UpscaleOptions):
+# what each stage needs of the model (checkpoint.PARTS; the codec always comes)
+STAGE_PARTS = {"grm": ("grm",), "dit": ("texture", "dit", "rtm"), "stitch": ()}
+
+
+def load_model(opts: UpscaleOptions, parts=None):
+    """The run's model with its overrides; `parts`: only these (None: all, in-process)."""
     from patchscaler.upscale import build_default
     rt = Runtime(device=opts.device, precision=opts.precision, max_batch=opts.max_batch)
-    model = build_default(opts.checkpoint)
-    if opts.rtm:
+    model = build_default(opts.checkpoint, parts)
+    if opts.rtm and (parts is None or "rtm" in parts):
         from rtm_index.store import expectations, load_rtm
-        model.rtm = load_rtm(opts.rtm, opts.rtm_options if "://" in opts.rtm else {}, expect=expectations(model))
+        model.rtm = load_rtm(opts.rtm, options_for(opts.rtm, opts.rtm_options), expect=expectations(model))
     p = model.cfg.pgs
     if opts.thresholds or opts.taus or opts.steps:
         model.cfg.pgs = PGSConfig(patch_size=p.patch_size, overlap=p.overlap,
@@ -34,36 +45,11 @@ def model_version(model) -> str:
     return model.cfg.version
 
 
-def decode_input(src: Store, rel: str, opts: UpscaleOptions):
-    """-> (Prepared, seconds) or raises BadImage / UnsafePath with a clear message."""
-    t = time.perf_counter()
-    safe_relpath(rel)
-    prep = imageio.decode(src.read(rel), opts.max_pixels)
-    return prep, time.perf_counter() - t
-
-
-def finish_output(dst: Store, rel: str, image, prep: imageio.Prepared, opts: UpscaleOptions,
-                  naming: dict | None, row: ManifestRow) -> ManifestRow:
-    """Name, encode and write one output and its manifest row. The row goes first: a run
-    killed between the two leaves an ok row without its output, which a re-run redoes (no
-    output is ever written twice) and the next run's recovery marks `interrupted`. If the
-    output write fails, the caller's error row replaces the ok row."""
-    t = time.perf_counter()
-    fmt = imageio.output_format(prep.format, prep.mode, prep.alpha is not None, opts.out_format)
-    out_rel = check_output_name(rel, output_relpath(rel, fmt, (naming or {}).get("keep_ext", False)), naming)
-    data = imageio.encode(image, fmt, opts.quality, prep.icc, prep.exif)
-    row.output, row.sec_write = out_rel, time.perf_counter() - t
-    write_row(dst, row)
-    dst.write_atomic(out_rel, data)
-    return row
-
-
-def error_row(opts: UpscaleOptions, rel: str, err: Exception, version: str = "") -> ManifestRow:
+def error_text(err: Exception) -> str:
     kind = "unsafe path" if isinstance(err, UnsafePath) else (
         "bad image" if isinstance(err, imageio.BadImage) else (
             "output name collision" if isinstance(err, OutputCollision) else type(err).__name__))
-    return ManifestRow(run_id=opts.run_id, input=rel, status="error", error=f"{kind}: {err}",
-                       model_version=version, seed=opts.seed)
+    return f"{kind}: {err}"
 
 
 def record(dst: Store, row: ManifestRow) -> ManifestRow:
@@ -75,3 +61,64 @@ def record_skipped(plan) -> list[ManifestRow]:
     """A `skipped` row for every listed entry that is not read (its reason in `error`)."""
     return [record(plan.dst, ManifestRow(run_id=plan.opts.run_id, input=rel, status="skipped", error=reason,
                                          seed=plan.opts.seed)) for rel, reason in plan.skipped]
+
+
+@dataclass
+class ImageJob:
+    """One run's steps for one image. `src`/`dst` default to the options' stores, opened
+    lazily where the job is used (an actor opens its own)."""
+    opts: UpscaleOptions
+    src: Store | None = None
+    dst: Store | None = None
+
+    def __getstate__(self):
+        return {"opts": self.opts, "src": None, "dst": None}
+
+    def source(self) -> Store:
+        if self.src is None:
+            self.src = Store(self.opts.src, self.opts.src_options)
+        return self.src
+
+    def dest(self) -> Store:
+        if self.dst is None:
+            self.dst = Store(self.opts.dst, self.opts.dst_options)
+        return self.dst
+
+    error_text = staticmethod(error_text)
+
+    def load_model(self, stage: str | None = None):
+        """The model for one stage of STAGE_PARTS (None: the whole model)."""
+        return load_model(self.opts, None if stage is None else STAGE_PARTS[stage])
+
+    def decode(self, rel: str) -> tuple[imageio.Prepared, float]:
+        """-> (Prepared, seconds) or raises BadImage / UnsafePath with a clear message."""
+        t = time.perf_counter()
+        safe_relpath(rel)
+        prep = imageio.decode(self.source().read(rel), self.opts.max_pixels)
+        return prep, time.perf_counter() - t
+
+    def write_ok(self, rel: str, state: InFlight, image, naming: dict | None, model) -> ManifestRow:
+        """Name, encode and write one output and its manifest row. The row goes first: a run
+        killed between the two leaves an ok row without its output, which a re-run redoes (no
+        output is ever written twice) and the next run's recovery marks `interrupted`. If the
+        output write fails, the caller's error row replaces the ok row."""
+        opts, prep, s = self.opts, state.prep, state.seconds
+        row = ManifestRow(run_id=opts.run_id, input=rel, notes="; ".join(prep.notes),
+                          width=prep.size[0], height=prep.size[1], out_width=image.width, out_height=image.height,
+                          sec_decode=s.get("decode", 0.0), sec_grm=s["grm"], sec_dit=s["dit"],
+                          sec_stitch=s["stitch"], model_version=model_version(model), seed=opts.seed)
+        row.set_groups(state.group_counts(model.cfg.pgs.num_groups))
+        t = time.perf_counter()
+        fmt = imageio.output_format(prep.format, prep.mode, prep.alpha is not None, opts.out_format)
+        out_rel = check_output_name(rel, output_relpath(rel, fmt, (naming or {}).get("keep_ext", False)), naming)
+        data = imageio.encode(image, fmt, opts.quality, prep.icc, prep.exif)
+        row.output, row.sec_write = out_rel, time.perf_counter() - t
+        write_row(self.dest(), row)
+        self.dest().write_atomic(out_rel, data)
+        return row
+
+    def write_error(self, rel: str, err: Exception | str, version: str = "") -> ManifestRow:
+        """The image's error row (err: the exception, or the text an earlier stage gave)."""
+        text = err if isinstance(err, str) else error_text(err)
+        return record(self.dest(), ManifestRow(run_id=self.opts.run_id, input=rel, status="error", error=text,
+                                               model_version=version, seed=self.opts.seed))

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from pipeline.storage import Store
+from storage import Store
 
 from .faiss_rtm import FaissRTM, build_index
 

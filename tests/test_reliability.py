@@ -184,7 +184,7 @@ def test_storage_errors_are_one_line_with_their_exit_code(checkpoint, tmp_path, 
     assert rc == 4 and len(err) == 1 and "cannot reach the storage" in err[0] and str(dropper.port) in err[0], err
     # bounded: one probe call of S3_ATTEMPTS attempts, then the run stops (aiohttp opens a
     # second connection when a pooled one is dropped, so at most two connections an attempt)
-    from pipeline.storage import S3_ATTEMPTS
+    from storage import S3_ATTEMPTS
     assert 1 <= dropper.count <= 2 * S3_ATTEMPTS, dropper.count
 
     closed = socket.socket()
@@ -234,7 +234,8 @@ def test_ctrl_c_ends_with_one_line_and_exit_130(checkpoint, tmp_path):
 
 def test_next_run_folds_the_rows_a_killed_run_left(checkpoint, tmp_path):
     from pipeline.local import run_local
-    from pipeline.storage import ManifestRow, Store, write_row
+    from pipeline.storage import ManifestRow, write_row
+    from storage import Store
     src, dst = tmp_path / "in", tmp_path / "out"
     write_tree(src, {"a.png": encode(photo(16, 16, seed=1)), "b.png": encode(photo(16, 16, seed=2))})
     # what a run killed mid-image leaves: a's output and its row; b's row (written just

@@ -1,0 +1,48 @@
+"""Ray set-up shared by every Ray job here (the upscale graph, build-rtm): starting or
+joining Ray quietly, and the arguments of an actor pool stage."""
+from __future__ import annotations
+
+import logging
+import os
+
+RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")
+
+
+def quiet_ray(verbose: bool = False) -> None:
+    """Ray's own Python logs at WARNING and Ray Data's progress bars off (ours replace them),
+    unless verbose."""
+    level = logging.INFO if verbose else logging.WARNING
+    for name in RAY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    # "Progress bars disabled": ours replace them, that is the point
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def init_ray(address: str | None = None, verbose: bool = False):
+    import ray
+    import ray.data  # noqa: F401  (its import configures its loggers: quieten them after)
+    quiet_ray(verbose)
+    if not ray.is_initialized():
+        # no address: a Ray of our own ("local"), never whichever cluster `ray start` left
+        # running on this host; inside `ray job submit` RAY_ADDRESS names the job's cluster
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, log_to_driver=verbose,
+                 logging_level=logging.INFO if verbose else logging.WARNING)
+    quiet_ray(verbose)  # ray.init and the ray.data import set their own levels
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = verbose
+    ctx.print_on_execution_start = verbose
+    return ray
+
+
+def pool(size: int, cpus: float, gpus: float = 0.0, resources: dict | None = None) -> dict:
+    """map_batches arguments of an actor pool stage: `size` actors, one row per call."""
+    from ray.data import ActorPoolStrategy
+    # one call at a time per actor: a model call already uses the actor's CPU share
+    kw = {"compute": ActorPoolStrategy(size=max(1, size), max_concurrent_calls_per_actor=1),
+          "num_cpus": cpus, "batch_size": 1}
+    if gpus:
+        kw["num_gpus"] = gpus
+    if resources:
+        kw["resources"] = dict(resources)
+    return kw

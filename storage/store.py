@@ -1,0 +1,154 @@
+"""Storage for everything above the method: a root on any fsspec URI (local folders,
+s3://, ...) with bounded S3 calls and writes that never leave a partial object, and the rules
+for the options each URI gets. Everything imports storage from here (the method's own
+package keeps its durable writes in patchscaler/files.py, re-exported here).
+
+Options rule: fsspec options (an S3 endpoint, a profile, --storage-options) apply to URIs
+only; a local path gets none (`options_for`). Each URI of a job (SRC, DST, --rtm) gets them
+from the same command line (`cli_options`), so an `--rtm s3://...` with a local SRC still
+gets the endpoint."""
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+
+import fsspec
+
+from patchscaler.files import (fsync_dir, makedirs_durable, read_bytes, write_bytes_atomic,  # noqa: F401
+                               write_durable)
+
+# Every S3 call is bounded: botocore waits at most S3_CONNECT_TIMEOUT seconds per connection
+# attempt and makes at most S3_ATTEMPTS attempts (its "standard" retry mode: dropped
+# connections, timeouts, throttling, with backoff); s3fs adds no retries of its own on top.
+# A run checks each bucket with one call first, so a wrong endpoint costs at most
+# S3_ATTEMPTS x S3_CONNECT_TIMEOUT seconds (about 15 s; a refused connection, under 2 s).
+S3_CONNECT_TIMEOUT = 5
+S3_READ_TIMEOUT = 60
+S3_ATTEMPTS = 3
+# fsspec option names that carry secrets: refused on the command line, never logged
+SECRET_OPTIONS = {"key", "secret", "token", "password", "username", "aws_access_key_id",
+                  "aws_secret_access_key", "aws_session_token"}
+
+
+# --- stores -------------------------------------------------------------------------------
+
+def s3_options(options: dict) -> dict:
+    """fsspec options for S3 with this job's bounded timeouts and retries filled in (the
+    caller's own `config_kwargs` win)."""
+    out = dict(options)
+    cfg = dict(out.get("config_kwargs") or {})
+    cfg.setdefault("connect_timeout", S3_CONNECT_TIMEOUT)
+    cfg.setdefault("read_timeout", S3_READ_TIMEOUT)
+    cfg.setdefault("retries", {"total_max_attempts": S3_ATTEMPTS, "mode": "standard"})
+    out["config_kwargs"] = cfg
+    return out
+
+
+def parse_storage_options(text: str) -> dict:
+    """--storage-options JSON: a JSON object without secrets (credentials come from the
+    environment or a profile, never from the command line, where `ps` and shell history see
+    them)."""
+    try:
+        opts = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"--storage-options is not JSON: {e}") from None
+    if not isinstance(opts, dict):
+        raise ValueError("--storage-options must be a JSON object")
+    secret = sorted(k for k in opts if k.lower() in SECRET_OPTIONS)
+    if secret:
+        raise ValueError(f"--storage-options must not carry credentials ({', '.join(secret)}): "
+                         "use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or --s3-profile")
+    return opts
+
+
+def options_for(uri: str, options: dict) -> dict:
+    """The fsspec options a URI gets: all of them for a URI, none for a local path."""
+    return dict(options) if "://" in uri else {}
+
+
+def cli_options(storage_options: dict | None = None, s3_endpoint: str | None = None,
+                s3_profile: str | None = None) -> dict:
+    """fsspec options from the command line's --storage-options, --s3-endpoint, --s3-profile."""
+    so = dict(storage_options or {})
+    if s3_endpoint:
+        so.setdefault("client_kwargs", {})["endpoint_url"] = s3_endpoint
+    if s3_profile:
+        so["profile"] = s3_profile
+    return so
+
+
+@dataclass
+class Store:
+    """A root URI plus fsspec options (e.g. {"client_kwargs": {"endpoint_url": ...}} for S3)."""
+    root: str
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        proto = fsspec.core.split_protocol(self.root)[0]
+        opts = s3_options(self.options) if proto in ("s3", "s3a") else self.options
+        self.fs, self.path = fsspec.core.url_to_fs(self.root, **opts)
+        self.path = self.path.rstrip("/") or "/"
+        if proto in ("s3", "s3a"):
+            self.fs.retries = 1  # one try per call at the s3fs level: botocore retries
+
+    @property
+    def protocol(self) -> str:
+        # fsspec filesystems give a str, a tuple or (s3fs, some versions) a list
+        p = self.fs.protocol
+        return p if isinstance(p, str) else p[0]
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol in ("file", "local")
+
+    @property
+    def bucket(self) -> str:
+        return "" if self.is_local else self.path.split("/")[0]
+
+    def probe(self) -> None:
+        """One bounded call that fails fast when the storage cannot be reached (S3: HEAD
+        the bucket; FileNotFoundError if it does not exist)."""
+        if self.protocol in ("s3", "s3a"):
+            self.fs.call_s3("head_bucket", Bucket=self.bucket)
+
+    @property
+    def endpoint(self) -> str:
+        return (self.options.get("client_kwargs") or {}).get("endpoint_url") or self.options.get("endpoint_url") or ""
+
+    def full(self, rel: str) -> str:
+        return posixpath.join(self.path, rel) if rel else self.path
+
+    def uri(self, rel: str = "") -> str:
+        return self.full(rel) if self.is_local else f"{self.protocol}://{self.full(rel)}"
+
+    def invalidate(self) -> None:
+        if hasattr(self.fs, "invalidate_cache"):
+            self.fs.invalidate_cache()
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.full(rel))
+
+    def read(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.full(rel))
+
+    def write_atomic(self, rel: str, data: bytes) -> None:
+        """Never leaves a partial object: local files are written durably (write_durable);
+        object stores commit a single PUT whole or not at all."""
+        path = self.full(rel)
+        if self.is_local:
+            write_durable(path, data)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def files(self, sub: str = "") -> list[str]:
+        """Relative names of every file under the root (or under `sub`), from one listing."""
+        self.invalidate()
+        base = self.full(sub)
+        if not self.fs.exists(base):
+            return []
+        return [self._rel(p) for p in self.fs.find(base)]
+
+    def _rel(self, p: str) -> str:
+        p = p.rstrip("/")
+        return p[len(self.path) + 1:] if self.path != "/" else p.lstrip("/")
