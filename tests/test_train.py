@@ -125,6 +125,10 @@ def test_interrupted_stage_resumes_to_the_same_weights(trained, data, tmp_path):
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+    # and `train dit` on its own gives what it gave inside `train all`, after the other stages
+    w_all = _dit_weights(trained[0])
+    for k in wa:
+        assert torch.equal(wa[k], w_all[k]), k
 
 
 def test_ddp_two_workers_take_the_same_steps_as_one(trained, data, tmp_path):

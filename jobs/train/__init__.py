@@ -57,7 +57,6 @@ def run(a: TrainOptions | argparse.Namespace) -> int:
     """Run a stage, or all of them in order (finished ones skipped); a parsed command line
     is taken as its TrainOptions."""
     a = a if isinstance(a, TrainOptions) else TrainOptions.from_args(a)
-    torch.manual_seed(a.seed)
     d = Dist.from_env(a.device)
     a = dataclasses.replace(a, device=d.device)
     if d.world > 1 and d.main:
@@ -74,6 +73,9 @@ def run(a: TrainOptions | argparse.Namespace) -> int:
         t0 = time.time()
         if d.main:
             log.info("stage %s", s)
+        # each stage from the seed alone (its fresh weights are drawn from torch's generator):
+        # the same result whether it runs after other stages in this process or on its own
+        torch.manual_seed(a.seed)
         RUN[s](a, d)
         if d.main:
             timing[s] = round(timing.get(s, 0) + (time.time() - t0) / 60, 2)
