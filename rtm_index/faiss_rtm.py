@@ -6,9 +6,14 @@ searched) and "hnsw" (HNSW-Flat, inner product) for large memories. GPU FAISS is
 installed faiss has GPUs (faiss-gpu), else CPU (faiss-cpu)."""
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import torch
+
+try:
+    import faiss
+except ImportError as e:  # FAISS is an extra: the two wheels cannot be installed side by side
+    raise ImportError("RTM indexes need FAISS: pip install 'patchscaler[cpu]' (or 'patchscaler[gpu]' "
+                      "on a CUDA machine)") from e
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

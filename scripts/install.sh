@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
+# FAISS: the CPU wheel unless the caller asked for the GPU one (they cannot be installed together)
+case ",$extras," in *,gpu,*) ;; *) extras="cpu${extras:+,$extras}" ;; esac
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
