@@ -6,6 +6,9 @@ the evaluation, the benchmarks) uses these three steps, so their pixels are the 
     refine(model, state, seed, groups)           # the group batches of `groups` (all if None)
     image = finish(model, state)                 # stitch, decode, fuse, colour fix, alpha
 
+(`refine_many` refines several images' states together, so that a Patch-DiT call on a GPU
+sees many patches of one group; a patch's noise still depends only on (seed, its index).)
+
 `refine` may be called several times with disjoint groups (the Ray pipeline's hard and easy
 pools each refine their own groups of the same state); a patch's result depends only on
 (seed, its index, its group), never on which call or process refined it. The state is a
@@ -88,6 +91,37 @@ def refine(model: PatchScaler, state: InFlight, seed: int, groups=None,
             on_batch(g, idx)
     state.seconds["dit"] = state.seconds.get("dit", 0.0) + time.perf_counter() - t
     return state
+
+
+def refine_many(model: PatchScaler, states: list[InFlight], seed: int, groups=None,
+                on_batch: Callable[[int, int], None] | None = None) -> list[InFlight]:
+    """Refine several images' patches together: per group, the patches of all `states` in one
+    list, cut into Patch-DiT calls of runtime.max_batch. On a GPU a call should see hundreds of
+    patches of one group, not one image's handful. A patch's noise still comes from (seed, its
+    index in its image), so only the batch composition differs from `refine` image by image:
+    the same numbers up to float rounding in the matmuls (tested: within 1/255 of the output).
+    `on_batch(group, patches)` after each call. Each state is charged its share of the time."""
+    if len(states) == 1:
+        return [refine(model, states[0], seed, groups, on_batch and (lambda g, idx: on_batch(g, len(idx))))]
+    t = time.perf_counter()
+    for g in range(model.cfg.pgs.num_groups):
+        if groups is not None and g not in groups:
+            continue
+        items = [(s, i) for s, st in enumerate(states)
+                 for i in torch.nonzero(st.coarse.groups == g).flatten().tolist()]
+        for chunk in pgs.batches(items, model.runtime.max_batch):
+            y0 = torch.stack([states[s].coarse.patches[i] for s, i in chunk])
+            noise = torch.cat([patch_noise(seed, [i], tuple(y0.shape[1:])) for _, i in chunk])
+            out = model.refine(y0, g, noise)
+            for k, (s, i) in enumerate(chunk):
+                states[s].refined[i] = out[k]
+            if on_batch is not None:
+                on_batch(g, len(chunk))
+    total = sum(len(st.coarse.groups) for st in states) or 1
+    dt = time.perf_counter() - t
+    for st in states:
+        st.seconds["dit"] = st.seconds.get("dit", 0.0) + dt * len(st.coarse.groups) / total
+    return states
 
 
 def finish(model: PatchScaler, state: InFlight, stats: dict | None = None) -> Image.Image:
