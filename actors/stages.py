@@ -20,6 +20,7 @@ import torch
 
 from patchscaler import flow
 
+from .faults import maybe_die
 from .progress import report
 
 
@@ -39,13 +40,6 @@ def _node() -> str:
         return "local"
 
 
-def _maybe_die(opts, stage: str, calls: int) -> None:
-    marker = opts.chaos.get(stage)
-    if marker and calls == 2 and not os.path.exists(marker):
-        open(marker, "w").write(str(os.getpid()))
-        os._exit(1)  # a real process death, mid-job, with an image in flight
-
-
 def _threads():
     # fractional-CPU actors share cores: one intra-op thread each keeps them from thrashing
     torch.set_num_threads(max(1, int(os.environ.get("PATCHSCALER_THREADS", "1"))))
@@ -58,13 +52,13 @@ class DecodeGRM:
         _threads()
         self.job, self.opts, self.hub = job, job.opts, hub
         self.model = job.load_model("grm")
-        self.hard = set(self.model.cfg.pgs.hard_groups)
+        self.hard = job.hard_groups(self.model)
         self.calls = 0
 
     def __call__(self, batch: dict) -> dict:
         row = _one(batch)
         self.calls += 1
-        _maybe_die(self.opts, "grm", self.calls)
+        maybe_die("grm", self.calls)
         rel = row["input"]
         trace = {"grm": _node()}
         try:
@@ -91,7 +85,7 @@ class PatchDiTPool:
         _threads()
         self.opts, self.pool, self.hub = job.opts, pool, hub
         self.model = job.load_model("dit")
-        hard = set(self.model.cfg.pgs.hard_groups)
+        hard = job.hard_groups(self.model)
         all_groups = set(range(self.model.cfg.pgs.num_groups))
         self.groups = hard if pool == "hard" else all_groups - hard
         self.calls = 0
@@ -99,7 +93,7 @@ class PatchDiTPool:
     def __call__(self, batch: dict) -> dict:
         row = _one(batch)
         self.calls += 1
-        _maybe_die(self.opts, self.pool, self.calls)
+        maybe_die(self.pool, self.calls)
         if row["status"] != "ok":
             return _out(row)
         trace = json.loads(row["trace"])

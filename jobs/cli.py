@@ -5,6 +5,7 @@ ends with one line and a documented exit code whatever goes wrong; see EXIT_CODE
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -40,6 +41,21 @@ def _ints(s: str) -> tuple[int, ...]:
     return tuple(int(x) for x in s.split(","))
 
 
+def resources_arg(text: str) -> dict:
+    """argparse type for --*-resources: Ray custom resources as JSON ('{"hard_gpu": 1}') or
+    k=v pairs ('hard_gpu=1,ssd=0.5')."""
+    try:
+        if text.lstrip().startswith("{"):
+            res = json.loads(text)
+            if not isinstance(res, dict):
+                raise ValueError("not a JSON object")
+        else:
+            res = dict(kv.split("=", 1) for kv in text.split(",") if kv.strip())
+        return {str(k).strip(): float(v) for k, v in res.items()}
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: custom resources as JSON or k=v,k=v ({e})") from None
+
+
 def storage_options_arg(text: str) -> dict:
     """argparse type for --storage-options: a JSON object without secrets; the error never
     repeats the value (it might hold one)."""
@@ -70,6 +86,9 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thresholds", type=_floats, help="Qmap thresholds, descending (default: the checkpoint's calibrated ones)")
     p.add_argument("--taus", type=_ints, help="shortcut point per group (default: the checkpoint's, 100,400,1000)")
     p.add_argument("--steps", type=_ints, help="sampling steps per group (default: the checkpoint's, 2,8,20)")
+    p.add_argument("--hard-groups", type=_ints,
+                   help="groups the hard Patch-DiT pool serves, e.g. 2 or 3,4 (default: the checkpoint's, "
+                        "or the last group when --thresholds changes the number of groups)")
     p.add_argument("--grm-actors", type=int, default=1)
     p.add_argument("--hard-actors", type=int, default=1)
     p.add_argument("--easy-actors", type=int, default=1)
@@ -77,6 +96,9 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actor-cpus", type=float, default=0.25)
     p.add_argument("--grm-gpus", type=float, default=0.0)
     p.add_argument("--dit-gpus", type=float, default=0.0)
+    for pool in ("grm", "hard", "easy"):
+        p.add_argument(f"--{pool}-resources", type=resources_arg, default={}, metavar="RES",
+                       help=f"Ray custom resources per {pool} actor, JSON or k=v,k=v (see cluster.yaml)")
     add_storage_args(p)
     p.add_argument("--run-id", help="run id (default: a timestamp and a random suffix)")
     p.add_argument("--no-report", dest="report", action="store_false")
@@ -106,7 +128,8 @@ def upscale_main(a: argparse.Namespace) -> int:
     kw = {k: getattr(a, k) for k in (
         "checkpoint", "rtm", "seed", "out_format", "quality", "resume", "max_pixels", "device", "precision",
         "max_batch", "thresholds", "taus", "steps", "address", "grm_actors", "hard_actors",
-        "easy_actors", "stitch_actors", "actor_cpus", "grm_gpus", "dit_gpus", "report", "verbose")}
+        "easy_actors", "stitch_actors", "actor_cpus", "grm_gpus", "dit_gpus", "report", "verbose", "hard_groups",
+        "grm_resources", "hard_resources", "easy_resources")}
     if a.run_id:
         kw["run_id"] = a.run_id
     opts = UpscaleOptions(a.src, a.dst, src_options=options_for(a.src, so), dst_options=options_for(a.dst, so),

@@ -69,11 +69,17 @@ def plan_line(plan: Plan) -> str:
     return text
 
 
+def group_totals(rows: list[dict]) -> list[int]:
+    """Patches per group over these rows, for any number of groups."""
+    n = max((len(r["group_counts"]) for r in rows), default=0)
+    return [sum(r["group_counts"][i] for r in rows if len(r["group_counts"]) > i) for i in range(n)]
+
+
 def summarize(rows: list, plan: Plan, manifest: str | None, seconds: float, not_read: list = ()) -> dict:
     rows = [r if isinstance(r, dict) else r.__dict__ for r in rows]
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] != "ok"]
-    groups = [sum(r["group_counts"][i] for r in ok if len(r["group_counts"]) > i) for i in range(3)]
+    groups = group_totals(ok)
     return {"ok": len(ok), "failed": len(failed), "skipped": len(plan.done), "inputs": len(plan.inputs),
             "not_read": [(r.input, r.error) for r in not_read], "recovered": plan.recovered,
             "manifest": manifest, "seconds": seconds, "patches_per_group": groups,

@@ -26,6 +26,10 @@ class UpscaleOptions:
     thresholds: tuple[float, ...] | None = None
     taus: tuple[int, ...] | None = None
     steps: tuple[int, ...] | None = None
+    # groups the hard Patch-DiT pool serves (a deployment choice, not the model's: it does not
+    # change the model version); None: the checkpoint's, or the last group when --thresholds
+    # changes the number of groups
+    hard_groups: tuple[int, ...] | None = None
     # a timestamp plus a random suffix: two runs started in the same second never share an id
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S-") + secrets.token_hex(3))
     # Ray engine
@@ -42,6 +46,3 @@ class UpscaleOptions:
     easy_resources: dict = field(default_factory=dict)
     report: bool = True
     verbose: bool = False             # Ray's own logs and progress bars too
-    # fault injection for tests: stage -> marker file; the stage's actor process exits hard on
-    # its second image, once (the marker records that it did)
-    chaos: dict = field(default_factory=dict)

@@ -10,11 +10,23 @@ import json
 
 from PIL import Image, ImageDraw
 
+from .local import group_totals
 from .storage import MANIFEST_DIR
 
 COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240), (200, 80, 220), (40, 220, 220)]
 THUMB = 256
 MAX_IMAGES = 50
+
+
+def group_names(n: int) -> list[str]:
+    """simple / medium / hard for three groups; simple, medium 1.., hard for any other count."""
+    if n == 3:
+        return ["simple", "medium", "hard"]
+    return ["simple"] + [f"medium {i}" for i in range(1, n - 1)] + ["hard"] * (n > 1) if n else []
+
+
+def _hex(c: tuple[int, int, int]) -> str:
+    return "%02x%02x%02x" % c
 
 
 def _data_uri(im: Image.Image) -> str:
@@ -47,14 +59,16 @@ def write_report(plan, rows: list[dict]) -> str:
     src, dst, opts = plan.src, plan.dst, plan.opts
     ok = [r for r in rows if r["status"] == "ok"]
     bad = [r for r in rows if r["status"] != "ok"]
-    tot = [sum(r["group_counts"][i] for r in ok if len(r["group_counts"]) > i) for i in range(3)]
+    tot = group_totals(ok)
+    names = group_names(len(tot))
     parts = [f"<h1>PatchScaler run {html.escape(opts.run_id)}</h1>",
-             f"<p>{len(ok)} written, {len(bad)} failed. Patches per group (simple / medium / hard): "
-             f"{tot[0]} / {tot[1]} / {tot[2]}. Seed {opts.seed}.</p>",
-             "<p>Group colours: <span style='color:#3cc85a'>simple</span>, "
-             "<span style='color:#f0c828'>medium</span>, <span style='color:#e63c3c'>hard</span>.</p>",
+             f"<p>{len(ok)} written, {len(bad)} failed. Patches per group ({' / '.join(names)}): "
+             f"{' / '.join(str(t) for t in tot)}. Seed {opts.seed}.</p>",
+             "<p>Group colours: " + ", ".join(
+                 f"<span style='color:#{_hex(COLOURS[g % len(COLOURS)])}'>{n}</span>" for g, n in enumerate(names))
+             + ".</p>",
              "<table border=1 cellpadding=4><tr><th>input</th><th>before</th><th>after</th><th>groups</th>"
-             "<th>size</th><th>s/m/h</th><th>seconds grm / dit / stitch</th></tr>"]
+             "<th>size</th><th>patches per group</th><th>seconds grm / dit / stitch</th></tr>"]
     for r in ok[:MAX_IMAGES]:
         try:
             before = _thumb(src.read(r["input"]))
@@ -68,7 +82,7 @@ def write_report(plan, rows: list[dict]) -> str:
             cells = [html.escape(f"(no preview: {e})")] * 3
         parts.append(f"<tr><td>{html.escape(r['input'])}</td><td>{cells[0]}</td><td>{cells[1]}</td><td>{cells[2]}</td>"
                      f"<td>{r['width']}x{r['height']} &rarr; {r['out_width']}x{r['out_height']}</td>"
-                     f"<td>{r['n_simple']}/{r['n_medium']}/{r['n_hard']}</td>"
+                     f"<td>{'/'.join(str(c) for c in r['group_counts'])}</td>"
                      f"<td>{r['sec_grm']:.2f} / {r['sec_dit']:.2f} / {r['sec_stitch']:.2f}</td></tr>")
     parts.append("</table>")
     if len(ok) > MAX_IMAGES:

@@ -45,6 +45,16 @@ def model_version(model) -> str:
     return model.cfg.version
 
 
+def hard_groups(opts: UpscaleOptions, model) -> set[int]:
+    """The groups the hard pool serves (UpscaleOptions.hard_groups)."""
+    n = model.cfg.pgs.num_groups
+    groups = opts.hard_groups or model.cfg.pgs.hard_groups
+    bad = [g for g in groups if not 0 <= g < n]
+    if bad:
+        raise ValueError(f"hard groups {bad} do not exist: the model has groups 0..{n - 1}")
+    return set(groups)
+
+
 def error_text(err: Exception) -> str:
     kind = "unsafe path" if isinstance(err, UnsafePath) else (
         "bad image" if isinstance(err, imageio.BadImage) else (
@@ -85,6 +95,9 @@ class ImageJob:
         return self.dst
 
     error_text = staticmethod(error_text)
+
+    def hard_groups(self, model) -> set[int]:
+        return hard_groups(self.opts, model)
 
     def load_model(self, stage: str | None = None):
         """The model for one stage of STAGE_PARTS (None: the whole model)."""

@@ -1,7 +1,9 @@
 """The Ray Data pipeline against the in-process oracle, on a real local Ray, with a bad-input
 corpus, resume, and a real S3 API (moto server over HTTP)."""
 import io
+import json
 import os
+import tempfile
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,6 +13,10 @@ from corpus import corpus
 from helpers import encode, photo, write_tree
 
 ray = pytest.importorskip("ray")
+# the test-only fault hook (actors/faults.py): set before the session's Ray starts, so that
+# its workers inherit it; inert until a test writes the file it names
+FAULTS = os.path.join(tempfile.mkdtemp(prefix="faults"), "faults.json")
+os.environ.setdefault("PATCHSCALER_FAULTS", FAULTS)
 
 
 def opts_for(src, dst, ckpt, **kw):
@@ -56,7 +62,6 @@ def test_pipeline_equals_oracle_on_corpus_and_resumes(ray_session, checkpoint, t
     assert summary["stages"]["hard"][0] == summary["stages"]["hard"][1]
     assert summary["stages"]["easy"][0] == summary["stages"]["easy"][1]
     assert summary["stages"]["stitch"] == [len(files), 0]
-    import json
     for r in summary["rows"]:
         for g, (pool, _node) in json.loads(r["trace"]).get("groups", {}).items():
             assert pool == ("hard" if g == "2" else "easy")
@@ -119,7 +124,13 @@ def test_actor_deaths_midjob_lose_nothing(ray_session, checkpoint, tmp_path):
     src = tmp_path / "in"
     write_tree(src, {f"p{i}.png": encode(photo(24, 20, seed=i)) for i in range(6)})
     chaos = {"grm": str(tmp_path / "grm.died"), "hard": str(tmp_path / "hard.died")}
-    s = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="chaos", chaos=chaos))
+    faults = os.environ["PATCHSCALER_FAULTS"]
+    with open(faults, "w") as f:
+        json.dump(chaos, f)
+    try:
+        s = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="chaos"))
+    finally:
+        os.unlink(faults)
     assert os.path.exists(chaos["grm"]) and os.path.exists(chaos["hard"])  # they did die
     assert s["ok"] == 6 and s["failed"] == 0
     ref = run_local(opts_for(str(src), str(tmp_path / "local"), checkpoint, run_id="ref"))
