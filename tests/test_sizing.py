@@ -1,12 +1,11 @@
 """Pool sizes from measured work: the split follows the work per image, and on a skewed archive
 (most patches hard) it beats an even split of the same workers."""
-import dataclasses
-
 import pytest
 import torch
 from helpers import encode, photo
 
 from patchscaler import PatchScaler, Runtime, flow, imageio, tiny_config
+from patchscaler.config import override
 from patchscaler.rtm import RTM
 from pipeline import sizing
 
@@ -31,7 +30,7 @@ def test_measured_split_beats_an_even_one_on_a_skewed_archive():
     preps = [imageio.decode(encode(photo(48, 40, seed=s))) for s in range(2)]
     # a skewed archive: thresholds at the Qmap's 90th and 80th percentiles leave ~80 % hard
     q = torch.cat([flow.begin(model, p).coarse.qmap for p in preps])
-    model.cfg.pgs = dataclasses.replace(model.cfg.pgs, thresholds=(float(q.quantile(0.9)), float(q.quantile(0.8))))
+    model.cfg = override(model.cfg, pgs={"thresholds": (float(q.quantile(0.9)), float(q.quantile(0.8)))})
     profile = sizing.measure(model, preps)
     assert profile.images == 2 and sum(profile.patches) == pytest.approx(len(q) / 2)
     assert profile.patches[2] > profile.patches[0] + profile.patches[1]
