@@ -49,6 +49,7 @@ def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None
     if plan.pending:
         job = steps.ImageJob(plan.opts, plan.src, plan.dst)
         model = model or job.load_model()
+        job.hard_groups(model)  # a --hard-groups the model does not have fails here, as in the pipeline
         progress = progress or Progress()
         progress.add("images", "upscale", "img", len(plan.pending))
         for rel in plan.pending:
