@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .config import PatchScalerConfig
+from .config import PatchScalerConfig, override
 from .files import read_bytes, write_bytes_atomic
 from .model import PatchScaler
 from .rtm import RTM
@@ -78,7 +78,7 @@ def load(path: str, grm_weights: str | None = None, parts=None) -> PatchScaler:
         raise ValueError(f"{path}: not a PatchScaler checkpoint (format {meta.get('format')!r})")
     cfg = PatchScalerConfig.from_json(meta["config"])
     if grm_weights is not None:
-        cfg.grm.weights = grm_weights
+        cfg = override(cfg, grm={"weights": grm_weights})
     tensors = st_load(data)
     rtm_meta = json.loads(meta.get("rtm_meta", "{}"))
     keys = tensors.pop("rtm.keys").float() if "rtm.keys" in tensors else None
