@@ -26,7 +26,10 @@ def init_ray(address: str | None = None, verbose: bool = False):
         # no address: a Ray of our own ("local"), never whichever cluster `ray start` left
         # running on this host; inside `ray job submit` RAY_ADDRESS names the job's cluster
         address = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, log_to_driver=verbose,
+        # the workers' OpenMP threads sleep when idle (patchscaler/__init__.py says why); a
+        # cluster's workers get it from the job's runtime environment
+        env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        ray.init(address=address, log_to_driver=verbose, runtime_env={"env_vars": env},
                  logging_level=logging.INFO if verbose else logging.WARNING)
     quiet_ray(verbose)  # ray.init and the ray.data import set their own levels
     ctx = ray.data.DataContext.get_current()
@@ -35,12 +38,12 @@ def init_ray(address: str | None = None, verbose: bool = False):
     return ray
 
 
-def pool(size: int, cpus: float, gpus: float = 0.0, resources: dict | None = None) -> dict:
-    """map_batches arguments of an actor pool stage: `size` actors, one row per call."""
+def pool(size: int, cpus: float, gpus: float = 0.0, resources: dict | None = None, rows: int = 1) -> dict:
+    """map_batches arguments of an actor pool stage: `size` actors, `rows` rows per call."""
     from ray.data import ActorPoolStrategy
     # one call at a time per actor: a model call already uses the actor's CPU share
     kw = {"compute": ActorPoolStrategy(size=max(1, size), max_concurrent_calls_per_actor=1),
-          "num_cpus": cpus, "batch_size": 1}
+          "num_cpus": cpus, "batch_size": max(1, rows)}
     if gpus:
         kw["num_gpus"] = gpus
     if resources:

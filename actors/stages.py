@@ -1,5 +1,5 @@
 """Thin Ray Data callables around the patchscaler stages. Each handles one row per call
-(`batch_size=1`; a row is one image) and never raises for a bad image: the row carries
+(`batch_size=1`; a row is one image; the Patch-DiT pools take up to `dit_images` rows) and never raises for a bad image: the row carries
 `status="error"` and an `error` string to the writer, which records it in the manifest.
 
 Each takes the run's `job` (pipeline.steps.ImageJob: its model, decode, output and manifest
@@ -78,8 +78,11 @@ class DecodeGRM:
 
 
 class PatchDiTPool:
-    """One Patch-DiT pool: refines the group batches of its groups (hard, or the others) and
-    passes the other groups through untouched (flow.refine). Reports patches done per batch."""
+    """One Patch-DiT pool: refines the patches of its groups (hard, or the others) and passes
+    the other groups through untouched. A call takes up to `dit_images` rows (images) and
+    refines their patches of each group together (flow.refine_many): on a GPU a call should
+    see many patches of one group, not one image's handful. If that call fails, each image
+    is tried alone, so one bad image costs one row. Reports patches done per batch."""
 
     def __init__(self, job, pool: str, hub=None):
         _threads()
@@ -90,30 +93,53 @@ class PatchDiTPool:
         self.groups = hard if pool == "hard" else all_groups - hard
         self.calls = 0
 
-    def __call__(self, batch: dict) -> dict:
-        row = _one(batch)
-        self.calls += 1
-        maybe_die(self.pool, self.calls)
-        if row["status"] != "ok":
-            return _out(row)
-        trace = json.loads(row["trace"])
-        planned, done = 0, 0   # this pool's patches of the image, and those refined so far
+    def _refine(self, states: list) -> None:
+        done = 0
 
-        def on_batch(group, idx):
+        def on_batch(group, n):
             nonlocal done
-            trace.setdefault("groups", {})[str(group)] = [self.pool, _node()]
-            done += len(idx)
-            report(self.hub, self.pool, done=len(idx))
+            done += n
+            report(self.hub, self.pool, done=n)
 
         try:
-            state: flow.InFlight = pickle.loads(row["state"])
-            planned = sum(len(idx) for _, idx in flow.group_batches(self.model, state.coarse.groups, self.groups))
-            flow.refine(self.model, state, self.opts.seed, self.groups, on_batch)
-        except Exception as e:
-            report(self.hub, self.pool, done=planned - done)  # the image's remaining patches end here
-            return _out({**row, "status": "error", "error": f"{type(e).__name__} in {self.pool} Patch-DiT: {e}",
-                         "state": b""})
-        return _out({**row, "state": pickle.dumps(state, protocol=5), "trace": json.dumps(trace)})
+            flow.refine_many(self.model, states, self.opts.seed, self.groups, on_batch)
+        except Exception:
+            report(self.hub, self.pool, done=-done)  # counted again when the images are retried
+            raise
+
+    def _failed(self, row: dict, e: Exception) -> dict:
+        return {**row, "status": "error", "error": f"{type(e).__name__} in {self.pool} Patch-DiT: {e}", "state": b""}
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [{k: v[i] for k, v in batch.items()} for i in range(len(batch["input"]))]
+        self.calls += 1
+        maybe_die(self.pool, self.calls)
+        out = list(rows)
+        live = [i for i, r in enumerate(rows) if r["status"] == "ok"]
+        try:
+            states = {i: pickle.loads(rows[i]["state"]) for i in live}
+            self._refine([states[i] for i in live])
+        except Exception:
+            states = {}
+            for i in live:  # one at a time: find the image that fails, keep the others
+                try:
+                    states[i] = pickle.loads(rows[i]["state"])
+                    self._refine([states[i]])
+                except Exception as e:
+                    planned = 0 if i not in states else sum(
+                        len(idx) for _, idx in flow.group_batches(self.model, states[i].coarse.groups, self.groups))
+                    report(self.hub, self.pool, done=planned)  # the image's remaining patches end here
+                    states.pop(i, None)
+                    out[i] = self._failed(rows[i], e)
+        node = _node()
+        for i, state in states.items():
+            trace = json.loads(rows[i]["trace"])
+            trace.setdefault("images_per_call", {})[self.pool] = len(states)
+            for g in self.groups:
+                if bool((state.coarse.groups == g).any()):
+                    trace.setdefault("groups", {})[str(g)] = [self.pool, node]
+            out[i] = {**rows[i], "state": pickle.dumps(state, protocol=5), "trace": json.dumps(trace)}
+        return {k: [r[k] for r in out] for k in rows[0]}
 
 
 class StitchWrite:

@@ -1,4 +1,4 @@
-"""The command line: `patchscaler upscale SRC DST`, `build-rtm`, `train`, `evaluate`.
+"""The command line: `patchscaler upscale SRC DST`, `build-rtm`, `train`, `evaluate`, `plan`.
 
 Only the chosen command's module is imported (so `--help` answers at once), and `upscale`
 ends with one line and a documented exit code whatever goes wrong; see EXIT_CODES."""
@@ -9,6 +9,10 @@ import json
 import logging
 import os
 import sys
+
+# idle OpenMP threads sleep instead of spinning (patchscaler/__init__.py says why); set before
+# any command imports torch, and inherited by the Ray workers a run starts
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 EXIT_CODES = """exit codes:
   0    every image written (or already done; entries that are not read are listed)
@@ -30,6 +34,7 @@ COMMANDS = {
     "build-rtm": "build a Reference Texture Memory",
     "train": "train the default model (stages or all)",
     "evaluate": "bicubic / GRM / PatchScaler PGS / uniform on HR photos",
+    "plan": "split a cluster's GPUs among the pools for an archive, from measured work",
 }
 
 
@@ -81,7 +86,8 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
                    help="skip images whose output and ok manifest row exist (default); --no-resume redoes them")
     p.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger inputs (LR pixels)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="fp32")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto (default): bf16 where the device computes it natively (CUDA, AVX512-BF16/AMX), else fp32")
     p.add_argument("--max-batch", type=int, default=64, help="patches per Patch-DiT call")
     p.add_argument("--thresholds", type=_floats, help="Qmap thresholds, descending (default: the checkpoint's calibrated ones)")
     p.add_argument("--taus", type=_ints, help="shortcut point per group (default: the checkpoint's, 100,400,1000)")
@@ -96,6 +102,10 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actor-cpus", type=float, default=0.25)
     p.add_argument("--grm-gpus", type=float, default=0.0)
     p.add_argument("--dit-gpus", type=float, default=0.0)
+    p.add_argument("--dit-images", type=int, default=0,
+                   help="images per Patch-DiT call, patches batched by group (default: 8 with --dit-gpus, else 1)")
+    p.add_argument("--pools", choices=["fixed", "auto"], default="fixed",
+                   help="auto: re-split the GRM/hard/easy actors (same total) from the work measured on the first images")
     for pool in ("grm", "hard", "easy"):
         p.add_argument(f"--{pool}-resources", type=resources_arg, default={}, metavar="RES",
                        help=f"Ray custom resources per {pool} actor, JSON or k=v,k=v (see cluster.yaml)")
@@ -127,7 +137,7 @@ def upscale_main(a: argparse.Namespace) -> int:
     so = storage_options(a)
     kw = {k: getattr(a, k) for k in (
         "checkpoint", "rtm", "seed", "out_format", "quality", "resume", "max_pixels", "device", "precision",
-        "max_batch", "thresholds", "taus", "steps", "address", "grm_actors", "hard_actors",
+        "max_batch", "thresholds", "taus", "steps", "address", "grm_actors", "hard_actors", "dit_images", "pools",
         "easy_actors", "stitch_actors", "actor_cpus", "grm_gpus", "dit_gpus", "report", "verbose", "hard_groups",
         "grm_resources", "hard_resources", "easy_resources")}
     if a.run_id:
@@ -196,6 +206,8 @@ def build_parser(cmd: str | None) -> argparse.ArgumentParser:
             from jobs.build_rtm import add_args
         elif name == "train":
             from jobs.train import add_args
+        elif name == "plan":
+            from jobs.plan_pools import add_args
         else:
             from jobs.evaluate import add_args
         add_args(p)
@@ -243,6 +255,9 @@ def _run(a: argparse.Namespace) -> int:
         except Interrupted as e:
             logging.getLogger("patchscaler.train").info("%s", e)
             return 0
+    if a.cmd == "plan":
+        from jobs.plan_pools import main as plan_main
+        return plan_main(a)
     if a.cmd == "evaluate":
         from jobs.evaluate import run as eval_run
         return eval_run(a)

@@ -42,13 +42,41 @@ def build_dataset(plan: Plan, hub=None):
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
     ds = ds.map_batches(DecodeGRM, fn_constructor_args=(job, hub),
                         **pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
+    rows = opts.dit_images or (8 if opts.dit_gpus else 1)  # a GPU wants many patches per call
     ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(job, "hard", hub),
-                        **pool(opts.hard_actors, opts.actor_cpus, opts.dit_gpus, opts.hard_resources))
+                        **pool(opts.hard_actors, opts.actor_cpus, opts.dit_gpus, opts.hard_resources, rows))
     ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(job, "easy", hub),
-                        **pool(opts.easy_actors, opts.actor_cpus, opts.dit_gpus, opts.easy_resources))
+                        **pool(opts.easy_actors, opts.actor_cpus, opts.dit_gpus, opts.easy_resources, rows))
     ds = ds.map_batches(StitchWrite, fn_constructor_args=(job, hub),
                         **pool(opts.stitch_actors, opts.actor_cpus, 0, {}))
     return ds
+
+
+def auto_pools(plan: Plan, sample: int = 2) -> UpscaleOptions:
+    """The options with the GRM / hard / easy actor counts re-split (same total) from the work
+    measured in this process on the first `sample` pending images (pipeline/sizing.py)."""
+    import dataclasses
+
+    from .sizing import measure, split
+    opts = plan.opts
+    job = ImageJob(opts)
+    model = job.load_model(None)
+    preps = []
+    for rel in plan.pending[: sample * 2]:
+        try:
+            preps.append(job.decode(rel)[0])
+        except Exception:  # a bad image is no sample; its row comes from the run itself
+            continue
+        if len(preps) == sample:
+            break
+    if not preps:
+        return opts
+    work = measure(model, preps, opts.seed).pool_work(job.hard_groups(model))
+    sizes = split(work, opts.grm_actors + opts.hard_actors + opts.easy_actors)
+    log.info("pools from the work of %d image(s) (s/image: grm %.2f, hard %.2f, easy %.2f): "
+             "GRM %d, hard %d, easy %d actors", len(preps), work["grm"], work["hard"], work["easy"],
+             sizes["grm"], sizes["hard"], sizes["easy"])
+    return dataclasses.replace(opts, grm_actors=sizes["grm"], hard_actors=sizes["hard"], easy_actors=sizes["easy"])
 
 
 def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict:
@@ -58,6 +86,8 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
     not_read = record_skipped(plan)
     rows, stages = [], {}
     if plan.pending:
+        if opts.pools == "auto":
+            plan.opts = opts = auto_pools(plan)
         ray = init_ray(opts.address, opts.verbose)
         hub = ray.remote(num_cpus=0)(ProgressHub).remote()
         ds = build_dataset(plan, hub)

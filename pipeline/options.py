@@ -21,7 +21,7 @@ class UpscaleOptions:
     resume: bool = True
     max_pixels: int = 16_000_000
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = "auto"                           # auto: bf16 where the device computes it natively
     max_batch: int = 64
     thresholds: tuple[float, ...] | None = None
     taus: tuple[int, ...] | None = None
@@ -41,6 +41,11 @@ class UpscaleOptions:
     actor_cpus: float = 0.25          # fractional CPUs per actor (on 2 cores whole CPUs hang)
     grm_gpus: float = 0.0
     dit_gpus: float = 0.0
+    # images per Patch-DiT call, their patches batched by group (0: 8 with GPUs, else 1)
+    dit_images: int = 0
+    # "auto": the GRM / hard / easy actor counts re-split from the work measured on the first
+    # images (pipeline/sizing.py), keeping their total
+    pools: str = "fixed"
     grm_resources: dict = field(default_factory=dict)   # custom resources per pool
     hard_resources: dict = field(default_factory=dict)
     easy_resources: dict = field(default_factory=dict)
