@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from patchscaler import imageio
-from patchscaler.config import PGSConfig
+from patchscaler.config import override
 from patchscaler.flow import InFlight
 from patchscaler.model import Runtime
 
@@ -33,11 +33,11 @@ def load_model(opts: UpscaleOptions, parts=None):
         model.rtm = load_rtm(opts.rtm, options_for(opts.rtm, opts.rtm_options), expect=expectations(model))
     p = model.cfg.pgs
     if opts.thresholds or opts.taus or opts.steps:
-        model.cfg.pgs = PGSConfig(patch_size=p.patch_size, overlap=p.overlap,
-                                  thresholds=tuple(opts.thresholds or p.thresholds),
-                                  taus=tuple(opts.taus or p.taus), steps=tuple(opts.steps or p.steps),
-                                  hard_groups=p.hard_groups if not opts.thresholds
-                                  else (len(opts.thresholds),))
+        # through config.override: validated, and every other PGS field (seam_shift) kept
+        model.cfg = override(model.cfg, pgs={
+            "thresholds": tuple(opts.thresholds or p.thresholds), "taus": tuple(opts.taus or p.taus),
+            "steps": tuple(opts.steps or p.steps),
+            "hard_groups": p.hard_groups if not opts.thresholds else (len(opts.thresholds),)})
     return model.configure(rt)
 
 

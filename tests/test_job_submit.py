@@ -183,8 +183,9 @@ def test_job_submit_runs_the_upscale_job_and_stops_only_its_own_ray(ray_cli, che
         with Head(ray_bin, env, dashboard=True) as head:
             head.wait_for_job_agent()
             out = tmp_path / "out"
+            # the venv's own interpreter, as a user's activated venv gives `python`: not whichever is on PATH
             sub = [ray_bin, "job", "submit", "--address", head.address, "--working-dir", str(ROOT),
-                   "--submission-id", "upscale-2026-11-22", "--", "python", "-m", "jobs.upscale",
+                   "--submission-id", "upscale-2026-11-22", "--", sys.executable, "-m", "jobs.upscale",
                    str(ROOT / "patchscaler" / "samples"), str(out), "--checkpoint", checkpoint, "--no-report"]
             r = subprocess.run(sub, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
             assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -33,7 +33,8 @@ def test_pools_placed_by_custom_resources(checkpoint, tmp_path):
                               grm_resources={"grm": 0.5}, hard_resources={"dit_hard": 0.5},
                               easy_resources={"dit_easy": 0.5})
         s = run_pipeline(opts)
-        assert s["ok"] == 4 and all(c > 0 for c in s["patches_per_group"])
+        ppg = s["patches_per_group"]
+        assert s["ok"] == 4 and len(ppg) == 3 and all(c > 0 for c in ppg), ppg
         seen = {"grm": set(), "hard": set(), "easy": set()}
         for r in s["rows"]:
             t = json.loads(r["trace"])
