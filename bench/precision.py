@@ -1,7 +1,8 @@
-"""bf16 vs fp32 on this machine: Real-ESRGAN alone on a small input and the whole method on
-photos, interleaved; prints time ratios and how far the bf16 output moves (pixels, groups).
-It also says whether the hardware computes bf16 natively (`Runtime(precision="auto")` picks
-bf16 only then) — elsewhere bf16 is emulated and slow.
+"""bf16 vs fp32 on this machine: Real-ESRGAN alone and the whole method (bf16-dit: the Patch-DiT
+in bf16, the GRM in fp32; bf16: everything) on photos, interleaved; prints time ratios and how
+far the bf16 outputs move (pixels, groups). It also says whether the hardware computes bf16
+natively (`Runtime(precision="auto")` picks bf16-dit only then): elsewhere bf16 is emulated
+and slow.
 
     python bench/precision.py [--photos DIR] [--n 2] [--lr-size 64] [--repeats 2] [--threads 2]
 """
@@ -23,7 +24,8 @@ import numpy as np  # noqa: E402
 from patchscaler.model import Runtime, native_bf16  # noqa: E402
 from patchscaler.upscale import build_default, upscale_prepared  # noqa: E402
 
-models = {p: build_default(a.checkpoint).configure(Runtime(precision=p)) for p in ("fp32", "bf16")}
+PRECISIONS = ("fp32", "bf16-dit", "bf16")
+models = {p: build_default(a.checkpoint).configure(Runtime(precision=p)) for p in PRECISIONS}
 print(f"# bf16 native on cpu: {native_bf16('cpu')}; Runtime(precision='auto') -> {Runtime().precision}")
 photos = harness.lr_photos(a.photos, a.n, a.lr_size)
 
@@ -34,18 +36,21 @@ def grm_alone(p, prep):
         return m.grm.restore(prep.rgb.contiguous(memory_format=torch.channels_last))
 
 
-tot = {"grm fp32": 0.0, "grm bf16": 0.0, "method fp32": 0.0, "method bf16": 0.0}
+tot = {}
 for name, prep in photos:
     out = {}
-    times = harness.interleaved({
-        "grm fp32": lambda: grm_alone("fp32", prep), "grm bf16": lambda: grm_alone("bf16", prep),
-        "method fp32": lambda: out.__setitem__("fp32", upscale_prepared(models["fp32"], prep)),
-        "method bf16": lambda: out.__setitem__("bf16", upscale_prepared(models["bf16"], prep))}, a.repeats)
-    for k in tot:
-        tot[k] += harness.med(times[k])
-    f, b = (np.asarray(out[p].image, np.float32) for p in ("fp32", "bf16"))
-    moved = int((out["fp32"].groups != out["bf16"].groups).sum())
-    print(f"{name:<40} max |bf16 - fp32| {np.abs(f - b).max():5.1f}/255, mean {np.abs(f - b).mean():.3f}; "
-          f"patches that changed group: {moved} of {len(out['fp32'].groups)}")
+    variants = {"grm fp32": lambda: grm_alone("fp32", prep), "grm bf16": lambda: grm_alone("bf16", prep)}
+    for p in PRECISIONS:
+        variants[f"method {p}"] = (lambda p: lambda: out.__setitem__(p, upscale_prepared(models[p], prep)))(p)
+    times = harness.interleaved(variants, a.repeats)
+    for k in times:
+        tot[k] = tot.get(k, 0.0) + harness.med(times[k])
+    f = np.asarray(out["fp32"].image, np.float32)
+    for p in PRECISIONS[1:]:
+        b = np.asarray(out[p].image, np.float32)
+        moved = int((out["fp32"].groups != out[p].groups).sum())
+        print(f"{name:<36} {p:<8} max |diff| vs fp32 {np.abs(f - b).max():5.1f}/255, mean {np.abs(f - b).mean():.3f}; "
+              f"patches that changed group: {moved} of {len(out['fp32'].groups)}")
 print(f"\nReal-ESRGAN alone bf16 / fp32: {tot['grm bf16'] / tot['grm fp32']:.2f}x time")
-print(f"whole method bf16 / fp32: {tot['method bf16'] / tot['method fp32']:.2f}x time")
+for p in PRECISIONS[1:]:
+    print(f"whole method {p} / fp32: {tot[f'method {p}'] / tot['method fp32']:.2f}x time")

@@ -86,8 +86,9 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
                    help="skip images whose output and ok manifest row exist (default); --no-resume redoes them")
     p.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger inputs (LR pixels)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto (default): bf16 where the device computes it natively (CUDA, AVX512-BF16/AMX), else fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16-dit", "bf16"], default="auto",
+                   help="auto (default): bf16-dit (the Patch-DiT in bf16, the GRM in fp32) where the device "
+                        "computes bf16 natively (CUDA, AVX512-BF16/AMX), else fp32")
     p.add_argument("--max-batch", type=int, default=64, help="patches per Patch-DiT call")
     p.add_argument("--thresholds", type=_floats, help="Qmap thresholds, descending (default: the checkpoint's calibrated ones)")
     p.add_argument("--taus", type=_ints, help="shortcut point per group (default: the checkpoint's, 100,400,1000)")

@@ -17,7 +17,7 @@ def add_args(p) -> None:
     p.add_argument("--sample", type=int, default=3, help="images of SRC to measure, spread over the listing")
     p.add_argument("--checkpoint")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16-dit", "bf16"], default="auto")
     p.add_argument("--hard-groups", help="groups served by the hard pool, e.g. 2 (default: the checkpoint's)")
     from jobs.cli import add_storage_args
     add_storage_args(p)

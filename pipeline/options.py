@@ -21,7 +21,7 @@ class UpscaleOptions:
     resume: bool = True
     max_pixels: int = 16_000_000
     device: str = "cpu"
-    precision: str = "auto"                           # auto: bf16 where the device computes it natively
+    precision: str = "auto"                           # auto: bf16-dit where the device computes bf16 natively
     max_batch: int = 64
     thresholds: tuple[float, ...] | None = None
     taus: tuple[int, ...] | None = None
