@@ -212,7 +212,10 @@ def test_ctrl_c_ends_with_one_line_and_exit_130(checkpoint, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "upscale", str(src), str(tmp_path / "out"),
                              "--engine", "local", "--checkpoint", checkpoint, "--thresholds", "0.6,0.4"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as in a terminal: a test run started in the background (`cmd &`) ignores
+                            # SIGINT, and the child would inherit that and never see the Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     t = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     t.start()
