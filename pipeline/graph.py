@@ -86,6 +86,9 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
     not_read = record_skipped(plan)
     rows, stages = [], {}
     if plan.pending:
+        # a --hard-groups the model does not have fails here, before Ray starts, not in the actors
+        job = ImageJob(opts)
+        job.hard_groups(job.load_model("stitch"))   # the stitcher's parts: the checkpoint's config, no networks
         if opts.pools == "auto":
             plan.opts = opts = auto_pools(plan)
         ray = init_ray(opts.address, opts.verbose)

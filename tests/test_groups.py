@@ -92,3 +92,13 @@ def test_cli_run_options_for_groups_and_pool_resources():
     for bad in ("grm", '["grm"]', "grm=many"):
         with pytest.raises(argparse.ArgumentTypeError):
             resources_arg(bad)
+
+
+def test_a_hard_group_the_model_lacks_fails_before_the_run(five_groups, tmp_path):
+    from pipeline.graph import run_pipeline
+    from pipeline.options import UpscaleOptions
+    src = tmp_path / "in"
+    write_tree(src, images())
+    with pytest.raises(ValueError, match=r"hard groups \[7\] do not exist"):
+        run_pipeline(UpscaleOptions(str(src), str(tmp_path / "ray"), checkpoint=five_groups, hard_groups=(7,)))
+    assert not list((tmp_path / "ray").glob("*.png"))
