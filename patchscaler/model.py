@@ -39,7 +39,7 @@ def native_bf16(device: str) -> bool:
         if dev == "cpu":
             return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):  # private probes: an older/newer torch may lack them
-        pass
+        return False  # unknown: fp32, which is always right
     return False
 
 

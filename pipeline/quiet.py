@@ -11,6 +11,7 @@ Everything else passes through unchanged, bytes as they come (tqdm's carriage re
 Only the CLI turns this on, and not with --verbose."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -67,13 +68,11 @@ def drop_known_noise(enabled: bool = True):
     try:
         yield
     finally:
-        try:
+        with contextlib.suppress(Exception):  # a closed stderr has nothing left to lose
             sys.stderr.flush()
-        except Exception:
-            pass
         os.dup2(saved, 2)  # our end of the pipe closes: the filter drains it and exits
         os.close(saved)
-        try:
-            pump.wait(timeout=5)  # a child that inherited the pipe keeps it open: don't hang on it
-        except subprocess.TimeoutExpired:
-            pass
+        # a child that inherited the pipe keeps it open: don't hang on it; the filter exits by
+        # itself once that child is gone (killing it would break the child's stderr)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            pump.wait(timeout=5)
