@@ -94,20 +94,26 @@ def lr_photos(folder: str | None, n: int, lr_size: int, seed: int = 0, encoded: 
     return out
 
 
-def timed(fn) -> float:
+def timed(fn, sync=None) -> float:
+    """Seconds of fn(); `sync` (e.g. torch.cuda.synchronize) is called before and after, so
+    that work queued on a GPU is counted."""
+    if sync is not None:
+        sync()
     t = time.perf_counter()
     fn()
+    if sync is not None:
+        sync()
     return time.perf_counter() - t
 
 
-def interleaved(variants: dict, repeats: int) -> dict[str, list[float]]:
+def interleaved(variants: dict, repeats: int, sync=None) -> dict[str, list[float]]:
     """Run every variant once per repeat, in turn (A B A B ...), after one warm-up each."""
     for fn in variants.values():
         fn()
     times = {k: [] for k in variants}
     for _ in range(repeats):
         for k, fn in variants.items():
-            times[k].append(timed(fn))
+            times[k].append(timed(fn, sync))
     return times
 
 
