@@ -23,6 +23,11 @@ Numbers (per photo and method in OUT/metrics.parquet; means in OUT/table.md):
     clipped              pixels at 0 or 255 in any channel, output / HR (pooled)
     guarded              share of the Patch-DiT's low-band correction that the input-
                          consistency box removed (patchscaler/fusion.py)
+    flat guarded         share of its detail band scaled down in flat areas (no specks)
+    specks               per mille of pixels where the truth is flat but the output has 2.5-8 px
+                         detail of more than 6 levels (metrics.specks)
+and, for NIQE against the GRM, the mean per-photo difference with its 95 % interval (t), since
+NIQE moves by about one point per photo with the sampling alone,
 and the Spearman correlation between each patch's Qmap and its true GRM error.
 Pictures, to look at: OUT/side_by_side.png (LR, GRM, PatchScaler, HR, group map),
 OUT/worst_tiles.png (the 12 tiles where PatchScaler loses most to the GRM: GRM | PatchScaler |
@@ -123,12 +128,12 @@ def _without_fusion(model, coarse, refined, prep) -> np.ndarray:
 
 def image_measures(out: np.ndarray, hr: np.ndarray, grm: np.ndarray) -> tuple[dict, np.ndarray]:
     """The per-photo numbers of one output, and its tile drop map against the GRM-only output."""
-    from .metrics import blockiness, clipped_pixels, mean_gradient, niqe, psnr_y, ssim_y, tile_drop
+    from .metrics import blockiness, clipped_pixels, mean_gradient, niqe, psnr_y, specks, ssim_y, tile_drop
     drop = tile_drop(out, grm, hr, TILE)
     return {"psnr_y": psnr_y(out, hr), "ssim_y": ssim_y(out, hr), "niqe": niqe(out),
             "sharpness": mean_gradient(out) / max(mean_gradient(hr), 1e-9),
             "blockiness4": blockiness(out, 4), "blockiness8": blockiness(out, 8),
-            "clipped": clipped_pixels(out), "clipped_hr": clipped_pixels(hr),
+            "clipped": clipped_pixels(out), "clipped_hr": clipped_pixels(hr), "specks": specks(out, hr),
             "tiles": int(drop.size), "tiles_worse": int((drop < -WORSE_DB).sum()),
             "worst_tile_db": float(drop.min())}, drop
 
@@ -148,7 +153,7 @@ def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "train
     Image.fromarray(_u8(lr)).save(buf, format="PNG")
     prep = imageio.decode(buf.getvalue())
     hr8 = _u8(hr)
-    outs, secs, back = {}, {}, {}
+    outs, secs, back, flat = {}, {}, {}, {}
     t = time.perf_counter()
     outs["bicubic"] = _u8(F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False))
     secs["bicubic"] = {"total": time.perf_counter() - t}
@@ -170,6 +175,7 @@ def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "train
         stats = {}
         outs[method] = np.asarray(flow.finish(model, done, stats).convert("RGB"))
         back[method] = stats.get("guarded", float("nan"))
+        flat[method] = stats.get("flat_guarded", float("nan"))
         ts = done.seconds
         secs[method] = {"grm": t_grm, "dit": ts["dit"], "stitch": ts["stitch"], "total": t_grm + ts["dit"] + ts["stitch"]}
         if method == "patchscaler_pgs":   # the same refined patches, v0.3.0's output stage
@@ -185,6 +191,7 @@ def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "train
     for m in (m for m in METHODS if m in outs):
         meas, drops[m] = image_measures(outs[m], hr8, outs["grm"])
         rows.append({**common, "method": m, **meas, "guarded": back.get(m, float("nan")),
+                     "flat_guarded": flat.get(m, float("nan")),
                      "seconds": secs[m]["total"], "seconds_grm": secs[m].get("grm", 0.0),
                      "seconds_dit": secs[m].get("dit", 0.0), "seconds_stitch": secs[m].get("stitch", 0.0)})
     rows.append({**common, "method": REFERENCE, "niqe": niqe(hr8), "clipped": 0, "clipped_hr": 0,
@@ -277,7 +284,8 @@ def summarise(df, qmaps, errs) -> dict:
                sharpness=("sharpness", "mean"), blockiness4=("blockiness4", "mean"),
                blockiness8=("blockiness8", "mean"), clipped=("clipped", "sum"), clipped_hr=("clipped_hr", "sum"),
                tiles=("tiles", "sum"), tiles_worse=("tiles_worse", "sum"), worst_tile_db=("worst_tile_db", "min"),
-               guarded=("guarded", "mean"), seconds=("seconds", "mean"), seconds_dit=("seconds_dit", "mean"))
+               guarded=("guarded", "mean"), flat_guarded=("flat_guarded", "mean"),
+               specks=("specks", "mean"), seconds=("seconds", "mean"), seconds_dit=("seconds_dit", "mean"))
     per = df.groupby("method").agg(**agg).reindex(METHODS + (REFERENCE,))
     per["tiles_worse_pct"] = 100 * per.tiles_worse / per.tiles.where(per.tiles > 0)
     hr_clipped = int(df[df.method == "grm"].clipped_hr.sum())
@@ -299,10 +307,23 @@ def summarise(df, qmaps, errs) -> dict:
                                "diffusion_time_ratio": float(pgs.seconds_dit / uni.seconds_dit)},
             "patchscaler_vs_grm": {"psnr_db": float(pgs.psnr_y - per.loc["grm"].psnr_y),
                                    "niqe": float(pgs.niqe - per.loc["grm"].niqe),
+                                   "niqe_ci95": paired_interval(df, "niqe", "patchscaler_pgs", "grm"),
                                    "sharpness": float(pgs.sharpness - per.loc["grm"].sharpness)},
             "patchscaler_vs_grm_colorfix": {"psnr_db": float(pgs.psnr_y - per.loc["grm_colorfix"].psnr_y),
-                                            "niqe": float(pgs.niqe - per.loc["grm_colorfix"].niqe)},
+                                            "niqe": float(pgs.niqe - per.loc["grm_colorfix"].niqe),
+                                            "niqe_ci95": paired_interval(df, "niqe", "patchscaler_pgs", "grm_colorfix")},
             "photos": int(df.image.nunique())}
+
+
+def paired_interval(df, column: str, a: str, b: str) -> list[float]:
+    """95 % interval (Student's t) of the mean per-photo difference a - b in `column`."""
+    import scipy.stats
+    x = df[df.method == a].set_index("image")[column]
+    d = (x - df[df.method == b].set_index("image")[column].reindex(x.index)).dropna().to_numpy()
+    if len(d) < 2:
+        return [float("nan"), float("nan")]
+    half = float(scipy.stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return [float(d.mean() - half), float(d.mean() + half)]
 
 
 def _f(v, fmt):
@@ -311,17 +332,18 @@ def _f(v, fmt):
 
 def markdown(s: dict) -> str:
     lines = ["| method | PSNR-Y (dB) | SSIM-Y | NIQE | sharpness | blockiness 4 / 8 | tiles worse > 4 dB (%) "
-             "| worst tile (dB) | clipped / HR | guarded | s / photo | Patch-DiT s / photo |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| worst tile (dB) | specks (per mille) | clipped / HR | guarded | flat guarded | s / photo | Patch-DiT s / photo |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in s["methods"]:
         if m["method"] == REFERENCE:
-            lines.append(f"| hr (ground truth, reference) | - | - | {m['niqe']:.3f} | 1 | - | - | - | 1 | - | - | - |")
+            lines.append(f"| hr (ground truth, reference) | - | - | {m['niqe']:.3f} | 1 | - | - | - | 0 | 1 | - | - | - | - |")
             continue
         if m["psnr_y"] is None:   # not run (--no-uniform)
             continue
         lines.append(f"| {m['method']} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} | {m['niqe']:.3f} | {m['sharpness']:.3f} "
                      f"| {m['blockiness4']:.3f} / {m['blockiness8']:.3f} | {_f(m['tiles_worse_pct'], '.2f')} "
-                     f"| {_f(m['worst_tile_db'], '+.1f')} | {_f(m['clipped_ratio'], '.2f')} | {_f(m['guarded'], '.3f')} "
+                     f"| {_f(m['worst_tile_db'], '+.1f')} | {_f(m['specks'], '.3f')} | {_f(m['clipped_ratio'], '.2f')} "
+                     f"| {_f(m['guarded'], '.3f')} | {_f(m['flat_guarded'], '.4f')} "
                      f"| {m['seconds']:.2f} | {m['seconds_dit']:.2f} |")
     p, g, c = s["pgs_vs_uniform"], s["patchscaler_vs_grm"], s["patchscaler_vs_grm_colorfix"]
     lines += ["", f"- photos: {s['photos']}, degradation: {s.get('degradation', 'training')}",
@@ -332,9 +354,10 @@ def markdown(s: dict) -> str:
               f"- group fractions (simple ... hard): {s['group_fractions']}",
               f"- PGS vs uniform: {p['psnr_db']:+.3f} dB PSNR, NIQE {100 * p['niqe_relative']:+.2f} %, "
               f"diffusion time ratio {p['diffusion_time_ratio']:.3f}",
-              f"- PatchScaler (PGS) vs GRM only: {g['psnr_db']:+.3f} dB PSNR, NIQE {g['niqe']:+.3f}, "
-              f"sharpness {g['sharpness']:+.3f}",
-              f"- PatchScaler (PGS) vs GRM + colour fix: {c['psnr_db']:+.3f} dB PSNR, NIQE {c['niqe']:+.3f}"]
+              f"- PatchScaler (PGS) vs GRM only: {g['psnr_db']:+.3f} dB PSNR, NIQE {g['niqe']:+.3f} "
+              f"(95 % interval {g['niqe_ci95'][0]:+.2f} .. {g['niqe_ci95'][1]:+.2f}), sharpness {g['sharpness']:+.3f}",
+              f"- PatchScaler (PGS) vs GRM + colour fix: {c['psnr_db']:+.3f} dB PSNR, NIQE {c['niqe']:+.3f} "
+              f"(95 % interval {c['niqe_ci95'][0]:+.2f} .. {c['niqe_ci95'][1]:+.2f})"]
     return "\n".join(lines) + "\n"
 
 

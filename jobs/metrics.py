@@ -150,6 +150,21 @@ def blockiness(img: np.ndarray, period: int) -> float:
     return float((border / max(n_border, 1)) / max(other / max(n_other, 1), 1e-12))
 
 
+def specks(img: np.ndarray, ref: np.ndarray, level: float = 6.0, flat: float = 1.0, radius: int = 3) -> float:
+    """Spurious detail in flat areas, per mille of the pixels: where the truth `ref` is flat
+    (its steepest Y gradient within `radius` px, at a 2.5 px blur, below `flat` levels per px)
+    but the output's error has more than `level` levels of 2.5-8 px detail (a difference of
+    Gaussians, on Y): the specks and small blobs a person sees in a sky or on a wall. 0 for
+    the truth itself; bicubic and a good restoration are near 0."""
+    y, r = rgb_to_y(img), rgb_to_y(ref)
+    b = scipy.ndimage.gaussian_filter(r, 2.5)
+    grad = np.maximum(np.abs(np.diff(b, axis=0, append=b[-1:])), np.abs(np.diff(b, axis=1, append=b[:, -1:])))
+    is_flat = scipy.ndimage.maximum_filter(grad, size=2 * radius + 1) < flat
+    e = y - r
+    band = scipy.ndimage.gaussian_filter(e, 2.5) - scipy.ndimage.gaussian_filter(e, 8.0)
+    return float(1000 * (is_flat & (np.abs(band) > level)).mean())
+
+
 def mean_gradient(img: np.ndarray) -> float:
     """Mean |gradient of Y| (forward differences, both directions): how much detail there is."""
     y = rgb_to_y(img)

@@ -112,6 +112,9 @@ class FusionConfig:
     lr_tolerance: float = 2 / 255  # the LR's own noise: smaller disagreements are left alone
     colorfix_levels: int = 5      # wavelet levels of the colour fix (low band: beyond ~32 px)
     clip_radius: int = 16         # px: no colour fix this close to clipped pixels (0 = everywhere)
+    # px: the correction's detail band may exceed lr_tolerance only as far as the GRM or the
+    # input has an edge or texture within this distance (no specks in flat areas); 0 = off
+    flat_radius: float = 2.0
 
 
 @dataclass

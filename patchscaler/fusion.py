@@ -15,6 +15,12 @@ D - G, is trusted only as far as it can be (issue 10 measured each step on train
    region away from what the input shows (the dark blobs and patch-sized shifts of v0.3.0).
    Where the GRM's pixels are clipped (pure black or white; the truth mostly is too there), the
    correction fades out within `clip_radius` / 4 px: it would lift crushed shadows into grey.
+   No specks: the detail band of the correction (between `detail_sigma` and `band_sigma`)
+   may exceed `lr_tolerance` only as far as the GRM or the input has an edge or texture
+   within `flat_radius` px (its steepest gradient there x flat_radius). The Patch-DiT now and
+   then draws an isolated 4-6 px dot into a flat sky; nothing in the input supports it, and
+   it is scaled down (all channels alike, so what remains keeps its hue). Detail next to
+   edges and in textures is untouched.
 3. Colour fix (wavelet, StableSR) against the upsampled LR, with the same dead zone (a low
    band already within `lr_tolerance` of the LR is left alone, so noise in the LR does not
    move a region the GRM got right) and left out near clipped highlights and shadows
@@ -46,6 +52,21 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, w.view(1, 1, k, 1).expand(C, 1, k, 1), groups=C)
 
 
+def structure(cfg: FusionConfig, *images: torch.Tensor) -> torch.Tensor:
+    """Per pixel and channel, the steepest gradient (levels per px, at the detail_sigma scale)
+    that any of `images` has within flat_radius px: ~0 in a flat sky, large near edges and in
+    textures."""
+    g = None
+    for x in images:
+        b = gaussian_blur(x, cfg.detail_sigma)
+        gy = F.pad(b[..., 1:, :] - b[..., :-1, :], (0, 0, 0, 1)).abs()
+        gx = F.pad(b[..., :, 1:] - b[..., :, :-1], (0, 1, 0, 0)).abs()
+        m = torch.maximum(gx, gy)
+        g = m if g is None else torch.maximum(g, m)
+    r = max(int(round(cfg.flat_radius)), 1)
+    return F.max_pool2d(g, 2 * r + 1, 1, r)
+
+
 def dead_zone(x: torch.Tensor, tolerance: float) -> torch.Tensor:
     """Shrink towards zero by `tolerance` (soft threshold): differences within it are noise."""
     return torch.sign(x) * (x.abs() - tolerance).clamp_min(0)
@@ -75,6 +96,15 @@ def fuse(grm: torch.Tensor, dit: torch.Tensor, lr: torch.Tensor, cfg: FusionConf
         if stats is not None:
             total = float(low.abs().sum())
             stats["guarded"] = float((low - kept).abs().sum()) / total if total > 0 else 0.0
+        if cfg.flat_radius > 0:   # the detail band: no structure where neither image has any
+            mid = correction - low
+            # scaled, not clipped per channel, so a speck fades without changing its hue
+            bound = cfg.lr_tolerance + cfg.flat_radius * structure(cfg, grm, up)
+            clamped = mid * (bound / mid.abs().clamp_min(1e-8)).amin(1, keepdim=True).clamp(max=1)
+            if stats is not None:
+                total = float(mid.abs().sum())
+                stats["flat_guarded"] = float((mid - clamped).abs().sum()) / total if total > 0 else 0.0
+            correction = low + clamped
         correction = correction - low + kept
     out = grm + correction
     _, out_low = wavelet_decompose(out, cfg.colorfix_levels)

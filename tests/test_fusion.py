@@ -1,11 +1,13 @@
 """The output's last step (patchscaler/fusion.py, colorfix.py) and the measures of what a person
 sees (jobs/metrics.py): each property is checked on a case built to break it."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from jobs.metrics import blockiness, clipped_pixels, mean_gradient, tile_drop, tile_psnr_y
+from jobs.metrics import blockiness, clipped_pixels, mean_gradient, specks, tile_drop, tile_psnr_y
 from patchscaler.colorfix import clip_weight, wavelet_color_fix
 from patchscaler.config import FusionConfig
 from patchscaler.fusion import dead_zone, fuse, gaussian_blur, towards
@@ -174,3 +176,42 @@ def test_crushed_shadows_stay_black_where_the_input_is_black_too():
     lifted_input[..., 16:48, 16:48] = 0.03                   # the input says dark grey, not black
     out = fuse(hr, dit, lifted_input, FusionConfig())
     assert out[..., 96:160, 96:160].mean() > 0.02
+
+
+def test_a_speck_in_a_flat_area_fades_but_detail_at_an_edge_stays():
+    """A 5 px dark speck the Patch-DiT adds to a flat sky (neither the GRM nor the input has any
+    structure within flat_radius px) is scaled down to the noise tolerance; the same correction
+    on an edge the GRM has is kept. The hue of what remains is the speck's."""
+    sky = torch.zeros(1, 3, 128, 128) + torch.tensor([0.15, 0.2, 0.45]).view(1, 3, 1, 1)
+    grm = sky.clone()
+    grm[..., :, 96:] = 0.9                                   # a bright edge at x = 96
+    lr = down(grm)
+    yy, xx = torch.meshgrid(torch.arange(128.), torch.arange(128.), indexing="ij")
+    speck = lambda y, x: torch.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 2.0 ** 2))[None, None]  # noqa: E731
+    change = -0.12 * (speck(40, 40) + speck(40, 95)) * torch.tensor([1.0, 0.8, 0.5]).view(1, 3, 1, 1)
+    dit = grm + change
+    on, off = FusionConfig(), dataclasses.replace(FusionConfig(), flat_radius=0)
+    stats = {}
+    a, b = fuse(grm, dit, lr, on, stats), fuse(grm, dit, lr, off)
+    flat_a, flat_b = (a - grm)[..., 30:50, 30:50], (b - grm)[..., 30:50, 30:50]
+    assert flat_b.abs().max() > 0.02                         # without the guard the speck is there
+    assert flat_a.abs().max() < 0.45 * flat_b.abs().max()    # with it, mostly gone
+    assert stats["flat_guarded"] > 0
+    edge_a, edge_b = (a - grm)[..., 30:50, 88:94], (b - grm)[..., 30:50, 88:94]
+    assert torch.allclose(edge_a, edge_b, atol=1e-6)         # at the edge: untouched
+    # no speck, nothing to do: the guard changes nothing on a photo with a correction everywhere
+    hr = photo()
+    assert torch.allclose(fuse(hr, hr + 0.02 * mosaic(hr.shape, 1.0), down(hr), on),
+                          fuse(hr, hr + 0.02 * mosaic(hr.shape, 1.0), down(hr), off), atol=0.02)
+
+
+def test_specks_measure_counts_spurious_detail_in_flat_areas_only():
+    hr = u8(torch.zeros(1, 3, 128, 128) + 0.4)
+    hr[:, 100:] = 200                                        # an edge: not flat
+    out = hr.copy()
+    assert specks(out, hr) == 0
+    out[40:45, 40:45] = 60                                   # a dark speck in the flat part
+    assert specks(out, hr) > 0
+    edge = hr.copy()
+    edge[:, 98:102] = 120                                    # an error at the edge: not a speck
+    assert specks(edge, hr) == 0

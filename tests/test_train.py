@@ -1,6 +1,7 @@
 """The training jobs end to end with a tiny model on data made here: every stage runs, the
 assembled checkpoint upscales, an interrupted stage resumes to the same weights, and DDP with
 2 workers takes the same steps as 1 worker with the whole batch."""
+import json
 import os
 import shutil
 import subprocess
@@ -209,8 +210,13 @@ def test_evaluate_writes_table_parquet_and_png(trained, data, tmp_path):
     assert scored.blockiness4.between(0.5, 3).all() and scored.sharpness.between(0.05, 3).all()
     assert (df[df.method == "grm"].tiles_worse == 0).all() and (df[df.method == "grm"].worst_tile_db == 0).all()
     assert (scored.tiles == (208 // 32) ** 2).all()
+    assert scored.specks.between(0, 1000).all() and df[df.method == "patchscaler_pgs"].flat_guarded.between(0, 1).all()
     table = (out / "table.md").read_text()
     assert "Spearman" in table and "diffusion time ratio" in table and "blockiness" in table
+    assert "specks" in table and "95 % interval" in table
+    summary = json.loads((out / "summary.json").read_text())
+    lo, hi = summary["patchscaler_vs_grm"]["niqe_ci95"]
+    assert lo <= summary["patchscaler_vs_grm"]["niqe"] <= hi
     assert Image.open(out / "side_by_side.png").size[0] > 4 * 208
     assert Image.open(out / "worst_tiles.png").size[1] > 12 * 64 and (out / "drop_maps.png").exists()
     # the classical family gives another LR from the same photo, deterministically
