@@ -1,6 +1,6 @@
 """PGS vs uniform sampling: same model, same photos, same GRM output, interleaved. Prints the
 Patch-DiT stage time of PGS (the checkpoint's per-group tau/N; the shipped model's are 100/2,
-400/8, 1000/20) against uniform sampling (tau 1000, N 20 for every patch), their ratio, the
+200/4, 1000/20) against uniform sampling (tau 1000, N 20 for every patch), their ratio, the
 group fractions, and the PSNR between the two outputs.
 
     python bench/pgs_vs_uniform.py [--photos DIR] [--n 4] [--lr-size 128] [--repeats 2] [--threads 2]

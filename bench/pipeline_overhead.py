@@ -50,32 +50,43 @@ def make_inputs(n: int) -> str:
     return str(d)
 
 
-def tree_rss() -> int:
-    """Summed RSS (bytes) of this process and every Ray process, read from /proc (Linux)."""
-    total = 0
+def tree_rss() -> dict[str, int]:
+    """RSS (bytes) of this process and of every Ray process, read from /proc (Linux), summed
+    by kind: the driver, each actor class / Ray worker state (from the `ray::` process title),
+    raylet, gcs_server."""
+    out: dict[str, int] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if int(d.name) == os.getpid() or "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd:
-                for line in (d / "status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except (OSError, ValueError):
+            if int(d.name) == os.getpid():
+                kind = "driver"
+            elif "ray::" in cmd:
+                kind = "actor/worker " + cmd.split("ray::", 1)[1].split()[0][:60]
+            elif "raylet" in cmd or "gcs_server" in cmd:
+                kind = "raylet" if "raylet" in cmd else "gcs_server"
+            else:
+                continue
+            for line in (d / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    out[kind] = out.get(kind, 0) + int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
             continue
-    return total
+    return out
 
 
 class PeakRSS:
-    """Samples tree_rss() every 0.1 s; `base` is subtracted (Ray's idle daemons, measured apart)."""
+    """Samples tree_rss() every 0.1 s; keeps the peak total and what made it up then."""
 
     def __init__(self):
-        self.peak, self._stop = 0, threading.Event()
+        self.peak, self.parts, self._stop = 0, {}, threading.Event()
 
     def _sample(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss())
+            parts = tree_rss()
+            if sum(parts.values()) > self.peak:
+                self.peak, self.parts = sum(parts.values()), parts
             time.sleep(0.1)
 
     def __enter__(self):
@@ -96,6 +107,7 @@ src = make_inputs(a.n)
 opts = dict(checkpoint=ckpt, report=False, precision="fp32")
 runs = {"in-process": [], "Ray": []}
 peaks = {"in-process": 0, "Ray": 0}
+parts = {}
 
 
 def run(kind: str, i: int):
@@ -105,7 +117,8 @@ def run(kind: str, i: int):
         s = (run_local if kind == "in-process" else run_pipeline)(UpscaleOptions(src, dst, **opts))
         runs[kind].append(time.perf_counter() - t)
     assert s["ok"] == a.n, s["errors"]
-    peaks[kind] = max(peaks[kind], mem.peak)
+    if mem.peak > peaks[kind]:
+        peaks[kind], parts[kind] = mem.peak, mem.parts
 
 
 with harness.BusyNeighbour(a.busy):
@@ -134,3 +147,5 @@ print(f"peak RSS: in-process {local_peak / 2**30:.2f} GiB, Ray (driver + all Ray
       f"{(peak_n if a.streaming else peaks['Ray']) / 2**30:.2f} GiB: {(peak_n if a.streaming else peaks['Ray']) / local_peak:.1f}x")
 if a.streaming:
     print(f"peak RSS 4N / N images: {peaks['Ray'] / peak_n:.2f}")
+print("Ray's peak, by process (GiB): " + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in
+                                                   sorted(parts.get("Ray", {}).items(), key=lambda kv: -kv[1])))
