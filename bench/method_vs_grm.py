@@ -16,6 +16,9 @@ ap.add_argument("--n", type=int, default=4)
 ap.add_argument("--lr-size", type=int, default=128)
 ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16-dit", "bf16"])
 ap.add_argument("--checkpoint")
+ap.add_argument("--compile", default="", metavar="BACKEND",
+                help="torch.compile the Patch-DiT with this backend (e.g. inductor); the first photo's "
+                     "warm-up then includes the compile")
 harness.add_args(ap)
 a = ap.parse_args()
 torch = harness.start(a)
@@ -23,10 +26,10 @@ torch = harness.start(a)
 from patchscaler.model import Runtime  # noqa: E402
 from patchscaler.upscale import build_default, upscale_prepared  # noqa: E402
 
-model = build_default(a.checkpoint).configure(Runtime(precision=a.precision))
+model = build_default(a.checkpoint).configure(Runtime(precision=a.precision, compile=a.compile))
 photos = harness.lr_photos(a.photos, a.n, a.lr_size)
 print(f"# {len(photos)} photos {a.lr_size} -> {4 * a.lr_size} px, precision {model.runtime.precision}, "
-      f"model {model.cfg.version}")
+      f"model {model.cfg.version}" + (f", Patch-DiT compiled ({a.compile})" if a.compile else ""))
 
 
 def realesrgan_alone(prep):

@@ -54,6 +54,10 @@ class Runtime:
     # overrides "auto".
     precision: str = "auto"   # "auto", "fp32", "bf16-dit" or "bf16"
     max_batch: int = 64       # patches per Patch-DiT call
+    # torch.compile the Patch-DiT with this backend ("" = not compiled; "inductor": 0.78-0.85x
+    # the Patch-DiT time on a 2-core CPU after a one-time compile of ~5 min per process, needs a
+    # C++ compiler). Dynamic shapes: patch batches and the second token grid vary in size.
+    compile: str = ""
 
     def __post_init__(self):
         if self.precision == "auto":
@@ -90,7 +94,16 @@ class PatchScaler(nn.Module):
         self.runtime = runtime
         self.to(runtime.device).eval()
         self.grm.to(memory_format=torch.channels_last)  # measured 15% faster convs on CPU
+        # kept outside the module tree, so state_dict, saving and the version see the plain DiT
+        self.__dict__["_dit_call"] = (torch.compile(self.dit, dynamic=True, backend=runtime.compile)
+                                      if runtime.compile else None)
         return self
+
+    @property
+    def dit_call(self):
+        """The Patch-DiT as the sampler calls it: compiled if the runtime says so."""
+        compiled = self.__dict__.get("_dit_call")
+        return self.dit if compiled is None else compiled
 
     @property
     def device(self) -> torch.device:
@@ -136,7 +149,7 @@ class PatchScaler(nn.Module):
 
         def denoise(x, t):
             with self.runtime.autocast():
-                return self.dit(x, t, y0, tokens)
+                return self.dit_call(x, t, y0, tokens)
 
         def denoise_two_grids(x, t):
             # the second grid covers the patch minus a half-token border: one token per side
@@ -146,7 +159,7 @@ class PatchScaler(nn.Module):
             out = denoise(x, t)
             inner = (..., slice(s, x.shape[-2] - (k - s)), slice(s, x.shape[-1] - (k - s)))
             with self.runtime.autocast():
-                shifted = self.dit(x[inner], t, y0[inner], tokens)
+                shifted = self.dit_call(x[inner], t, y0[inner], tokens)
             out = out.clone()
             out[inner] = (out[inner] + shifted.to(out.dtype)) / 2
             return out

@@ -23,6 +23,7 @@ class UpscaleOptions:
     device: str = "cpu"
     precision: str = "auto"                           # auto: bf16-dit where the device computes bf16 natively
     max_batch: int = 64
+    compile: str = ""                                 # torch.compile backend for the Patch-DiT ("" = off)
     thresholds: tuple[float, ...] | None = None
     taus: tuple[int, ...] | None = None
     steps: tuple[int, ...] | None = None

@@ -26,7 +26,7 @@ STAGE_PARTS = {"grm": ("grm",), "dit": ("texture", "dit", "rtm"), "stitch": ()}
 def load_model(opts: UpscaleOptions, parts=None):
     """The run's model with its overrides; `parts`: only these (None: all, in-process)."""
     from patchscaler.upscale import build_default
-    rt = Runtime(device=opts.device, precision=opts.precision, max_batch=opts.max_batch)
+    rt = Runtime(device=opts.device, precision=opts.precision, max_batch=opts.max_batch, compile=opts.compile)
     model = build_default(opts.checkpoint, parts)
     if opts.rtm and (parts is None or "rtm" in parts):
         from rtm_index.store import expectations, load_rtm
