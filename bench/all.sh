@@ -14,3 +14,5 @@ $PY bench/busy_host.py --busy 1 --repeats 2
 $PY bench/pipeline_overhead.py $P --n 6 --repeats 1
 $PY bench/precision.py --n 1 --lr-size 48 --repeats 1
 OMP_WAIT_POLICY=PASSIVE $PY bench/grm_vs_ncnn.py --size 64 --repeats 3
+# not in the README's first rows: torch.compile of the Patch-DiT (2-5 min of compile first)
+$PY bench/compile.py $P --n 4 --repeats 2

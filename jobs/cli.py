@@ -91,8 +91,8 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
                         "computes bf16 natively (CUDA, AVX512-BF16/AMX), else fp32")
     p.add_argument("--max-batch", type=int, default=64, help="patches per Patch-DiT call")
     p.add_argument("--compile", action="store_const", const="inductor", default="",
-                   help="torch.compile the Patch-DiT: 0.78-0.85x its time on a 2-core CPU after a one-time "
-                        "compile of ~5 min per process (needs a C++ compiler); for long jobs")
+                   help="torch.compile the Patch-DiT: 0.87x its time on a 2-core CPU after a one-time "
+                        "compile of 2-5 min per process (needs a C++ compiler); for long jobs")
     p.add_argument("--compile-backend", dest="compile", metavar="NAME",
                    help="the same with another torch.compile backend (e.g. cudagraphs)")
     p.add_argument("--thresholds", type=_floats, help="Qmap thresholds, descending (default: the checkpoint's calibrated ones)")

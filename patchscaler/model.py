@@ -54,9 +54,9 @@ class Runtime:
     # overrides "auto".
     precision: str = "auto"   # "auto", "fp32", "bf16-dit" or "bf16"
     max_batch: int = 64       # patches per Patch-DiT call
-    # torch.compile the Patch-DiT with this backend ("" = not compiled; "inductor": 0.78-0.85x
-    # the Patch-DiT time on a 2-core CPU after a one-time compile of ~5 min per process, needs a
-    # C++ compiler). Dynamic shapes: patch batches and the second token grid vary in size.
+    # torch.compile the Patch-DiT with this backend ("" = not compiled; "inductor": 0.87x the
+    # Patch-DiT time on a 2-core CPU, bench/compile.py, after a one-time compile of 2-5 min per
+    # process; needs a C++ compiler). Dynamic shapes: patch batches and the second token grid vary in size.
     compile: str = ""
 
     def __post_init__(self):
