@@ -50,11 +50,14 @@ def make_inputs(n: int) -> str:
     return str(d)
 
 
-def tree_rss() -> dict[str, int]:
-    """RSS (bytes) of this process and of every Ray process, read from /proc (Linux), summed
-    by kind: the driver, each actor class / Ray worker state (from the `ray::` process title),
-    raylet, gcs_server."""
-    out: dict[str, int] = {}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def ray_processes() -> dict[int, tuple[str, int, float]]:
+    """pid -> (kind, RSS bytes, CPU seconds so far) for this process and every Ray process,
+    read from /proc (Linux). Kind: the driver, each actor class / Ray worker state (from the
+    `ray::` process title), raylet, gcs_server."""
+    out = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
@@ -68,28 +71,44 @@ def tree_rss() -> dict[str, int]:
                 kind = "raylet" if "raylet" in cmd else "gcs_server"
             else:
                 continue
-            for line in (d / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    out[kind] = out.get(kind, 0) + int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
+            rss = next(int(line.split()[1]) * 1024 for line in (d / "status").read_text().splitlines()
+                       if line.startswith("VmRSS:"))
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(d.name)] = (kind, rss, (int(fields[11]) + int(fields[12])) / TICK)  # utime + stime
+        except (OSError, ValueError, IndexError, StopIteration):
             continue
     return out
 
 
 class PeakRSS:
-    """Samples tree_rss() every 0.1 s; keeps the peak total and what made it up then."""
+    """Samples the Ray processes every 0.1 s; keeps the peak total RSS and what made it up then,
+    and the CPU seconds each kind of process used while sampling."""
 
     def __init__(self):
         self.peak, self.parts, self._stop = 0, {}, threading.Event()
+        self.cpu_start, self.cpu_last = {}, {}
 
     def _sample(self):
         while not self._stop.is_set():
-            parts = tree_rss()
+            procs = ray_processes()
+            parts: dict[str, int] = {}
+            for pid, (kind, rss, cpu) in procs.items():
+                parts[kind] = parts.get(kind, 0) + rss
+                self.cpu_start.setdefault(pid, (kind, cpu if self.first else 0.0))
+                self.cpu_last[pid] = (kind, cpu)
+            self.first = False
             if sum(parts.values()) > self.peak:
                 self.peak, self.parts = sum(parts.values()), parts
             time.sleep(0.1)
 
+    def cpu_by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, (kind, cpu) in self.cpu_last.items():
+            out[kind] = out.get(kind, 0.0) + cpu - self.cpu_start[pid][1]
+        return out
+
     def __enter__(self):
+        self.first = True   # processes alive at the start: count only what they use from now on
         self.t = threading.Thread(target=self._sample, daemon=True)
         self.t.start()
         return self
@@ -107,7 +126,7 @@ src = make_inputs(a.n)
 opts = dict(checkpoint=ckpt, report=False, precision="fp32")
 runs = {"in-process": [], "Ray": []}
 peaks = {"in-process": 0, "Ray": 0}
-parts = {}
+parts, cpu = {}, {}
 
 
 def run(kind: str, i: int):
@@ -119,6 +138,7 @@ def run(kind: str, i: int):
     assert s["ok"] == a.n, s["errors"]
     if mem.peak > peaks[kind]:
         peaks[kind], parts[kind] = mem.peak, mem.parts
+    cpu[kind] = mem.cpu_by_kind()
 
 
 with harness.BusyNeighbour(a.busy):
@@ -149,3 +169,7 @@ if a.streaming:
     print(f"peak RSS 4N / N images: {peaks['Ray'] / peak_n:.2f}")
 print("Ray's peak, by process (GiB): " + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in
                                                    sorted(parts.get("Ray", {}).items(), key=lambda kv: -kv[1])))
+c = cpu.get("Ray", {})
+print(f"CPU seconds during the last Ray run, by process (total {sum(c.values()):.0f} s; in-process run: "
+      f"{sum(cpu.get('in-process', {}).values()):.0f} s): " + ", ".join(
+          f"{k} {v:.1f}" for k, v in sorted(c.items(), key=lambda kv: -kv[1]) if v >= 0.05))
