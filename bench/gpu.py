@@ -116,17 +116,11 @@ def realesrgan_alone(model, prep):
         model.grm.restore(prep.rgb.to(model.device).contiguous(memory_format=torch.channels_last))
 
 
-def whole(model, prep):
-    state = flow.begin(model, prep)
-    flow.refine(model, state, 0)
-    flow.finish(model, state)
-
-
 # 1. images/s: the whole method per precision, and Real-ESRGAN alone, interleaved per photo
 sums = {}
 for _, prep in photos:
     variants = {"Real-ESRGAN alone": lambda prep=prep: realesrgan_alone(m32, prep)}
-    variants |= {f"PatchScaler {p}": (lambda prep=prep, p=p: whole(models[p], prep)) for p in precisions}
+    variants |= {f"PatchScaler {p}": (lambda prep=prep, p=p: flow.run(models[p], prep, 0)) for p in precisions}
     for k, s in interleaved(variants, a.repeats).items():
         sums[k] = sums.get(k, 0.0) + s
 report["images_per_s"] = {k: len(photos) / s for k, s in sums.items()}

@@ -7,6 +7,7 @@ OMP_WAIT_POLICY=PASSIVE (bench/busy_host.py measures it). libgomp reads the vari
 loads, so `start()` must run before anything imports torch."""
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
@@ -43,13 +44,11 @@ def start(a):
 
 def machine() -> str:
     model = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError):   # no /proc/cpuinfo (not Linux): the platform's name
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     import torch
     return f"{model}, {os.cpu_count()} logical cores, {torch.backends.cpu.get_cpu_capability()}"
 
