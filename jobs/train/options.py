@@ -20,6 +20,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "cpu"
     tiny: bool = False
+    init: str = ""
     crop: int = 192
     crops_per_photo: int = 8
     texture_steps: int = 600
@@ -56,6 +57,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
     p.add_argument("--tiny", action="store_true", help="tiny model and budget (tests)")
+    p.add_argument("--init", default=d.init, metavar="CHECKPOINT",
+                   help="continue from this assembled checkpoint: its texture, confidence and Patch-DiT "
+                        "weights and calibration become the finished stages (see jobs/train/init.py)")
     p.add_argument("--crop", type=int, default=d.crop, help="prepare: HR crop size")
     p.add_argument("--crops-per-photo", type=int, default=d.crops_per_photo)
     p.add_argument("--texture-steps", type=int, default=d.texture_steps)

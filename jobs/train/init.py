@@ -1,0 +1,55 @@
+"""`--init CHECKPOINT`: continue training from an assembled checkpoint instead of from scratch.
+
+A checkpoint holds what the texture, confidence and dit stages (and shortcut, folded into the
+Patch-DiT) produced, and the calibration in its config; here they become the working folder's
+finished stages, so `train all` skips them and runs only what is left: the RTM (rebuilt, because
+the checkpoint's RTM no longer records which photo each entry came from, which the later stages
+need so that a patch never retrieves its own photo), the shortcut stage from the checkpoint's
+Patch-DiT, and assemble. Stages already finished in the folder are never overwritten."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jobs.trainstate import save_state
+
+from .options import TrainOptions
+from .work import is_done, model_config, work_path
+
+# the parts of the config the weights' shapes and meaning depend on
+ARCHITECTURE = ("codec", "grm", "diffusion", "dit", "texture")
+
+
+def check_architecture(trained, init, path: str) -> None:
+    """The checkpoint must be of the architecture being trained (e.g. not a --tiny one)."""
+    def arch(cfg):
+        d = cfg.to_dict()
+        return {k: {f: v for f, v in d[k].items() if f not in ("version", "loss_eta", "weights")} for k in ARCHITECTURE}
+    want, have = arch(trained), arch(init)
+    diff = [f"{k}.{f}: {have[k].get(f)!r} (training {want[k].get(f)!r})"
+            for k in ARCHITECTURE for f in sorted(set(want[k]) | set(have[k])) if want[k].get(f) != have[k].get(f)]
+    if diff:
+        raise ValueError(f"--init {path}: the checkpoint's architecture is not the one being trained: " + "; ".join(diff[:6]))
+
+
+def seed_from_checkpoint(a: TrainOptions) -> list[str]:
+    """Write the finished stages that `a.work` lacks from the checkpoint `a.init`; returns them."""
+    from patchscaler.checkpoint import load
+    model = load(a.init, parts=("texture", "grm", "dit"))
+    cfg = model.cfg
+    check_architecture(model_config(a), cfg, a.init)
+    origin = {"init": a.init, "init_version": cfg.version}
+    seeded = []
+    if not is_done(a, "texture"):
+        Path(work_path(a, "texture.version.json")).write_text(json.dumps({"version": cfg.texture.version, **origin}, indent=1))
+        save_state(work_path(a, "texture.done.safetensors"), {"texture": model.texture.float()}, None, 0, origin)
+        seeded.append("texture")
+    if not is_done(a, "confidence"):
+        calibration = {"eta": cfg.grm.loss_eta, "thresholds": list(cfg.pgs.thresholds), **origin}
+        Path(work_path(a, "calibration.json")).write_text(json.dumps(calibration, indent=1))
+        save_state(work_path(a, "confidence.done.safetensors"), {"conf_head": model.grm.conf_head.float()}, None, 0, origin)
+        seeded.append("confidence")
+    if not is_done(a, "dit"):
+        save_state(work_path(a, "dit.done.safetensors"), {"dit": model.dit.float()}, None, 0, origin)
+        seeded.append("dit")
+    return seeded
