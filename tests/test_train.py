@@ -174,6 +174,7 @@ def test_init_continues_from_an_assembled_checkpoint(trained, data, tmp_path):
     assert info["config"]["version"] != base["config"]["version"]
     rec = info["extra"]["training"]
     assert rec["dit"]["init_version"] == base["config"]["version"] and "--init" in rec["command"]
+    assert rec["init"]["version"] == base["config"]["version"] and rec["init"]["training"] == base["extra"]["training"]
     # a checkpoint of another architecture is refused before anything is written
     big = tmp_path / "big"
     r = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "all", "--data", str(data), "--work", str(big),

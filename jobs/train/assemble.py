@@ -38,11 +38,24 @@ def model_version(model) -> str:
     return "ps-" + time.strftime("%Y%m%d") + "-" + h.hexdigest()[:8]
 
 
+def init_record(texture: dict) -> dict:
+    """Where a run that continued from a checkpoint (--init) started: that checkpoint's version
+    and its own training record, so the chain back to the first run stays in the file."""
+    if "init" not in texture:
+        return {}
+    from patchscaler.checkpoint import checkpoint_info
+    try:
+        earlier = checkpoint_info(texture["init"])["extra"].get("training")
+    except OSError:  # moved or deleted since: keep what the working folder knows
+        earlier = None
+    return {"init": {"checkpoint": texture["init"], "version": texture["init_version"], "training": earlier}}
+
+
 def training_record(a: TrainOptions) -> dict:
     """How the checkpoint was made: the command, commit, seed, data and every stage's result."""
     def read(name):
         return json.loads(Path(work_path(a, name)).read_text())
-    return {"command": ("patchscaler " if sys.argv[1:2] == ["train"] else "python -m jobs.train ") + " ".join(sys.argv[1:]),
+    return {**init_record(read("texture.version.json")),"command": ("patchscaler " if sys.argv[1:2] == ["train"] else "python -m jobs.train ") + " ".join(sys.argv[1:]),
             "commit": git_commit(), "seed": a.seed, "data": os.path.abspath(a.data),
             "prepare": read("prepare.done.json"),
             "texture": read("texture.version.json"),
