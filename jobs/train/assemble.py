@@ -55,7 +55,7 @@ def training_record(a: TrainOptions) -> dict:
     """How the checkpoint was made: the command, commit, seed, data and every stage's result."""
     def read(name):
         return json.loads(Path(work_path(a, name)).read_text())
-    return {**init_record(read("texture.version.json")),"command": ("patchscaler " if sys.argv[1:2] == ["train"] else "python -m jobs.train ") + " ".join(sys.argv[1:]),
+    return {"command": ("patchscaler " if sys.argv[1:2] == ["train"] else "python -m jobs.train ") + " ".join(sys.argv[1:]),
             "commit": git_commit(), "seed": a.seed, "data": os.path.abspath(a.data),
             "prepare": read("prepare.done.json"),
             "texture": read("texture.version.json"),
@@ -63,7 +63,8 @@ def training_record(a: TrainOptions) -> dict:
             "rtm": {k: v for k, v in read("rtm.done.json").items() if k != "skipped"},
             "dit": load_state(work_path(a, "dit.done.safetensors"), {}, None)[1],
             "shortcut": load_state(work_path(a, "shortcut.done.safetensors"), {}, None)[1] if is_done(a, "shortcut") else None,
-            "minutes": read("timing.json") if os.path.exists(work_path(a, "timing.json")) else {}}
+            "minutes": read("timing.json") if os.path.exists(work_path(a, "timing.json")) else {},
+            **init_record(read("texture.version.json"))}
 
 
 def stage_assemble(a: TrainOptions, d: Dist) -> dict:

@@ -5,16 +5,22 @@ Patch-DiT) produced, and the calibration in its config; here they become the wor
 finished stages, so `train all` skips them and runs only what is left: the RTM (rebuilt, because
 the checkpoint's RTM no longer records which photo each entry came from, which the later stages
 need so that a patch never retrieves its own photo), the shortcut stage from the checkpoint's
-Patch-DiT, and assemble. Stages already finished in the folder are never overwritten."""
+Patch-DiT, and assemble. Stages already finished in the folder are never overwritten.
+
+Only the weights and the calibration carry over: the sampling settings (taus, steps) and the
+output stage are this code's defaults, as in any training run (a difference is logged)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from jobs.trainstate import save_state
 
 from .options import TrainOptions
 from .work import is_done, model_config, work_path
+
+log = logging.getLogger("patchscaler.train")
 
 # the parts of the config the weights' shapes and meaning depend on
 ARCHITECTURE = ("codec", "grm", "diffusion", "dit", "texture")
@@ -37,7 +43,14 @@ def seed_from_checkpoint(a: TrainOptions) -> list[str]:
     from patchscaler.checkpoint import load
     model = load(a.init, parts=("texture", "grm", "dit"))
     cfg = model.cfg
-    check_architecture(model_config(a), cfg, a.init)
+    trained = model_config(a)
+    check_architecture(trained, cfg, a.init)
+    for part in ("pgs", "fusion"):
+        now, then = getattr(trained, part).__dict__, getattr(cfg, part).__dict__
+        changed = {k: (then[k], v) for k, v in now.items() if k != "thresholds" and then.get(k) != v}
+        if changed:
+            log.info("--init: the checkpoint's %s settings differ from the defaults trained here "
+                     "(checkpoint, here): %s", part, changed)
     origin = {"init": a.init, "init_version": cfg.version}
     seeded = []
     if not is_done(a, "texture"):
