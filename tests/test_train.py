@@ -147,6 +147,39 @@ def test_ddp_two_workers_take_the_same_steps_as_one(trained, data, tmp_path):
     assert w1["dit.out.weight"].abs().sum() > 0  # trained: the zero-initialised output layer moved
 
 
+def test_shortcut_paths_choose_the_paths_the_shortcut_stage_trains_on(trained, data, tmp_path):
+    """--shortcut-paths trains the shortcut stage on other group paths (how v0.3.0-v0.5.0's
+    weights were made: medium 400/8); the record says which; a bad spec is refused."""
+    work, _, _ = trained
+    default = load_state_extra(work / "shortcut.done.safetensors")
+    assert default["paths"] == "100/2,200/4,1000/20"  # the model's own PGS paths
+    w = tmp_path / "legacy"
+    shutil.copytree(work, w)
+    for f in ("shortcut.done.safetensors", "shortcut.state.safetensors", "logs/shortcut.jsonl"):
+        if (w / f).exists():
+            os.unlink(w / f)
+    # the tiny calibration puts most training patches in group 0, so that group's path changes too
+    _train("shortcut", "--data", str(data), "--work", str(w), "--shortcut-paths", "300/2,400/8,1000/20", *TINY)
+    other = load_state_extra(w / "shortcut.done.safetensors")
+    assert other["paths"] == "300/2,400/8,1000/20" and other["steps"] == 4
+    a, b = load_file(str(work / "shortcut.done.safetensors")), load_file(str(w / "shortcut.done.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # trained on other timesteps
+    r = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "shortcut", "--data", str(data), "--work", str(w),
+                        "--shortcut-paths", "400/8,1000/20", *TINY], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode != 0 and "the model has 3 groups, got 2 paths" in r.stderr
+    # `train all` refuses it before its first stage writes anything
+    r = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "all", "--data", str(data), "--work",
+                        str(tmp_path / "typo"), "--shortcut-paths", "100/2,400/8", *TINY], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "got 2 paths" in r.stderr and not (tmp_path / "typo").exists()
+
+
+def load_state_extra(path) -> dict:
+    from jobs.trainstate import load_state
+    return load_state(str(path), {}, None)[1]
+
+
 def test_init_continues_from_an_assembled_checkpoint(trained, data, tmp_path):
     """`train all --init CKPT`: texture, confidence head, calibration and Patch-DiT come from the
     checkpoint (not retrained), the RTM is rebuilt by the same job, the shortcut stage fine-tunes

@@ -54,3 +54,22 @@ def test_train_options_match_the_train_command_line():
     add_args(p)
     parsed = p.parse_args(["all"])
     assert vars(parsed) == dataclasses.asdict(TrainOptions()) == dataclasses.asdict(TrainOptions.from_args(parsed))
+
+
+def test_shortcut_paths_are_parsed_and_checked():
+    from jobs.train.shortcut import training_pgs
+    from patchscaler import PatchScaler, tiny_config
+    model = PatchScaler(tiny_config())
+    T = model.diffusion.num_timesteps
+    assert training_pgs(model.cfg.pgs, T, "") is model.cfg.pgs
+    p = training_pgs(model.cfg.pgs, T, "100/2,400/8,1000/20")
+    assert p.taus == (100, 400, 1000) and p.steps == (2, 8, 20) and p.thresholds == model.cfg.pgs.thresholds
+    assert model.cfg.pgs.taus == (100, 200, 1000)  # the model's own settings are not changed
+    for bad, says in [("100/2,400/8", "3 groups, got 2"), ("100-2,400/8,1000/20", "TAU/STEPS per group"),
+                      ("100/2,400/8,2000/20", "each TAU in 1..1000"), ("100/200,400/8,1000/20", "each STEPS")]:
+        try:
+            training_pgs(model.cfg.pgs, T, bad)
+        except ValueError as e:
+            assert says in str(e), (bad, e)
+        else:
+            raise AssertionError(f"{bad} accepted")

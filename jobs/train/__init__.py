@@ -45,9 +45,9 @@ from .init import seed_from_checkpoint
 from .options import STAGES, TrainOptions, add_args
 from .prepare import stage_prepare
 from .rtm import stage_rtm
-from .shortcut import stage_shortcut
+from .shortcut import stage_shortcut, training_pgs
 from .texture import stage_texture
-from .work import Interrupted, is_done, log, work_path
+from .work import Interrupted, is_done, log, model_config, work_path
 
 RUN = {"prepare": stage_prepare, "texture": stage_texture, "confidence": stage_confidence,
        "rtm": stage_rtm, "dit": stage_dit, "shortcut": stage_shortcut, "assemble": stage_assemble}
@@ -62,6 +62,8 @@ def run(a: TrainOptions | argparse.Namespace) -> int:
     a = dataclasses.replace(a, device=d.device)
     if d.world > 1 and d.main:
         log.info("DDP: %d workers, this is rank %d on %s", d.world, d.rank, d.device)
+    cfg = model_config(a)
+    training_pgs(cfg.pgs, cfg.diffusion.num_timesteps, a.shortcut_paths)  # refused now, not hours later
     os.makedirs(a.work, exist_ok=True)
     if a.init and d.main:
         seeded = seed_from_checkpoint(a)

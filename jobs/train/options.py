@@ -30,6 +30,7 @@ class TrainOptions:
     shortcut_steps: int = 1500
     shortcut_lr: float = 1e-4
     shortcut_on_policy: float = 0.5
+    shortcut_paths: str = ""
     batch: int = 32
     lr: float = 3e-4
     save_every: int = 100
@@ -72,6 +73,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shortcut-lr", type=float, default=d.shortcut_lr)
     p.add_argument("--shortcut-on-policy", type=float, default=d.shortcut_on_policy,
                    help="share of shortcut patches whose noisy input is made by the sampler itself")
+    p.add_argument("--shortcut-paths", default=d.shortcut_paths, metavar="TAU/STEPS,...",
+                   help="the groups' sampling paths the shortcut stage trains on, e.g. 100/2,400/8,1000/20 "
+                        "(v0.3.0-v0.5.0's weights); default: the model's own PGS paths")
     p.add_argument("--batch", type=int, default=d.batch, help="global batch (split over DDP workers)")
     p.add_argument("--lr", type=float, default=d.lr, help="Patch-DiT learning rate")
     p.add_argument("--save-every", type=int, default=d.save_every)

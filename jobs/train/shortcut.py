@@ -48,12 +48,32 @@ def group_paths(pgs_cfg, num_timesteps: int) -> tuple[list[list[int]], list[int]
     return paths, shortcut_timesteps(num_timesteps, max(pgs_cfg.steps), num_timesteps)
 
 
-def path_batch(data: Pairs, model, rng: np.random.Generator, n: int, device, full_share: float = 0.25) -> PathBatch:
+def training_pgs(p, num_timesteps: int, spec: str):
+    """The PGS settings whose paths the stage trains on: `p` (the model's own), or its copy with
+    the groups' paths `spec` ("TAU/STEPS,..." one per group), so that weights trained on earlier
+    defaults can be made again (v0.3.0-v0.5.0's on 100/2,400/8,1000/20). `train` checks the spec
+    before its first stage, so a typo does not end a two-hour run at this stage."""
+    if not spec:
+        return p
+    try:
+        pairs = [tuple(int(v) for v in part.split("/")) for part in spec.split(",")]
+        taus, steps = zip(*pairs)
+    except ValueError:
+        raise ValueError(f"--shortcut-paths {spec!r}: expected TAU/STEPS per group, e.g. 100/2,400/8,1000/20") from None
+    if len(pairs) != p.num_groups:
+        raise ValueError(f"--shortcut-paths {spec!r}: the model has {p.num_groups} groups, got {len(pairs)} paths")
+    if any(not 1 <= tau <= num_timesteps for tau in taus) or any(n < 1 or n > tau for tau, n in pairs):
+        raise ValueError(f"--shortcut-paths {spec!r}: each TAU in 1..{num_timesteps}, each STEPS in 1..TAU")
+    return dataclasses.replace(p, taus=taus, steps=steps)
+
+
+def path_batch(data: Pairs, model, rng: np.random.Generator, n: int, device, full_share: float = 0.25,
+               p=None) -> PathBatch:
     """n patches, grouped as at inference; each takes the full path with `full_share`, else its
-    group's, at a random step j of it."""
+    group's (`p`: the PGS settings trained on, default the model's), at a random step j of it."""
     from patchscaler import pgs
     from patchscaler.grm import confidence_input
-    codec, p = model.codec, model.cfg.pgs
+    codec, p = model.codec, p or model.cfg.pgs
     paths, full = group_paths(p, model.diffusion.num_timesteps)
     c, src = data.crops(rng, n, p.patch_size, codec.factor)
     x0, y0 = codec.encode(c["hr"].to(device)), codec.encode(c["sr"].to(device))
@@ -119,7 +139,8 @@ def shard(d: Dist, b: PathBatch) -> PathBatch:
 
 def stage_shortcut(a: TrainOptions, d: Dist) -> dict:
     model = model_so_far(a, ("texture", "confidence", "dit"))
-    cfg, diffusion, dit = model.cfg, model.diffusion, model.dit
+    diffusion, dit = model.diffusion, model.dit
+    paths = training_pgs(model.cfg.pgs, diffusion.num_timesteps, a.shortcut_paths)
     if a.shortcut_steps <= 0:
         finish(a, d, "shortcut", dit, "dit", {"steps": 0})
         return {"steps": 0}
@@ -130,16 +151,16 @@ def stage_shortcut(a: TrainOptions, d: Dist) -> dict:
     data = Pairs(a.work, train)
     net = d.wrap(PromptedDiT(dit))
     ema = EMA(dit, 0.999 if not a.tiny else 0.9)
-    mon = path_batch(data, model, np.random.default_rng([a.seed, 6]), 48, dev)
+    mon = path_batch(data, model, np.random.default_rng([a.seed, 6]), 48, dev, p=paths)
     mon_noise = torch.randn(mon.y0.shape, generator=torch.Generator().manual_seed(a.seed + 6)).to(dev)
     mon_priors, mon_sims = priors_for(mon.y0, mon.photo)
 
     def monitor(module) -> dict:
-        return sampled_error_ratios(diffusion, module, cfg.pgs, mon, mon_noise, mon_priors, mon_sims)
+        return sampled_error_ratios(diffusion, module, paths, mon, mon_noise, mon_priors, mon_sims)
 
     def step_fn(step):
         rng = np.random.default_rng([a.seed, 5, step])
-        b = path_batch(data, model, rng, a.batch, dev)
+        b = path_batch(data, model, rng, a.batch, dev, p=paths)
         g = torch.Generator().manual_seed(a.seed * 1_000_003 + 7 * step)
         noise = torch.randn(b.x0.shape, generator=g).to(dev)
         own = torch.tensor(rng.random(a.batch) < a.shortcut_on_policy, device=dev) & (b.j > 0)
@@ -153,7 +174,8 @@ def stage_shortcut(a: TrainOptions, d: Dist) -> dict:
     before = monitor(dit) if d.main else {}
     steps = train_loop(a, d, "shortcut", {"dit": dit}, list(dit.parameters()), a.shortcut_steps, a.shortcut_lr,
                        step_fn, warmup=50, ema=ema)
-    result = {"steps": steps, **monitor(ema.shadow), **{f"before_{k}": v for k, v in before.items()}}
+    result = {"steps": steps, "paths": ",".join(f"{t}/{n}" for t, n in zip(paths.taus, paths.steps)),
+              **monitor(ema.shadow), **{f"before_{k}": v for k, v in before.items()}}
     if d.main:
         print("Patch-DiT sampled along its group's path, error / GRM error, before -> after: " +
               ", ".join(f"{k[-2:]} {before.get(k, float('nan')):.3f} -> {v:.3f}"
