@@ -17,5 +17,5 @@ from .config import PatchScalerConfig, tiny_config
 from .model import PatchScaler, Runtime
 from .upscale import load_default, upscale
 
-__version__ = "0.6.0"
+__version__ = "0.6.1"
 __all__ = ["PatchScaler", "PatchScalerConfig", "Runtime", "load_default", "tiny_config", "upscale"]

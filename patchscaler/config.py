@@ -116,6 +116,10 @@ class FusionConfig:
     # px: the correction's detail band may exceed lr_tolerance only as far as the GRM or the
     # input has an edge or texture within this distance (no specks in flat areas); 0 = off
     flat_radius: float = 2.0
+    # the detail band may be at most this times the distance of the pixel it is added to from
+    # black or white: a larger ripple is clipped on one side and lifts crushed shadows
+    # (or dims highlights) on average; 0 = off
+    headroom: float = 1.0
 
 
 @dataclass

@@ -215,3 +215,24 @@ def test_specks_measure_counts_spurious_detail_in_flat_areas_only():
     edge = hr.copy()
     edge[:, 98:102] = 120                                    # an error at the edge: not a speck
     assert specks(edge, hr) == 0
+
+
+def test_a_ripple_on_a_nearly_black_area_does_not_lift_it():
+    """The bundled astronaut's suit: the GRM at ~1 grey level, the Patch-DiT's detail band a
+    +-4 level ripple there. Clipped at black on one side only, it would lift the suit on average
+    (and every 32 px tile of it would measure several dB worse than the GRM). Within the
+    headroom to black it passes at most as large as the distance; on mid grey it is untouched."""
+    H = 128
+    grm = torch.zeros(1, 3, H, H) + 1 / 255
+    grm[..., :, 64:] = 0.5                                   # left: nearly black; right: mid grey
+    xx = torch.arange(H, dtype=torch.float32).view(1, 1, 1, H)
+    ripple = 4 / 255 * torch.cos(2 * torch.pi * xx / 16).expand(1, 3, H, H)
+    dit, lr = grm + ripple, down(grm)
+    on, off = FusionConfig(), dataclasses.replace(FusionConfig(), headroom=0)
+    a, b = fuse(grm, dit, lr, on), fuse(grm, dit, lr, off)
+    black = (..., slice(16, 112), slice(8, 48))
+    lift_a, lift_b = float((a - grm)[black].mean()) * 255, float((b - grm)[black].mean()) * 255
+    assert lift_b > 0.15 and abs(lift_a) < 0.05, (lift_a, lift_b)   # in grey levels
+    assert float((a - grm)[black].abs().max()) <= 1 / 255 + 1e-6   # no larger than the headroom
+    grey = (..., slice(16, 112), slice(80, 120))
+    assert torch.equal(a[grey], b[grey])                     # mid grey: the same as without it
