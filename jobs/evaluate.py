@@ -69,6 +69,9 @@ def add_args(p) -> None:
     p.add_argument("--checkpoint", help="default: the shipped checkpoint")
     p.add_argument("--crop", type=int, default=384, help="HR centre crop (NIQE needs > 192)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", help="several seeds, e.g. 0,1,2: each photo is degraded and sampled once per seed "
+                                   "(more power for small differences such as NIQE's; the intervals average each "
+                                   "photo's seeds first)")
     p.add_argument("--limit", type=int, default=0, help="evaluate at most this many photos")
     p.add_argument("--panels", type=int, default=4, help="photos in side_by_side.png")
     p.add_argument("--no-uniform", dest="uniform", action="store_false",
@@ -312,14 +315,16 @@ def summarise(df, qmaps, errs) -> dict:
             "patchscaler_vs_grm_colorfix": {"psnr_db": float(pgs.psnr_y - per.loc["grm_colorfix"].psnr_y),
                                             "niqe": float(pgs.niqe - per.loc["grm_colorfix"].niqe),
                                             "niqe_ci95": paired_interval(df, "niqe", "patchscaler_pgs", "grm_colorfix")},
-            "photos": int(df.image.nunique())}
+            "photos": int(df.image.nunique()),
+            "images": int((df.method == "grm").sum())}
 
 
 def paired_interval(df, column: str, a: str, b: str) -> list[float]:
     """95 % interval (Student's t) of the mean per-photo difference a - b in `column`."""
     import scipy.stats
-    x = df[df.method == a].set_index("image")[column]
-    d = (x - df[df.method == b].set_index("image")[column].reindex(x.index)).dropna().to_numpy()
+    per_photo = lambda m: df[df.method == m].groupby("image")[column].mean()  # noqa: E731  (over its seeds)
+    x = per_photo(a)
+    d = (x - per_photo(b).reindex(x.index)).dropna().to_numpy()
     if len(d) < 2:
         return [float("nan"), float("nan")]
     half = float(scipy.stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
@@ -346,7 +351,9 @@ def markdown(s: dict) -> str:
                      f"| {_f(m['guarded'], '.3f')} | {_f(m['flat_guarded'], '.4f')} "
                      f"| {m['seconds']:.2f} | {m['seconds_dit']:.2f} |")
     p, g, c = s["pgs_vs_uniform"], s["patchscaler_vs_grm"], s["patchscaler_vs_grm_colorfix"]
-    lines += ["", f"- photos: {s['photos']}, degradation: {s.get('degradation', 'training')}",
+    seeds = s.get("seeds", [s.get("seed", 0)])
+    each = f" x {len(seeds)} seeds ({', '.join(map(str, seeds))}): {s.get('images')} LR images" if len(seeds) > 1 else ""
+    lines += ["", f"- photos: {s['photos']}{each}, degradation: {s.get('degradation', 'training')}",
               "- lower is better for NIQE; sharpness and clipped are output / HR (1 = as the truth); tiles: "
               f"{TILE} px, local PSNR-Y against the GRM-only output's",
               f"- confidence vs true per-patch error, Spearman rho (pooled): {s['confidence_spearman_pooled']:.3f}; "
@@ -367,7 +374,8 @@ def run(a) -> int:
     from patchscaler.model import Runtime
     from patchscaler.upscale import build_default
     from .train_data import list_photos, split
-    torch.manual_seed(a.seed)
+    seeds = [int(v) for v in a.seeds.split(",")] if getattr(a, "seeds", None) else [a.seed]
+    torch.manual_seed(seeds[0])
     photos = list_photos(a.src)
     if a.split != "all":
         photos = split(photos)[1 if a.split == "held-out" else 0]
@@ -384,23 +392,25 @@ def run(a) -> int:
     model.configure(Runtime())
     os.makedirs(a.out, exist_ok=True)
     rows, qmaps, errs, panels, tiles, drops = [], [], [], [], [], []
-    for p in tqdm(photos, desc=f"evaluate ({a.degradation})"):
-        r, extra, pan = evaluate_photo(model, p, a.crop, a.seed, a.degradation, a.uniform)
-        rows += r
+    runs = [(seed, p) for seed in seeds for p in photos]
+    for seed, p in tqdm(runs, desc=f"evaluate ({a.degradation})"):
+        r, extra, pan = evaluate_photo(model, p, a.crop, seed, a.degradation, a.uniform)
+        rows += [{**row, "seed": seed} for row in r]
         qmaps.append(extra["qmap"])
         errs.append(extra["patch_err"])
+        name = p.name if len(seeds) == 1 else f"{p.name} (seed {seed})"
         if len(panels) < a.panels:
-            panels.append((p.name, pan, group_map(pan["patchscaler_pgs"], extra["groups"], extra["grid"], model.codec.factor)))
+            panels.append((name, pan, group_map(pan["patchscaler_pgs"], extra["groups"], extra["grid"], model.codec.factor)))
         worst = sorted(np.ndenumerate(extra["drop"]), key=lambda kv: kv[1])[:12]
         small = {k: pan[k] for k in ("grm", "patchscaler_pgs", "hr")}
-        tiles += [(float(v), p.name, small, i, j) for (i, j), v in worst]
+        tiles += [(float(v), name, small, i, j) for (i, j), v in worst]
         drops.append(drop_map(pan["patchscaler_pgs"], extra["drop"]).resize((192, 192)))
     df = pd.DataFrame(rows)
     df.to_parquet(os.path.join(a.out, "metrics.parquet"))
     s = summarise(df, qmaps, errs)
     s["checkpoint"] = a.checkpoint or "default"
     s["model_version"] = model.cfg.version
-    s["crop"], s["seed"], s["degradation"] = a.crop, a.seed, a.degradation
+    s["crop"], s["seed"], s["seeds"], s["degradation"] = a.crop, seeds[0], seeds, a.degradation
     s["taus"], s["steps"] = list(model.cfg.pgs.taus), list(model.cfg.pgs.steps)
     Path(a.out, "summary.json").write_text(json.dumps(s, indent=1))
     md = markdown(s)

@@ -293,3 +293,34 @@ def test_evaluate_writes_table_parquet_and_png(trained, data, tmp_path):
     hr = torch.rand(1, 3, 64, 64)
     a, b = synthetic_lr(hr, "x.jpg", 0, "classical"), synthetic_lr(hr, "x.jpg", 0, "classical")
     assert a.shape == (1, 3, 16, 16) and torch.equal(a, b) and not torch.equal(a, synthetic_lr(hr, "y.jpg", 0, "classical"))
+
+
+def test_evaluate_with_several_seeds_pools_the_runs_of_each_seed(trained, tmp_path):
+    """--seeds 0,1: each photo degraded and sampled once per seed, the same rows as two runs with
+    --seed 0 and --seed 1; the NIQE interval is over photos, each photo's seeds averaged first."""
+    import pandas as pd
+    from jobs.cli import main
+    from jobs.evaluate import paired_interval
+    pytest.importorskip("skvideo")
+    _, ckpt, _ = trained
+    photos = tmp_path / "hr"
+    photos.mkdir()
+    for p in sorted((ROOT / "patchscaler" / "samples").glob("*.jpg"))[:2]:
+        Image.open(p).convert("RGB").resize((208, 208)).save(photos / p.name)
+    common = [str(photos), "--all-photos", "--checkpoint", str(ckpt), "--crop", "208", "--no-uniform", "--panels", "1"]
+    for name, extra in [("both", ["--seeds", "0,1"]), ("s0", ["--seed", "0"]), ("s1", ["--seed", "1"])]:
+        assert main(["evaluate", common[0], str(tmp_path / name), *common[1:], *extra]) == 0
+    both = pd.read_parquet(tmp_path / "both" / "metrics.parquet")
+    one = pd.concat([pd.read_parquet(tmp_path / n / "metrics.parquet").assign(seed=s) for s, n in ((0, "s0"), (1, "s1"))])
+    cols = ["image", "seed", "method", "psnr_y", "niqe", "tiles_worse", "worst_tile_db"]
+    key = ["seed", "image", "method"]
+    pd.testing.assert_frame_equal(both[cols].sort_values(key).reset_index(drop=True),
+                                  one[cols].sort_values(key).reset_index(drop=True))
+    assert set(both.seed) == {0, 1} and not both[both.method == "grm"].psnr_y.duplicated().any()  # other LRs
+    summary = json.loads((tmp_path / "both" / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["photos"] == 2 and summary["images"] == 4
+    # two photos: the interval is over 2 per-photo means, not over 4 (seed, photo) pairs
+    per_photo = both.groupby(["image", "method"]).niqe.mean().unstack()
+    d = per_photo["patchscaler_pgs"] - per_photo["grm"]
+    assert np.isclose(np.mean(paired_interval(both, "niqe", "patchscaler_pgs", "grm")), d.mean())
+    assert "x 2 seeds (0, 1): 4 LR images" in (tmp_path / "both" / "table.md").read_text()
