@@ -260,15 +260,21 @@ def test_niqe_equals_scikit_video_reference_implementation(monkeypatch):
         assert abs(niqe(a) - ref) < 0.05 * max(1.0, ref), (name, niqe(a), ref)
 
 
+def _two_small_photos(tmp_path) -> Path:
+    """Two bundled samples at 208 px: a photo folder evaluate can crop without resizing."""
+    photos = tmp_path / "hr"
+    photos.mkdir()
+    for p in sorted((ROOT / "patchscaler" / "samples").glob("*.jpg"))[:2]:
+        Image.open(p).convert("RGB").resize((208, 208)).save(photos / p.name)
+    return photos
+
+
 def test_evaluate_writes_table_parquet_and_png(trained, data, tmp_path):
     import pandas as pd
     from jobs.cli import main
     pytest.importorskip("skvideo")
     _, ckpt, _ = trained
-    photos = tmp_path / "hr"
-    photos.mkdir()
-    for p in sorted((ROOT / "patchscaler" / "samples").glob("*.jpg"))[:2]:
-        Image.open(p).convert("RGB").resize((208, 208)).save(photos / p.name)
+    photos = _two_small_photos(tmp_path)
     out = tmp_path / "eval"
     assert main(["evaluate", str(photos), str(out), "--all-photos", "--checkpoint", str(ckpt), "--crop", "208"]) == 0
     df = pd.read_parquet(out / "metrics.parquet")
@@ -303,10 +309,7 @@ def test_evaluate_with_several_seeds_pools_the_runs_of_each_seed(trained, tmp_pa
     from jobs.evaluate import paired_interval
     pytest.importorskip("skvideo")
     _, ckpt, _ = trained
-    photos = tmp_path / "hr"
-    photos.mkdir()
-    for p in sorted((ROOT / "patchscaler" / "samples").glob("*.jpg"))[:2]:
-        Image.open(p).convert("RGB").resize((208, 208)).save(photos / p.name)
+    photos = _two_small_photos(tmp_path)
     common = [str(photos), "--all-photos", "--checkpoint", str(ckpt), "--crop", "208", "--no-uniform", "--panels", "1"]
     for name, extra in [("both", ["--seeds", "0,1"]), ("s0", ["--seed", "0"]), ("s1", ["--seed", "1"])]:
         assert main(["evaluate", common[0], str(tmp_path / name), *common[1:], *extra]) == 0
