@@ -17,6 +17,11 @@ from typing import Any
 # keys that checkpoints written by earlier versions carry and this version no longer has:
 # from_dict drops exactly these ("section.field" or a top-level name), and refuses any other
 LEGACY_KEYS: frozenset[str] = frozenset()
+# settings added after checkpoints were shipped: a stored config that has the section but not
+# the key was written before the setting existed, and gets the value that gives the pixels that
+# checkpoint gave then (the guard off), not today's default: its version keeps naming its pixels
+ADDED_LATER: dict[str, Any] = {"fusion.flat_radius": 0.0,   # v0.5.0
+                               "fusion.headroom": 0.0}      # v0.6.1
 
 
 def _one_of(name: str, value, allowed: tuple) -> None:
@@ -181,8 +186,8 @@ class PatchScalerConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PatchScalerConfig":
         """The config a dict describes (as to_dict writes it, lists for tuples); fields it leaves
-        out take their defaults. A key this version does not know is an error (the config came
-        from a newer version, or has a typo), unless it is one of LEGACY_KEYS."""
+        out take their defaults, except ADDED_LATER's. A key this version does not know is an error
+        (the config came from a newer version, or has a typo), unless it is one of LEGACY_KEYS."""
         sections = _sections()
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = [k for k in d if k not in known]
@@ -192,6 +197,8 @@ class PatchScalerConfig:
         if refused:
             raise ValueError(f"unknown config keys: {', '.join(refused)} (written by a newer patchscaler?)")
         kw = {}
+        d = {k: ({**{f.split(".", 1)[1]: x for f, x in ADDED_LATER.items() if f.startswith(k + ".")}, **v}
+                 if k in sections and isinstance(v, dict) else v) for k, v in d.items()}
         for k, v in d.items():
             if k in sections:
                 kw[k] = sections[k](**{kk: (tuple(vv) if isinstance(vv, list) else vv)

@@ -22,9 +22,9 @@ D - G, is trusted only as far as it can be (issue 10 measured each step on train
    it is scaled down (all channels alike, so what remains keeps its hue). Detail next to
    edges and in textures is untouched.
    No lifted blacks: the detail band is also kept within the distance of the pixel it is
-   added to from black or white (`headroom`). A ripple of +-2 levels on a region at level
-   0.6 is clipped at 0 on one side only, so it lifts the region on average: the black suit
-   of the bundled astronaut came out 1-2 levels lighter than the GRM's and the truth.
+   added to from black or white (`headroom`, per channel). A ripple of +-2 levels on a region
+   at level 0.6 is clipped at 0 on one side only, so it lifts the region on average: the black
+   suit of the bundled astronaut came out 1-2 levels lighter than the GRM's and the truth.
 3. Colour fix (wavelet, StableSR) against the upsampled LR, with the same dead zone (a low
    band already within `lr_tolerance` of the LR is left alone, so noise in the LR does not
    move a region the GRM got right) and left out near clipped highlights and shadows
@@ -86,7 +86,8 @@ def fuse(grm: torch.Tensor, dit: torch.Tensor, lr: torch.Tensor, cfg: FusionConf
          stats: dict | None = None) -> torch.Tensor:
     """grm, dit: (1, 3, H, W) the GRM's and the Patch-DiT's HR images; lr: (1, 3, h, w) the
     input. Returns the output in [0, 1]. `stats`, if given, gets `guarded`: the share of the
-    correction's low band (L1) that the input-consistency box removed."""
+    correction's low band (L1) that the input-consistency box removed, and `flat_guarded` /
+    `headroom_guarded`: the shares of its detail band the flat-area and headroom guards removed."""
     grm, dit, lr = grm.float(), dit.float(), lr.float()
     up = F.interpolate(lr, size=grm.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
     correction = gaussian_blur(dit - grm, cfg.detail_sigma)
@@ -100,19 +101,25 @@ def fuse(grm: torch.Tensor, dit: torch.Tensor, lr: torch.Tensor, cfg: FusionConf
         if stats is not None:
             total = float(low.abs().sum())
             stats["guarded"] = float((low - kept).abs().sum()) / total if total > 0 else 0.0
-        if cfg.flat_radius > 0:   # the detail band: no structure where neither image has any
-            mid = correction - low
+        mid = correction - low   # the detail band, between detail_sigma and band_sigma
+        if cfg.flat_radius > 0:   # no structure where neither image has any
             # scaled, not clipped per channel, so a speck fades without changing its hue
             bound = cfg.lr_tolerance + cfg.flat_radius * structure(cfg, grm, up)
-            if cfg.headroom > 0:   # what the detail band sits on: the GRM (detail scale) + the kept low band
-                base = gaussian_blur(grm, cfg.detail_sigma) + kept
-                bound = torch.minimum(bound, cfg.headroom * torch.minimum(base, 1 - base).clamp_min(0))
-            clamped = mid * (bound / mid.abs().clamp_min(1e-8)).amin(1, keepdim=True).clamp(max=1)
+            flat = mid * (bound / mid.abs().clamp_min(1e-8)).amin(1, keepdim=True).clamp(max=1)
             if stats is not None:
                 total = float(mid.abs().sum())
-                stats["flat_guarded"] = float((mid - clamped).abs().sum()) / total if total > 0 else 0.0
-            correction = low + clamped
-        correction = correction - low + kept
+                stats["flat_guarded"] = float((mid - flat).abs().sum()) / total if total > 0 else 0.0
+            mid = flat
+        if cfg.headroom > 0:   # no ripple clipped on one side: within what it sits on's distance from 0 and 1
+            base = gaussian_blur(grm, cfg.detail_sigma) + kept
+            room = cfg.headroom * torch.minimum(base, 1 - base).clamp_min(0)
+            # per channel: a saturated colour's other channels keep their detail
+            kept_mid = torch.minimum(torch.maximum(mid, -room), room)
+            if stats is not None:
+                total = float(mid.abs().sum())
+                stats["headroom_guarded"] = float((mid - kept_mid).abs().sum()) / total if total > 0 else 0.0
+            mid = kept_mid
+        correction = kept + mid
     out = grm + correction
     _, out_low = wavelet_decompose(out, cfg.colorfix_levels)
     _, up_low = wavelet_decompose(up, cfg.colorfix_levels)

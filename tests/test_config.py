@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from patchscaler.config import PatchScalerConfig, override, tiny_config
+from patchscaler.config import FusionConfig, PatchScalerConfig, override, tiny_config
 
 SHIPPED = Path(__file__).resolve().parents[1] / "patchscaler" / "weights" / "default.safetensors"
 
@@ -81,3 +81,19 @@ def test_from_dict_names_unknown_keys_and_tolerates_only_legacy_ones(monkeypatch
     with pytest.raises(ValueError, match=r"pgs\.another") as e:
         PatchScalerConfig.from_dict(d)
     assert "group_limit" not in str(e.value)
+
+
+def test_a_checkpoint_written_before_a_guard_existed_keeps_its_pixels():
+    """v0.6.0's stored fusion section has no `headroom` (v0.4.0's no `flat_radius` either):
+    loaded today it gets the guard off, as it ran then, not today's default; a section a
+    checkpoint lacks entirely still takes the defaults, and stored values win."""
+    d = PatchScalerConfig().to_dict()
+    del d["fusion"]["headroom"]
+    assert PatchScalerConfig.from_dict(d).fusion.headroom == 0.0
+    del d["fusion"]["flat_radius"]
+    f = PatchScalerConfig.from_dict(d).fusion
+    assert f.flat_radius == 0.0 and f.detail_sigma == FusionConfig().detail_sigma
+    d["fusion"]["headroom"] = 0.5
+    assert PatchScalerConfig.from_dict(d).fusion.headroom == 0.5
+    del d["fusion"]
+    assert PatchScalerConfig.from_dict(d).fusion == FusionConfig()

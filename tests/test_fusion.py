@@ -236,3 +236,30 @@ def test_a_ripple_on_a_nearly_black_area_does_not_lift_it():
     assert float((a - grm)[black].abs().max()) <= 1 / 255 + 1e-6   # no larger than the headroom
     grey = (..., slice(16, 112), slice(80, 120))
     assert torch.equal(a[grey], b[grey])                     # mid grey: the same as without it
+    # near white the same, mirrored; and the guard does not depend on the flat-area guard
+    white = 1 - grm
+    w = fuse(white, white + ripple, down(white), on)
+    assert abs(float((w - white)[black].mean()) * 255) < 0.05
+    no_flat = dataclasses.replace(on, flat_radius=0)
+    c, d = fuse(grm, dit, lr, no_flat), fuse(grm, dit, lr, dataclasses.replace(no_flat, headroom=0))
+    assert abs(float((c - grm)[black].mean()) * 255) < 0.05 < float((d - grm)[black].mean()) * 255
+
+
+def test_headroom_keeps_the_detail_of_a_saturated_colour():
+    """A saturated red (green and blue at 1 level) with a ripple in every channel: green and
+    blue are not lifted (their ripple would be clipped at 0), red keeps all of its ripple (the
+    guard works per channel, not by the tightest one)."""
+    H = 128
+    red = torch.tensor([0.7, 1 / 255, 1 / 255]).view(1, 3, 1, 1).expand(1, 3, H, H).clone()
+    red[..., :, 64:] = 0.3
+    xx = torch.arange(H, dtype=torch.float32).view(1, 1, 1, H)
+    ripple = 6 / 255 * torch.cos(2 * torch.pi * xx / 12).expand(1, 3, H, H)
+    on, off = FusionConfig(), dataclasses.replace(FusionConfig(), headroom=0)
+    stats = {}
+    a, b = fuse(red, red + ripple, down(red), on, stats), fuse(red, red + ripple, down(red), off)
+    region = (..., slice(16, 112), slice(8, 44))
+    detail = lambda x, ch: float((x - red)[region][:, ch].std()) * 255  # noqa: E731
+    lift = lambda x, ch: float((x - red)[region][:, ch].mean()) * 255  # noqa: E731
+    assert detail(b, 0) > 0.5 and abs(detail(a, 0) - detail(b, 0)) < 0.01 * detail(b, 0)
+    assert lift(b, 1) > 0.15 and abs(lift(a, 1)) < 0.05 and abs(lift(a, 2)) < 0.05
+    assert 0 < stats["headroom_guarded"] < 1
