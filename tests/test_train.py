@@ -168,7 +168,19 @@ def test_shortcut_paths_choose_the_paths_the_shortcut_stage_trains_on(trained, d
                         "--shortcut-paths", "400/8,1000/20", *TINY], cwd=ROOT, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode != 0 and "the model has 3 groups, got 2 paths" in r.stderr
-    # `train all` refuses it before its first stage writes anything
+    # a finished stage trained on other paths is skipped by `train all`, with a warning
+    out = _train("all", "--data", str(data), "--work", str(w), "--out", str(tmp_path / "x.safetensors"),
+                 "--shortcut-paths", "100/2,400/8,1000/20", *TINY)
+    assert "it was trained on paths 300/2,400/8,1000/20, not the --shortcut-paths asked for" in out
+    # a stage's saved state is not resumed with other paths
+    for f in ("shortcut.done.safetensors", "shortcut.state.safetensors", "logs/shortcut.jsonl"):
+        os.unlink(w / f)
+    _train("shortcut", "--data", str(data), "--work", str(w), "--shortcut-paths", "300/2,400/8,1000/20",
+           "--stop-after", "2", *TINY)
+    r = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "shortcut", "--data", str(data), "--work", str(w),
+                        *TINY], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "was saved at step 2 with other settings" in r.stderr, r.stderr[-2000:]
+    # `train all` refuses a malformed spec before its first stage writes anything
     r = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "all", "--data", str(data), "--work",
                         str(tmp_path / "typo"), "--shortcut-paths", "100/2,400/8", *TINY], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)

@@ -66,7 +66,11 @@ def test_shortcut_paths_are_parsed_and_checked():
     assert p.taus == (100, 400, 1000) and p.steps == (2, 8, 20) and p.thresholds == model.cfg.pgs.thresholds
     assert model.cfg.pgs.taus == (100, 200, 1000)  # the model's own settings are not changed
     for bad, says in [("100/2,400/8", "3 groups, got 2"), ("100-2,400/8,1000/20", "TAU/STEPS per group"),
+                      ("100/2,400/8/1,1000/20", "TAU/STEPS per group"), ("", None),
                       ("100/2,400/8,2000/20", "each TAU in 1..1000"), ("100/200,400/8,1000/20", "each STEPS")]:
+        if says is None:   # empty: the model's own
+            assert training_pgs(model.cfg.pgs, T, bad) is model.cfg.pgs
+            continue
         try:
             training_pgs(model.cfg.pgs, T, bad)
         except ValueError as e:

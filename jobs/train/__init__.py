@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from jobs.trainstate import Dist
+from jobs.trainstate import Dist, load_state
 
 from .assemble import model_version, stage_assemble
 from .confidence import stage_confidence
@@ -45,7 +45,7 @@ from .init import seed_from_checkpoint
 from .options import STAGES, TrainOptions, add_args
 from .prepare import stage_prepare
 from .rtm import stage_rtm
-from .shortcut import stage_shortcut, training_pgs
+from .shortcut import paths_spec, stage_shortcut, training_pgs
 from .texture import stage_texture
 from .work import Interrupted, is_done, log, model_config, work_path
 
@@ -76,6 +76,11 @@ def run(a: TrainOptions | argparse.Namespace) -> int:
         if a.stage == "all" and s != "assemble" and is_done(a, s):
             if d.main:
                 log.info("%s: done already, skipped", s)
+                if s == "shortcut" and a.shortcut_paths:
+                    trained = load_state(work_path(a, "shortcut.done.safetensors"), {}, None)[1].get("paths")
+                    if trained != paths_spec(training_pgs(cfg.pgs, cfg.diffusion.num_timesteps, a.shortcut_paths)):
+                        log.warning("shortcut: it was trained on paths %s, not the --shortcut-paths asked for; "
+                                    "delete %s to train it again", trained, work_path(a, "shortcut.done.safetensors"))
             continue
         t0 = time.time()
         if d.main:

@@ -57,6 +57,8 @@ def training_pgs(p, num_timesteps: int, spec: str):
         return p
     try:
         pairs = [tuple(int(v) for v in part.split("/")) for part in spec.split(",")]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError
         taus, steps = zip(*pairs)
     except ValueError:
         raise ValueError(f"--shortcut-paths {spec!r}: expected TAU/STEPS per group, e.g. 100/2,400/8,1000/20") from None
@@ -65,6 +67,11 @@ def training_pgs(p, num_timesteps: int, spec: str):
     if any(not 1 <= tau <= num_timesteps for tau in taus) or any(n < 1 or n > tau for tau, n in pairs):
         raise ValueError(f"--shortcut-paths {spec!r}: each TAU in 1..{num_timesteps}, each STEPS in 1..TAU")
     return dataclasses.replace(p, taus=taus, steps=steps)
+
+
+def paths_spec(p) -> str:
+    """The groups' paths of PGS settings `p`, as --shortcut-paths writes them."""
+    return ",".join(f"{t}/{n}" for t, n in zip(p.taus, p.steps))
 
 
 def path_batch(data: Pairs, model, rng: np.random.Generator, n: int, device, full_share: float = 0.25,
@@ -173,8 +180,8 @@ def stage_shortcut(a: TrainOptions, d: Dist) -> dict:
 
     before = monitor(dit) if d.main else {}
     steps = train_loop(a, d, "shortcut", {"dit": dit}, list(dit.parameters()), a.shortcut_steps, a.shortcut_lr,
-                       step_fn, warmup=50, ema=ema)
-    result = {"steps": steps, "paths": ",".join(f"{t}/{n}" for t, n in zip(paths.taus, paths.steps)),
+                       step_fn, warmup=50, ema=ema, settings={"paths": paths_spec(paths)})
+    result = {"steps": steps, "paths": paths_spec(paths),
               **monitor(ema.shadow), **{f"before_{k}": v for k, v in before.items()}}
     if d.main:
         print("Patch-DiT sampled along its group's path, error / GRM error, before -> after: " +

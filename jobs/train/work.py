@@ -72,16 +72,23 @@ def model_so_far(a: TrainOptions, stages: tuple[str, ...] = ()):
 
 
 def train_loop(a: TrainOptions, d: Dist, stage: str, modules: dict[str, nn.Module], params, steps: int, lr: float,
-               step_fn, warmup: int = 50, ema: EMA | None = None, minutes: float = 0.0) -> int:
+               step_fn, warmup: int = 50, ema: EMA | None = None, minutes: float = 0.0,
+               settings: dict | None = None) -> int:
     """The shared training loop: resume, cosine LR, AdamW, logs, periodic state, progress.
-    step_fn(step) -> (loss, extra values to log)."""
+    step_fn(step) -> (loss, extra values to log). `settings` are saved with the state, and a
+    state saved with other settings is not resumed (it would mix two trainings silently)."""
     from tqdm import tqdm
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     state_path = work_path(a, f"{stage}.state.safetensors")
     all_modules = dict(modules, **({"ema": ema.shadow} if ema else {}))
     step = 0
     if os.path.exists(state_path):
-        step, _ = load_state(state_path, all_modules, opt)
+        step, saved = load_state(state_path, all_modules, opt)
+        differ = {k: (saved[k], v) for k, v in (settings or {}).items() if k in saved and saved[k] != v}
+        if differ:
+            raise ValueError(f"{stage}: {state_path} was saved at step {step} with other settings "
+                             + "; ".join(f"{k} {old!r} (now {new!r})" for k, (old, new) in differ.items())
+                             + ": run with those, or delete it to start the stage again")
         if d.main:
             log.info("%s: resuming at step %d", stage, step)
     losses = LossLog(a.work, stage, enabled=d.main)
@@ -106,7 +113,7 @@ def train_loop(a: TrainOptions, d: Dist, stage: str, modules: dict[str, nn.Modul
         bar.update(1)
         out_of_time = (minutes and time.time() - t_start > minutes * 60) or step == a.stop_after
         if d.main and (step % a.save_every == 0 or step == steps or out_of_time):
-            save_state(state_path, all_modules, opt, step)
+            save_state(state_path, all_modules, opt, step, settings)
         if out_of_time:
             if d.main and step != a.stop_after:
                 log.info("%s: time budget of %.0f min reached at step %d", stage, minutes, step)
