@@ -35,6 +35,8 @@ HR, with context) and OUT/drop_maps.png (each photo's PatchScaler output, tiles 
 where it is worse than the GRM, green where better)."""
 from __future__ import annotations
 
+import argparse
+
 import fnmatch
 import io
 import json
@@ -56,6 +58,17 @@ WORSE_DB = 4.0       # a tile this much below the GRM counts as a regression
 GROUP_COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240), (200, 80, 220)]
 
 
+def seed_list(text: str) -> list[int]:
+    """--seeds: distinct integers, comma-separated."""
+    try:
+        seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seeds like 0,1,2") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: a seed given twice would count its LR images twice")
+    return seeds
+
+
 def add_args(p) -> None:
     p.add_argument("src", nargs="?", default="../shared/data/train", help="folder of HR photos")
     p.add_argument("out", nargs="?", default="runs/eval", help="folder for the table, parquet and PNGs")
@@ -68,10 +81,11 @@ def add_args(p) -> None:
                    help="training: Real-ESRGAN second-order; classical: Gaussian blur + bicubic + JPEG")
     p.add_argument("--checkpoint", help="default: the shipped checkpoint")
     p.add_argument("--crop", type=int, default=384, help="HR centre crop (NIQE needs > 192)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seeds", help="several seeds, e.g. 0,1,2: each photo is degraded and sampled once per seed "
-                                   "(more power for small differences such as NIQE's; the intervals average each "
-                                   "photo's seeds first)")
+    seed = p.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=int, default=0)
+    seed.add_argument("--seeds", type=seed_list, help="several seeds, e.g. 0,1,2: each photo is degraded and sampled "
+                      "once per seed (more power for small differences such as NIQE's; the intervals average each "
+                      "photo's seeds first)")
     p.add_argument("--limit", type=int, default=0, help="evaluate at most this many photos")
     p.add_argument("--panels", type=int, default=4, help="photos in side_by_side.png")
     p.add_argument("--no-uniform", dest="uniform", action="store_false",
@@ -273,7 +287,9 @@ def worst_tiles(candidates: list[tuple[float, str, dict, int, int]], path: str, 
                          ((j + 1) * TILE - x0) * zoom - 1, ((i + 1) * TILE - y0) * zoom - 1], outline=(255, 0, 255))
             row.append(im)
         lab = Image.new("RGB", (150, row[0].height), "white")
-        ImageDraw.Draw(lab).text((4, 4), f"{name[:20]}\ntile ({i},{j})\n{v:+.1f} dB", fill="black")
+        photo, _, seed = name.partition(" (")   # "photo.jpg (seed 2)" with --seeds: the seed on a line of its own
+        seed_line = f"\n({seed}" if seed else ""
+        ImageDraw.Draw(lab).text((4, 4), f"{photo[:20]}{seed_line}\ntile ({i},{j})\n{v:+.1f} dB", fill="black")
         rows.append([lab] + row)
     if rows:
         _sheet(rows, ["photo, tile, PatchScaler - GRM", "GRM only", "PatchScaler (PGS)", "HR"], path)
@@ -320,11 +336,13 @@ def summarise(df, qmaps, errs) -> dict:
 
 
 def paired_interval(df, column: str, a: str, b: str) -> list[float]:
-    """95 % interval (Student's t) of the mean per-photo difference a - b in `column`."""
+    """95 % interval (Student's t) of the mean per-photo difference a - b in `column`; with
+    several seeds each photo's difference is the mean over the seeds both methods have."""
     import scipy.stats
-    per_photo = lambda m: df[df.method == m].groupby("image")[column].mean()  # noqa: E731  (over its seeds)
-    x = per_photo(a)
-    d = (x - per_photo(b).reindex(x.index)).dropna().to_numpy()
+    keys = ["image", "seed"] if "seed" in df.columns else ["image"]
+    x = df[df.method == a].set_index(keys)[column]
+    pairs = (x - df[df.method == b].set_index(keys)[column].reindex(x.index)).dropna()
+    d = pairs.groupby(level="image").mean().to_numpy()
     if len(d) < 2:
         return [float("nan"), float("nan")]
     half = float(scipy.stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
@@ -374,7 +392,7 @@ def run(a) -> int:
     from patchscaler.model import Runtime
     from patchscaler.upscale import build_default
     from .train_data import list_photos, split
-    seeds = [int(v) for v in a.seeds.split(",")] if getattr(a, "seeds", None) else [a.seed]
+    seeds = getattr(a, "seeds", None) or [a.seed]
     torch.manual_seed(seeds[0])
     photos = list_photos(a.src)
     if a.split != "all":

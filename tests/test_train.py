@@ -334,8 +334,22 @@ def test_evaluate_with_several_seeds_pools_the_runs_of_each_seed(trained, tmp_pa
     assert set(both.seed) == {0, 1} and not both[both.method == "grm"].psnr_y.duplicated().any()  # other LRs
     summary = json.loads((tmp_path / "both" / "summary.json").read_text())
     assert summary["seeds"] == [0, 1] and summary["photos"] == 2 and summary["images"] == 4
-    # two photos: the interval is over 2 per-photo means, not over 4 (seed, photo) pairs
+    # two photos: the interval is over 2 per-photo means (1 degree of freedom), not over 4 pairs
+    import scipy.stats
     per_photo = both.groupby(["image", "method"]).niqe.mean().unstack()
-    d = per_photo["patchscaler_pgs"] - per_photo["grm"]
-    assert np.isclose(np.mean(paired_interval(both, "niqe", "patchscaler_pgs", "grm")), d.mean())
+    d = (per_photo["patchscaler_pgs"] - per_photo["grm"]).to_numpy()
+    lo, hi = paired_interval(both, "niqe", "patchscaler_pgs", "grm")
+    assert np.isclose((lo + hi) / 2, d.mean())
+    assert np.isclose((hi - lo) / 2, scipy.stats.t.ppf(0.975, 1) * d.std(ddof=1) / np.sqrt(2))
     assert "x 2 seeds (0, 1): 4 LR images" in (tmp_path / "both" / "table.md").read_text()
+
+
+def test_evaluate_seeds_are_checked_on_the_command_line():
+    import argparse
+    from jobs.evaluate import add_args
+    p = argparse.ArgumentParser()
+    add_args(p)
+    assert p.parse_args(["--seeds", "0,1,2"]).seeds == [0, 1, 2] and p.parse_args([]).seeds is None
+    for bad in (["--seeds", "0,0"], ["--seeds", "0,,1"], ["--seeds", "a"], ["--seed", "1", "--seeds", "0,1"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(bad)
