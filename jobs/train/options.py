@@ -75,7 +75,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="share of shortcut patches whose noisy input is made by the sampler itself")
     p.add_argument("--shortcut-paths", default=d.shortcut_paths, metavar="TAU/STEPS,...",
                    help="the groups' sampling paths the shortcut stage trains on, e.g. 100/2,400/8,1000/20 "
-                        "(v0.3.0-v0.5.0's weights); default: the model's own PGS paths")
+                        "(v0.3.0-v0.5.0's weights); default: the model's own PGS paths. A quarter of the "
+                        "patches take the full path instead (T with the largest STEPS given); paths off "
+                        "the model's stride-50 grid are allowed")
     p.add_argument("--batch", type=int, default=d.batch, help="global batch (split over DDP workers)")
     p.add_argument("--lr", type=float, default=d.lr, help="Patch-DiT learning rate")
     p.add_argument("--save-every", type=int, default=d.save_every)
