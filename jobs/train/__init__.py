@@ -63,7 +63,7 @@ def run(a: TrainOptions | argparse.Namespace) -> int:
     if d.world > 1 and d.main:
         log.info("DDP: %d workers, this is rank %d on %s", d.world, d.rank, d.device)
     cfg = model_config(a)
-    training_pgs(cfg.pgs, cfg.diffusion.num_timesteps, a.shortcut_paths)  # refused now, not hours later
+    paths = paths_spec(training_pgs(cfg.pgs, cfg.diffusion.num_timesteps, a.shortcut_paths))  # refused now, not hours later
     os.makedirs(a.work, exist_ok=True)
     if a.init and d.main:
         seeded = seed_from_checkpoint(a)
@@ -78,7 +78,7 @@ def run(a: TrainOptions | argparse.Namespace) -> int:
                 log.info("%s: done already, skipped", s)
                 if s == "shortcut" and a.shortcut_paths:
                     trained = load_state(work_path(a, "shortcut.done.safetensors"), {}, None)[1].get("paths")
-                    if trained != paths_spec(training_pgs(cfg.pgs, cfg.diffusion.num_timesteps, a.shortcut_paths)):
+                    if trained != paths:
                         log.warning("shortcut: it was trained on paths %s, not the --shortcut-paths asked for; "
                                     "delete %s to train it again", trained, work_path(a, "shortcut.done.safetensors"))
             continue
