@@ -8,10 +8,15 @@ log = logging.getLogger("patchscaler.progress")
 
 
 class ProgressHub:
-    """A Ray actor (num_cpus=0) holding the pipeline's counters: stage -> [done, total]."""
+    """A Ray actor (num_cpus=0) holding the pipeline's counters: stage -> [done, total]; the
+    pieces of each photo written so far (the stitcher that writes a photo's last piece puts the
+    photo together); and which stage each piece is in (so that a piece whose actor died can be
+    named with its stage)."""
 
     def __init__(self):
         self.counts: dict[str, list[int]] = {}
+        self.pieces: dict[str, dict[int, dict]] = {}
+        self.where: dict[tuple[str, int], str] = {}
 
     def add(self, stage: str, done: int = 0, total: int = 0) -> None:
         c = self.counts.setdefault(stage, [0, 0])
@@ -20,6 +25,41 @@ class ProgressHub:
 
     def snapshot(self) -> dict[str, list[int]]:
         return {k: list(v) for k, v in self.counts.items()}
+
+    def piece_done(self, key: str, index: int, count: int, info: dict) -> list[dict] | None:
+        """Record a photo's finished (or failed) piece; the caller that brings the last one
+        gets every piece's info, in order, and puts the photo together. Exactly one does."""
+        got = self.pieces.setdefault(key, {})
+        got[index] = info
+        if len(got) < count:
+            return None
+        del self.pieces[key]
+        return [got[i] for i in range(count)]
+
+    def enter(self, stage: str, key: str, index: int) -> None:
+        self.where[(key, index)] = stage
+
+    def leave(self, key: str, index: int) -> None:
+        self.where.pop((key, index), None)
+
+    def stuck(self) -> dict[str, str]:
+        """input -> the stage one of its pieces entered and never left (its actor died)."""
+        return {key: stage for (key, _), stage in self.where.items()}
+
+
+def mark(hub, stage: str | None, key: str, index: int) -> None:
+    """Tell the hub (if any) that a piece entered `stage` (None: it is done with). Entering
+    waits for the hub: the process may die on the piece right after (that is what it is for)."""
+    if hub is None:
+        return
+    try:
+        if stage:
+            import ray
+            ray.get(hub.enter.remote(stage, key, index), timeout=30)
+        else:
+            hub.leave.remote(key, index)
+    except Exception as e:
+        log.debug("progress mark dropped: %s", e)
 
 
 def report(hub, stage: str, done: int = 0, total: int = 0) -> None:

@@ -35,15 +35,27 @@ def init_ray(address: str | None = None, verbose: bool = False):
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = verbose
     ctx.print_on_execution_start = verbose
+    # a block whose task failed for good (its actor died on both tries) is dropped, not the run:
+    # the stages catch every per-image error themselves, so only such deaths end up here, and
+    # the driver gives the photo an error row (graph._lost)
+    ctx.max_errored_blocks = -1
     return ray
+
+
+def _retry_once() -> dict:
+    """Ray Data restarts a dead actor without end (its default) and, with this, retries the row
+    it died on once, not forever."""
+    return {"max_restarts": -1, "max_task_retries": 1}
 
 
 def pool(size: int, cpus: float, gpus: float = 0.0, resources: dict | None = None, rows: int = 1) -> dict:
     """map_batches arguments of an actor pool stage: `size` actors, `rows` rows per call."""
     from ray.data import ActorPoolStrategy
     # one call at a time per actor: a model call already uses the actor's CPU share
+    # an actor that dies is restarted, and its row tried once more: a photo that kills its worker
+    # every time (a native crash, the OOM killer) must not hold the run forever (graph.py)
     kw = {"compute": ActorPoolStrategy(size=max(1, size), max_concurrent_calls_per_actor=1),
-          "num_cpus": cpus, "batch_size": max(1, rows)}
+          "num_cpus": cpus, "batch_size": max(1, rows), "ray_remote_args_fn": _retry_once}
     if gpus:
         kw["num_gpus"] = gpus
     if resources:

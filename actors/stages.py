@@ -1,14 +1,19 @@
-"""Thin Ray Data callables around the patchscaler stages. Each handles one row per call
-(`batch_size=1`; a row is one image; the Patch-DiT pools take up to `dit_images` rows) and never raises for a bad image: the row carries
-`status="error"` and an `error` string to the writer, which records it in the manifest.
+"""Thin Ray Data callables around the patchscaler stages. A row is one piece of one image
+(patchscaler/pieces.py: a photo that fits is one piece, a large one several, each its own row,
+so one photo's work spreads over every actor of a pool). No stage raises for a bad image: the
+row carries `status="error"` and an `error` string to the writer, which records it in the
+manifest.
 
-Each takes the run's `job` (pipeline.steps.ImageJob: its model, decode, output and manifest
-row, handed in by the graph) and moves one image through `patchscaler.flow`.
+Each takes the run's `job` (pipeline.steps.ImageJob: its model, decode, pieces, output and
+manifest row, handed in by the graph) and moves one piece through `patchscaler.flow`.
 
 Row columns: input (str), naming (str: JSON of the input's naming plan, storage.name_plans),
-status (str), error (str), state (bytes: the image's `flow.InFlight`, pickled between our own
-stages of one job), trace (str: JSON of which pool and node did what). Each stage tells the
-driver's ProgressHub (if given) what it finished: images, or patches per Patch-DiT batch.
+piece (str: JSON of its pieces.Piece, "" when the photo could not be split), status (str:
+ok, error, or "part" for a piece written to scratch whose photo another stitcher finishes),
+error (str), state (bytes: the piece's `flow.InFlight`, pickled between our own stages of one
+job), trace (str: JSON of which pool and node did what). Each stage tells the driver's
+ProgressHub (if given) what it finished (pieces, or patches per Patch-DiT batch) and which
+piece it is working on (so a piece whose actor dies is reported with its stage).
 """
 from __future__ import annotations
 
@@ -19,17 +24,22 @@ import pickle
 import torch
 
 from patchscaler import flow
+from patchscaler.pieces import Piece
 
 from .faults import maybe_die
-from .progress import report
+from .progress import mark, report
 
 
 def _one(batch: dict) -> dict:
     return {k: v[0] for k, v in batch.items()}
 
 
-def _out(row: dict) -> dict:
-    return {k: [v] for k, v in row.items()}
+def _rows(batch: dict) -> list[dict]:
+    return [{k: v[i] for k, v in batch.items()} for i in range(len(batch["input"]))]
+
+
+def _columns(rows: list[dict]) -> dict:
+    return {k: [r[k] for r in rows] for k in rows[0]}
 
 
 def _node() -> str:
@@ -45,8 +55,34 @@ def _threads():
     torch.set_num_threads(max(1, int(os.environ.get("PATCHSCALER_THREADS", "1"))))
 
 
+def _index(row: dict) -> int:
+    return json.loads(row["piece"])["index"] if row.get("piece") else 0
+
+
+class SplitPieces:
+    """Read each image's header (EXIF orientation, the pixel limit) and emit one row per piece."""
+
+    def __init__(self, job, hub=None):
+        self.job, self.hub = job, hub
+        self.cfg = job.load_model("stitch").cfg
+
+    def __call__(self, batch: dict) -> dict:
+        out = []
+        for row in _rows(batch):
+            base = {"input": row["input"], "naming": row["naming"], "state": b"", "trace": "{}"}
+            try:
+                parts = self.job.pieces(row["input"], self.cfg)
+            except Exception as e:
+                out.append({**base, "piece": "", "status": "error", "error": self.job.error_text(e)})
+                report(self.hub, "pieces", total=1)
+                continue
+            out += [{**base, "piece": json.dumps(p.to_dict()), "status": "ok", "error": ""} for p in parts]
+            report(self.hub, "pieces", total=len(parts))
+        return _columns(out)
+
+
 class DecodeGRM:
-    """Read bytes, decode/validate, run the GRM, cut and group patches (flow.begin)."""
+    """Decode the piece's crop, run the GRM, pick and group its patches (flow.begin)."""
 
     def __init__(self, job, hub=None):
         _threads()
@@ -57,32 +93,37 @@ class DecodeGRM:
 
     def __call__(self, batch: dict) -> dict:
         row = _one(batch)
-        self.calls += 1
-        maybe_die("grm", self.calls)
         rel = row["input"]
+        self.calls += 1
+        mark(self.hub, "GRM", rel, _index(row))
+        maybe_die("grm", self.calls, (rel,))
         trace = {"grm": _node()}
+        if row["status"] != "ok":
+            report(self.hub, "grm", done=1)
+            return {k: [v] for k, v in row.items()}
         try:
-            prep, t_dec = self.job.decode(rel)
-            state = flow.begin(self.model, prep, {"decode": t_dec})
+            piece = Piece.from_dict(json.loads(row["piece"]))
+            prep, t_dec = self.job.decode(rel, piece)
+            state = flow.begin(self.model, prep, piece, {"decode": t_dec})
         except Exception as e:
             report(self.hub, "grm", done=1)
-            return _out({"input": rel, "naming": row["naming"], "status": "error",
-                         "error": self.job.error_text(e), "state": b"", "trace": json.dumps(trace)})
+            return {k: [v] for k, v in {**row, "status": "error", "error": self.job.error_text(e),
+                                        "trace": json.dumps(trace)}.items()}
         groups = state.coarse.groups
         n_hard = sum(int((groups == g).sum()) for g in self.hard)
         report(self.hub, "hard", total=n_hard)
         report(self.hub, "easy", total=len(groups) - n_hard)
         report(self.hub, "grm", done=1)
-        return _out({"input": rel, "naming": row["naming"], "status": "ok", "error": "",
-                     "state": pickle.dumps(state, protocol=5), "trace": json.dumps(trace)})
+        return {k: [v] for k, v in {**row, "state": pickle.dumps(state, protocol=5),
+                                    "trace": json.dumps(trace)}.items()}
 
 
 class PatchDiTPool:
     """One Patch-DiT pool: refines the patches of its groups (hard, or the others) and passes
-    the other groups through untouched. A call takes up to `dit_images` rows (images) and
+    the other groups through untouched. A call takes up to `dit_images` rows (pieces) and
     refines their patches of each group together (flow.refine_many): on a GPU a call should
-    see many patches of one group, not one image's handful. If that call fails, each image
-    is tried alone, so one bad image costs one row. Reports patches done per batch."""
+    see many patches of one group, not one piece's handful. If that call fails, each piece
+    is tried alone, so one bad piece costs one row. Reports patches done per batch."""
 
     def __init__(self, job, pool: str, hub=None):
         _threads()
@@ -104,16 +145,18 @@ class PatchDiTPool:
         try:
             flow.refine_many(self.model, states, self.opts.seed, self.groups, on_batch)
         except Exception:
-            report(self.hub, self.pool, done=-done)  # counted again when the images are retried
+            report(self.hub, self.pool, done=-done)  # counted again when the pieces are retried
             raise
 
     def _failed(self, row: dict, e: Exception) -> dict:
         return {**row, "status": "error", "error": f"{type(e).__name__} in {self.pool} Patch-DiT: {e}", "state": b""}
 
     def __call__(self, batch: dict) -> dict:
-        rows = [{k: v[i] for k, v in batch.items()} for i in range(len(batch["input"]))]
+        rows = _rows(batch)
         self.calls += 1
-        maybe_die(self.pool, self.calls)
+        for r in rows:
+            mark(self.hub, f"{self.pool} Patch-DiT", r["input"], _index(r))
+        maybe_die(self.pool, self.calls, [r["input"] for r in rows])
         out = list(rows)
         live = [i for i, r in enumerate(rows) if r["status"] == "ok"]
         try:
@@ -121,14 +164,14 @@ class PatchDiTPool:
             self._refine([states[i] for i in live])
         except Exception:
             states = {}
-            for i in live:  # one at a time: find the image that fails, keep the others
+            for i in live:  # one at a time: find the piece that fails, keep the others
                 try:
                     states[i] = pickle.loads(rows[i]["state"])
                     self._refine([states[i]])
                 except Exception as e:
                     planned = 0 if i not in states else sum(
                         len(idx) for _, idx in flow.group_batches(self.model, states[i].coarse.groups, self.groups))
-                    report(self.hub, self.pool, done=planned)  # the image's remaining patches end here
+                    report(self.hub, self.pool, done=planned)  # the piece's remaining patches end here
                     states.pop(i, None)
                     out[i] = self._failed(rows[i], e)
         node = _node()
@@ -138,13 +181,16 @@ class PatchDiTPool:
             for g in self.groups:
                 if bool((state.coarse.groups == g).any()):
                     trace.setdefault("groups", {})[str(g)] = [self.pool, node]
+            trace.setdefault("actors", {})[self.pool] = f"{node}:{os.getpid()}"
             out[i] = {**rows[i], "state": pickle.dumps(state, protocol=5), "trace": json.dumps(trace)}
-        return {k: [r[k] for r in out] for k in rows[0]}
+        return _columns(out)
 
 
 class StitchWrite:
-    """Blend, decode, colour-fix (flow.finish), then the manifest row and the output
-    (ImageJob.write_ok)."""
+    """Blend, decode, colour-fix (flow.finish), then the output and its manifest row
+    (ImageJob.write_ok); a piece of a larger photo is written to scratch, and the stitcher that
+    finishes the photo's last piece puts the photo together (ImageJob.assemble). Emits the
+    photo's manifest row, or a "part" row for a piece that did not finish its photo."""
 
     def __init__(self, job, hub=None):
         _threads()
@@ -153,24 +199,43 @@ class StitchWrite:
 
     def __call__(self, batch: dict) -> dict:
         row = _one(batch)
-        group_map = {}
+        rel = row["input"]
+        mark(self.hub, "stitch", rel, _index(row))
         version = self.model.cfg.version
-        name = row["input"]
-        if row["status"] != "ok":
-            r = self.job.write_error(name, row["error"], version)
+        piece = Piece.from_dict(json.loads(row["piece"])) if row["piece"] else None
+        r = None
+        if piece is None or piece.whole:
+            if row["status"] != "ok":
+                r = self.job.write_error(rel, row["error"], version)
+            else:
+                try:
+                    state: flow.InFlight = pickle.loads(row["state"])
+                    image = flow.finish(self.model, state)
+                    done = flow.Done(state.group_counts(self.model.cfg.pgs.num_groups), state.seconds, 1)
+                    r = self.job.write_ok(rel, state.prep, image, done, json.loads(row["naming"]), self.model)
+                    self.job.write_map(rel, [flow.owned_groups(state)], state.prep.size, self.model)
+                except Exception as e:
+                    r = self.job.write_error(rel, e, version)
         else:
-            try:
-                state: flow.InFlight = pickle.loads(row["state"])
-                image = flow.finish(self.model, state)
-                r = self.job.write_ok(name, state, image, json.loads(row["naming"]), self.model)
-                grid = state.coarse.grid
-                group_map = {"positions": grid.positions, "patch": grid.patch,
-                             "latent": [grid.height, grid.width], "groups": state.coarse.groups.tolist()}
-            except Exception as e:
-                r = self.job.write_error(name, e, version)
+            info = {"ok": False, "error": row["error"]}
+            if row["status"] == "ok":
+                try:
+                    state = pickle.loads(row["state"])
+                    info = self.job.write_part(rel, piece, flow.finish(self.model, state), state, self.model)
+                except Exception as e:
+                    info = {"ok": False, "error": self.job.error_text(e)}
+            import ray
+            infos = ray.get(self.hub.piece_done.remote(rel, piece.index, piece.count, info))
+            if infos is not None:
+                r = self.job.assemble(rel, infos, json.loads(row["naming"]), self.model)
+        mark(self.hub, None, rel, _index(row))
         report(self.hub, "stitch", done=1)
+        if r is None:   # the same columns as a photo's row (Ray Data blocks share one schema)
+            from pipeline.storage import ManifestRow
+            r = ManifestRow(run_id=self.job.opts.run_id, input=rel, status="part")
+        else:
+            report(self.hub, "photos", done=1)
         out = {k: v for k, v in r.__dict__.items() if k != "group_counts"}
         out["group_counts"] = json.dumps(r.group_counts)
         out["trace"] = row.get("trace", "{}")
-        out["group_map"] = json.dumps(group_map)
-        return _out(out)
+        return {k: [v] for k, v in out.items()}

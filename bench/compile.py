@@ -35,7 +35,7 @@ def refine_all(model):
     out = []
     for s in states:
         flow.refine(model, s, 0)
-        out.append(s.refined.clone())
+        out.append(s.detail.clone())
     return out
 
 

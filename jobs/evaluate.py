@@ -131,14 +131,15 @@ def synthetic_lr(hr: torch.Tensor, name: str, seed: int, family: str = "training
     return degrade(hr, g)
 
 
-def _without_fusion(model, coarse, refined, prep) -> np.ndarray:
+def _without_fusion(model, state, prep) -> np.ndarray:
     """v0.3.0's output stage on the same patches: the Patch-DiT's pixels, plain colour fix."""
-    from patchscaler import pgs
+    from patchscaler import flow
     from patchscaler.config import FusionConfig
     from patchscaler.fusion import fuse
     with torch.no_grad():
-        decode = lambda p: model.codec.decode(pgs.stitch(p, coarse.grid)[None]).float()  # noqa: E731
-        img = fuse(decode(coarse.patches), decode(refined), prep.rgb,
+        coarse, refined = flow.latents(state)
+        decode = lambda z: model.codec.decode(z[None]).float()  # noqa: E731
+        img = fuse(decode(coarse), decode(refined), prep.rgb,
                    FusionConfig(detail_sigma=0, band_sigma=0, lr_tolerance=0, clip_radius=0))
     return _u8(img)
 
@@ -179,7 +180,7 @@ def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "train
     # GRM only = the coarse latent decoded as it is (pixel-unshuffle is lossless: these are
     # Real-ESRGAN's pixels), without the Patch-DiT and without the colour fix
     with torch.no_grad():
-        outs["grm"] = _u8(model.codec.decode(pgs.stitch(coarse.patches, coarse.grid)[None].to(model.device)).cpu())
+        outs["grm"] = _u8(model.codec.decode(flow.latents(state)[0][None].to(model.device)).cpu())
     secs["grm"] = {"grm": t_grm, "total": t_grm}
     # every patch handed back to the GRM: nothing refined
     outs["grm_colorfix"] = np.asarray(flow.finish(model, state).convert("RGB"))
@@ -196,11 +197,11 @@ def evaluate_photo(model, path: Path, crop: int, seed: int, family: str = "train
         ts = done.seconds
         secs[method] = {"grm": t_grm, "dit": ts["dit"], "stitch": ts["stitch"], "total": t_grm + ts["dit"] + ts["stitch"]}
         if method == "patchscaler_pgs":   # the same refined patches, v0.3.0's output stage
-            outs["patchscaler_nofusion"] = _without_fusion(model, coarse, done.refined, prep)
+            outs["patchscaler_nofusion"] = _without_fusion(model, done, prep)
             secs["patchscaler_nofusion"] = secs[method]
     # the confidence map against the true error of each coarse patch
     true = pgs.cut(model.codec.encode(hr.to(model.device)).cpu()[0], coarse.grid)
-    patch_err = (coarse.patches - true).pow(2).mean((1, 2, 3))
+    patch_err = (coarse.patches() - true[coarse.index]).pow(2).mean((1, 2, 3))
     counts = torch.bincount(coarse.groups, minlength=model.cfg.pgs.num_groups).tolist()
     common = {"image": path.name, "degradation": family, "patches": len(coarse.groups),
               **{f"group{g}": n for g, n in enumerate(counts)}}

@@ -109,7 +109,12 @@ class UNetGRM(nn.Module):
         nn.init.constant_(self.c_head[-1].bias, cfg.conf_init_bias)
         self.levels = len(ch)
 
-    def forward(self, lr: torch.Tensor, codec) -> tuple[torch.Tensor, torch.Tensor]:
+    # its GroupNorms see the whole input: a piece of a photo is not restored exactly as the
+    # whole photo is (pieces.py); the shipped Real-ESRGAN GRM has no such reach
+    conf_reach = 16
+
+    def forward(self, lr: torch.Tensor, codec, origin: tuple[int, int] = (0, 0),
+                on_tile=None) -> tuple[torch.Tensor, torch.Tensor]:
         up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
         z = codec.encode(up)
         # pad to a multiple of 2^(levels-1) so that down/up sampling round-trips
@@ -134,6 +139,8 @@ class UNetGRM(nn.Module):
                 h = self.upsample[k](F.interpolate(h, scale_factor=2, mode="nearest"))
         y = zp + self.y_head(h)
         c = torch.sigmoid(self.c_head(h))
+        if on_tile is not None:
+            on_tile(1, 1)
         return y[..., :H, :W], c[..., :H, :W]
 
 
@@ -152,29 +159,48 @@ class RealESRGANGRM(nn.Module):
         self.scale = cfg.scale
         self.conf_head = ConfidenceHead(latent_channels + 3, cfg.conf_hidden, cfg.conf_init_bias)
         self.tile = 192
-        self.tile_pad = 12
 
-    def restore(self, lr: torch.Tensor) -> torch.Tensor:
+    tile_pad = 12   # LR px of input around each tile (pieces.py counts on it)
+
+    def restore(self, lr: torch.Tensor, origin: tuple[int, int] = (0, 0), on_tile=None) -> torch.Tensor:
+        """(B, 3, h, w) LR -> (B, 3, h*s, w*s). `origin`: where `lr` lies in its whole image (LR
+        px). Tiles are aligned to the whole image's tile grid, not to `lr`'s corner, so a region
+        of a photo cut out with a margin (a piece, patchscaler/pieces.py) is restored by the
+        same tiles, on the same input, as the whole photo wherever the margin holds a tile and
+        its pad: the same pixels. `on_tile(done, total)` after each tile (progress)."""
         B, _, H, W = lr.shape
         t, p, s = self.tile, self.tile_pad, self.scale
-        if H <= t and W <= t:
-            return self.backbone(lr).clamp(0, 1)
+        oy, ox = origin
+        ys = sorted({0, *range(t - oy % t, H, t)} - {H})
+        xs = sorted({0, *range(t - ox % t, W, t)} - {W})
+        if len(ys) == 1 and len(xs) == 1:
+            out = self.backbone(lr).clamp(0, 1)
+            if on_tile is not None:
+                on_tile(1, 1)
+            return out
         out = lr.new_zeros(B, 3, H * s, W * s)
-        for y0 in range(0, H, t):
-            for x0 in range(0, W, t):
-                y1, x1 = min(y0 + t, H), min(x0 + t, W)
+        total, done = len(ys) * len(xs), 0
+        for y0, y1 in zip(ys, ys[1:] + [H]):
+            for x0, x1 in zip(xs, xs[1:] + [W]):
                 ya, xa, yb, xb = max(y0 - p, 0), max(x0 - p, 0), min(y1 + p, H), min(x1 + p, W)
                 o = self.backbone(lr[..., ya:yb, xa:xb])
                 out[..., y0 * s:y1 * s, x0 * s:x1 * s] = o[..., (y0 - ya) * s:(y0 - ya + y1 - y0) * s,
                                                            (x0 - xa) * s:(x0 - xa + x1 - x0) * s]
+                done += 1
+                if on_tile is not None:
+                    on_tile(done, total)
         return out.clamp(0, 1)
+
+    # LR px around a pixel whose input the confidence head reads (its dilated convs: 1 + 2 + 4)
+    conf_reach = 7
 
     def confidence(self, y_hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         return self.conf_head(confidence_input(y_hr, lr))
 
-    def forward(self, lr: torch.Tensor, codec) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, lr: torch.Tensor, codec, origin: tuple[int, int] = (0, 0),
+                on_tile=None) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            y_hr = codec.encode(self.restore(lr))
+            y_hr = codec.encode(self.restore(lr, origin, on_tile))
         return y_hr, self.confidence(y_hr, lr)
 
 

@@ -34,13 +34,63 @@ class Prepared:
     icc: bytes | None = None
     exif: bytes | None = None
     notes: list[str] = field(default_factory=list)
+    image_size: tuple[int, int] | None = None   # (w, h) of the whole image when this is a piece of it
 
     @property
     def size(self) -> tuple[int, int]:
-        return self.rgb.shape[-1], self.rgb.shape[-2]
+        """(w, h) of the whole image."""
+        return self.image_size or (self.rgb.shape[-1], self.rgb.shape[-2])
+
+    # 8-bit inputs travel as 8 bits between processes (the values are k/255 exactly, so the
+    # float32 made again is the same); 16-bit grey stays float32
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        if self.mode != "I16":
+            d["rgb"] = (self.rgb * 255).round().to(torch.uint8)
+            if self.alpha is not None:
+                d["alpha"] = (self.alpha * 255).round().to(torch.uint8)
+        return d
+
+    def __setstate__(self, d):
+        if d["rgb"].dtype == torch.uint8:
+            d["rgb"] = d["rgb"].float() / 255
+            if d["alpha"] is not None:
+                d["alpha"] = d["alpha"].float() / 255
+        self.__dict__.update(d)
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
+def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(w, h) of an image as it will be upscaled (EXIF orientation applied), from its header
+    only; BadImage if it is not an image or over `max_pixels`. `data` may be the file's first
+    bytes only (Image.open reads no pixels)."""
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            try:
+                orientation = im.getexif().get(0x0112, 1)
+            except Exception:   # a broken EXIF block: decode() ignores it as well
+                orientation = 1
+    except Image.UnidentifiedImageError:
+        raise BadImage("not an image (unrecognised format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage(f"decompression bomb refused: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadImage(f"corrupt or truncated image: {e}") from None
+    if w * h > max_pixels:
+        raise BadImage(f"too large: {w}x{h} = {w * h} pixels > limit {max_pixels}")
+    if w < 1 or h < 1:
+        raise BadImage(f"degenerate size {w}x{h}")
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+           region: tuple[int, int, int, int] | None = None) -> Prepared:
+    """`region` (y0, y1, x0, x1): only this part of the (EXIF-rotated) image is converted to
+    floats (a piece, pieces.py); the result's `size` is still the whole image's."""
     if not data:
         raise BadImage("empty file (0 bytes)")
     try:
@@ -73,7 +123,18 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
         raise BadImage(f"corrupt or truncated image: {e}") from None
     if exif:
         exif = _reset_orientation(exif)
-    return _to_prepared(im, fmt, icc, exif, notes)
+    if region is None:
+        return _to_prepared(im, fmt, icc, exif, notes)
+    size = im.size
+    y0, y1, x0, x1 = region
+    if not (0 <= y0 < y1 <= size[1] and 0 <= x0 < x1 <= size[0]):
+        raise BadImage(f"the image is {size[0]}x{size[1]}, not the size its header gave")
+    info = dict(im.info)
+    im = im.crop((x0, y0, x1, y1))
+    im.info.update(info)   # crop drops info (the transparency of P/RGB images)
+    prep = _to_prepared(im, fmt, icc, exif, notes)
+    prep.image_size = size
+    return prep
 
 
 def _reset_orientation(exif: bytes) -> bytes | None:

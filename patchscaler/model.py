@@ -111,12 +111,15 @@ class PatchScaler(nn.Module):
 
     # --- stage 1: GRM -------------------------------------------------------------------
     @torch.no_grad()
-    def restore(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, 3, h, w) LR in [0, 1] -> coarse latent (C, H', W'), confidence (H', W')."""
+    def restore(self, lr: torch.Tensor, origin: tuple[int, int] = (0, 0),
+                on_tile=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, 3, h, w) LR in [0, 1] -> coarse latent (C, H', W'), confidence (H', W').
+        `origin`: where `lr` lies in its whole image (a piece's crop), so the GRM tiles it as
+        it tiles the whole image; `on_tile(done, total)` after each GRM tile."""
         lr = lr.to(self.device)
         lr = lr.contiguous(memory_format=torch.channels_last)
         with self.runtime.autocast("grm"):
-            y, c = self.grm(lr, self.codec)
+            y, c = self.grm(lr, self.codec, origin=origin, on_tile=on_tile)
         return y[0].float().cpu().contiguous(), c[0, 0].float().cpu().contiguous()
 
     def plan(self, latent: torch.Tensor, conf: torch.Tensor):
@@ -170,12 +173,12 @@ class PatchScaler(nn.Module):
 
     # --- stage 3: stitch ------------------------------------------------------------------
     @torch.no_grad()
-    def finish(self, coarse: torch.Tensor, refined: torch.Tensor, grid: pgs.PatchGrid, lr: torch.Tensor,
+    def finish(self, coarse: torch.Tensor, refined: torch.Tensor, lr: torch.Tensor,
                stats: dict | None = None) -> torch.Tensor:
-        """Blend the coarse and the refined patches, decode both and fuse them with the LR
-        input (fusion.py): (1, 3, H, W) in [0, 1]. Every patch handed back (refined ==
-        coarse) gives the GRM's result with the colour fix."""
-        decode = lambda p: self.codec.decode(pgs.stitch(p, grid)[None].to(self.device)).float().cpu()  # noqa: E731
+        """The coarse and the refined latent (C, H', W', patches already blended: flow.py) of
+        one region, and the region's LR input -> the output (1, 3, H, W) in [0, 1], fused with
+        the LR (fusion.py). refined == coarse gives the GRM's result with the colour fix."""
+        decode = lambda z: self.codec.decode(z[None].float().to(self.device)).float().cpu()  # noqa: E731
         if self.cfg.codec.kind == "pixel_unshuffle":
             return fuse(decode(coarse), decode(refined), lr, self.cfg.fusion, stats)
         # a learned codec's latent is not pixels: the refined image with the plain colour fix

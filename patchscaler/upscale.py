@@ -1,6 +1,7 @@
 """The in-process upscaler: one image in, one image out, deterministic by seed. It is the
 oracle the distributed pipeline is tested against: both take an image through the same
-steps of `flow.py` (begin: GRM; refine: group batches; finish: stitch)."""
+steps of `flow.py` (begin: GRM; refine: group batches; finish: stitch), piece by piece
+(pieces.py) when the image is large."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from . import flow, imageio, pgs
+from . import flow, imageio, pieces
 from .flow import Coarse, InFlight  # noqa: F401 (re-exported)
 from .model import PatchScaler, Runtime
 
@@ -24,21 +25,20 @@ class Result:
     group_counts: list[int]
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    qmap: torch.Tensor | None = None
-    groups: torch.Tensor | None = None
-    grid: pgs.PatchGrid | None = None
+    pieces: int = 1
 
 
-def upscale_prepared(model: PatchScaler, prep: imageio.Prepared, seed: int = 0) -> Result:
-    state, image = flow.run(model, prep, seed)
-    c = state.coarse
-    return Result(image, state.group_counts(model.cfg.pgs.num_groups), dict(state.seconds),
-                  list(prep.notes), c.qmap, c.groups, c.grid)
+def upscale_prepared(model: PatchScaler, prep: imageio.Prepared, seed: int = 0, outscale: float | None = None,
+                     piece_size: int = pieces.DEFAULT_PIECE) -> Result:
+    image, done = flow.run_image(model, prep, seed, piece_size, outscale)
+    return Result(image, done.group_counts, done.seconds, list(prep.notes), done.pieces)
 
 
 def upscale(image: Image.Image | bytes | str | os.PathLike, model: PatchScaler | None = None,
-            seed: int = 0) -> Image.Image:
-    """Upscale one image (a PIL image, encoded bytes or a path). Same seed, same pixels."""
+            seed: int = 0, outscale: float | None = None) -> Image.Image:
+    """Upscale one image (a PIL image, encoded bytes or a path) x4, or by `outscale` (1-4: the
+    x4 result resized, Lanczos). Same seed, same pixels; any size up to imageio's pixel limit
+    in bounded memory (pieces.py)."""
     model = model if model is not None else load_default()
     if isinstance(image, (str, os.PathLike)):
         image = Path(image).read_bytes()
@@ -47,7 +47,7 @@ def upscale(image: Image.Image | bytes | str | os.PathLike, model: PatchScaler |
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         image = buf.getvalue()
-    return upscale_prepared(model, imageio.decode(image), seed).image
+    return upscale_prepared(model, imageio.decode(image), seed, outscale).image
 
 
 _DEFAULT: dict = {}

@@ -1,16 +1,22 @@
 """The upscale job as one streaming Ray Data graph (wired here and nowhere else):
 
     plan (driver, plan.py: SRC/DST checks, killed runs' rows folded, listing, resume, output names)
-      -> DecodeGRM actor pool        read bytes, decode/validate, GRM, Qmap groups
+      -> SplitPieces actor           read each header: one row per piece (patchscaler/pieces.py)
+      -> (streaming repartition: one piece per block, so a photo's pieces spread over the actors)
+      -> DecodeGRM actor pool        read bytes, decode the piece's crop, GRM, Qmap groups
       -> hard Patch-DiT actor pool   refines the hard group, passes the rest through
       -> easy Patch-DiT actor pool   refines simple + medium, passes the rest through
-      -> StitchWrite actor pool      blend, decode, colour fix, atomic write, manifest row
-      -> driver                      collects the small manifest rows, consolidates Parquet
+      -> StitchWrite actor pool      blend, decode, colour fix; a photo's atomic write and manifest
+                                     row (a piece of a larger photo goes to scratch: whoever
+                                     finishes its last piece puts the photo together)
+      -> driver                      counts the small manifest rows, consolidates Parquet
     (every stage also tells a ProgressHub actor what it finished: one progress line per stage)
 
-A row is one image carrying all its patches (as tensors, batched per group inside), so there
-is no fan-out into tiny rows, no global groupby and no stitch state to lose: memory is bounded
-by Ray Data's backpressure, not by the number of images. The two Patch-DiT pools are separate
+A row is one piece of a photo carrying all its patches (a compact state: flow.py), so there is
+no fan-out into tiny rows, no global groupby and no stitch state to lose: memory is bounded by
+Ray Data's backpressure and the piece size, not by the number or the size of the photos.
+An actor that dies on a piece is restarted and the piece tried once more; a second death
+drops the piece and its photo gets an error row naming the stage ("actor died"). The two Patch-DiT pools are separate
 stages with their own size and resources (GPUs, custom resources), and they run concurrently
 on different images, the paper's two-GPU split. Chaining them, rather than filter + union,
 keeps the GRM from running twice (Ray Data has no fork)."""
@@ -22,14 +28,14 @@ import time
 
 from actors.progress import ProgressHub
 from actors.runtime import init_ray, pool
-from actors.stages import DecodeGRM, PatchDiTPool, StitchWrite
+from actors.stages import DecodeGRM, PatchDiTPool, SplitPieces, StitchWrite
 
 from .local import plan_line, summarize
 from .options import UpscaleOptions
 from .plan import Plan, make_plan
 from .progress import PipelineProgress, Progress
 from .steps import ImageJob, record_skipped
-from .storage import consolidate
+from .storage import consolidate, remove_parts
 
 log = logging.getLogger("patchscaler")
 
@@ -40,6 +46,8 @@ def build_dataset(plan: Plan, hub=None):
     job = ImageJob(opts)
     items = [{"input": r, "naming": json.dumps(plan.names[r])} for r in pending]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
+    ds = ds.map_batches(SplitPieces, fn_constructor_args=(job, hub), **pool(1, opts.actor_cpus / 2, 0, {}))
+    ds = ds.repartition(target_num_rows_per_block=1)
     ds = ds.map_batches(DecodeGRM, fn_constructor_args=(job, hub),
                         **pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
     rows = opts.dit_images or (8 if opts.dit_gpus else 1)  # a GPU wants many patches per call
@@ -88,7 +96,8 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
     if plan.pending:
         # a --hard-groups the model does not have fails here, before Ray starts, not in the actors
         job = ImageJob(opts)
-        job.hard_groups(job.load_model("stitch"))   # the stitcher's parts: the checkpoint's config, no networks
+        stitcher = job.load_model("stitch")   # the stitcher's parts: the checkpoint's config, no networks
+        job.hard_groups(stitcher)
         if opts.pools == "auto":
             plan.opts = opts = auto_pools(plan)
         ray = init_ray(opts.address, opts.verbose)
@@ -96,11 +105,15 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         ds = build_dataset(plan, hub)
         with PipelineProgress(hub, len(plan.pending), progress or Progress()) as pp:
             for r in ds.iter_rows():
+                if r["status"] == "part":
+                    continue
                 r = dict(r)
                 r["group_counts"] = json.loads(r["group_counts"])
                 rows.append(r)
         stages = pp.final
+        rows += _lost(plan, rows, ImageJob(plan.opts), ray.get(hub.stuck.remote()), stitcher)
         ray.kill(hub)
+        remove_parts(plan.dst, opts.run_id)
     manifest = consolidate(plan.dst, opts.run_id)
     summary = summarize(rows, plan, manifest, time.perf_counter() - t0, not_read)
     summary["stages"] = stages
@@ -108,3 +121,20 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         from .report import write_report
         summary["report"] = write_report(plan, rows)
     return summary
+
+
+def _lost(plan: Plan, rows: list[dict], job: ImageJob, stuck: dict[str, str], model) -> list[dict]:
+    """Error rows for the photos that came back with no row: a piece of theirs killed its actor
+    on both tries (a crash in a decoder, the kernel's OOM killer) and was dropped."""
+    seen = {r["input"] for r in rows}
+    out = []
+    for rel in plan.pending:
+        if rel in seen:
+            continue
+        stage = stuck.get(rel, "an unknown stage")
+        log.warning("%s: its worker died twice in the %s stage; recorded as failed", rel, stage)
+        r = job.write_error(rel, f"actor died: processing it killed its worker in the {stage} stage "
+                                 "(twice); a crash or the out-of-memory killer", model.cfg.version)
+        job.remove_parts(rel)
+        out.append({**r.__dict__})
+    return out

@@ -19,25 +19,43 @@ log = logging.getLogger("patchscaler")
 
 def process_image(model, job: steps.ImageJob, rel: str, naming: dict | None = None,
                   progress: Progress | None = None) -> ManifestRow:
-    """One image through decode, the method (flow.run: the same group batches, in the same
-    order, as the pipeline's) and its output and row; progress per Patch-DiT batch."""
+    """One image through decode, the method piece by piece (flow.run_image: the same group
+    batches, in the same order, as the pipeline's) and its output and row. Progress: the
+    photo's pieces (with an ETA for the photo) and, within a piece, its GRM tiles, then its
+    patches."""
     try:
         prep, t_dec = job.decode(rel)
-        on_batch = None
+        w, h = prep.size
+        on_piece = on_batch = on_tile = None
         if progress is not None:
-            progress.add("patches", f"{rel}: GRM {prep.size[0]}x{prep.size[1]} px", "patch", None, leave=False)
-            on_batch = lambda group, idx: progress.update("patches", len(idx))  # noqa: E731
-        state = flow.begin(model, prep, {"decode": t_dec})
-        if progress is not None:
-            progress.set("patches", done=0, total=len(state.coarse.groups), desc=f"{rel}: Patch-DiT")
-        flow.refine(model, state, job.opts.seed, on_batch=on_batch)
-        image = flow.finish(model, state)
-        return job.write_ok(rel, state, image, naming, model)
+            progress.add("photo", f"{rel} ({w}x{h})", "piece", None, leave=False)
+
+            def on_piece(part, step):
+                if step == "grm":
+                    progress.set("photo", done=part.index, total=part.count)
+                    progress.add("step", f"  piece {part.index + 1}/{part.count}: GRM", "tile", None, leave=False)
+                elif step == "dit":
+                    progress.add("step", f"  piece {part.index + 1}/{part.count}: Patch-DiT", "patch", None, leave=False)
+                    progress.set("step", total=expected["patches"])
+                else:
+                    progress.finish("step", quiet=True)
+
+            expected = {"patches": None}
+            on_tile = lambda done, total: progress.set("step", done=done, total=total)  # noqa: E731
+            on_batch = lambda group, idx: progress.update("step", len(idx))  # noqa: E731
+        image, done = flow.run_image(model, prep, job.opts.seed, job.opts.piece_size, job.opts.outscale,
+                                     job.hard_groups(model), {"decode": t_dec}, on_piece,
+                                     on_batch, on_tile, on_begun=lambda st: expected.__setitem__(
+                                         "patches", len(st.coarse.index)) if progress is not None else None)
+        row = job.write_ok(rel, prep, image, done, naming, model)
+        job.write_map(rel, done.groups, prep.size, model)
+        return row
     except Exception as e:  # one bad image costs one record, never the job
         return job.write_error(rel, e, steps.model_version(model))
     finally:
         if progress is not None:
-            progress.finish("patches", quiet=True)
+            progress.finish("step", quiet=True)
+            progress.finish("photo", quiet=True)
 
 
 def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None) -> dict:

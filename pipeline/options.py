@@ -17,6 +17,11 @@ class UpscaleOptions:
     rtm: str | None = None                            # an RTM folder from build-rtm (FAISS); None = the checkpoint's
     seed: int = 0
     out_format: str | None = None                     # None = same as input
+    # the output's scale, 1-4 (the x4 result resized, Lanczos); None = the model's (x4)
+    outscale: float | None = None
+    # LR px per side of a piece (patchscaler/pieces.py): a larger photo is split into pieces
+    # with a halo, processed as separate rows, so memory does not grow with its size
+    piece_size: int = 768
     quality: int = 95
     resume: bool = True
     max_pixels: int = 16_000_000

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from storage import Store, makedirs_durable
 
 from .options import UpscaleOptions
-from .storage import RUN_ID, done_inputs, list_inputs, name_plans, output_owners, overlap, read_rows, recover
+from .storage import RUN_ID, done_inputs, remove_parts, list_inputs, name_plans, output_owners, overlap, read_rows, recover
 
 log = logging.getLogger("patchscaler")
 
@@ -98,6 +98,7 @@ def make_plan(opts: UpscaleOptions) -> Plan:
             makedirs_durable(dst.path)
         files = set(dst.files())
         recovered = recover(dst, opts.run_id, files)
+        remove_parts(dst)   # pieces of photos a killed run did not finish: they are redone whole
         rows = read_rows(dst)
     except Exception as e:
         raise storage_error(e, f"DST {dst.uri()}", dst) from None

@@ -16,11 +16,12 @@ import time
 
 log = logging.getLogger("patchscaler.progress")
 
-STAGES = {  # key -> (label, unit) for the pipeline's stages
-    "grm": ("decode + GRM", "img"),
+STAGES = {  # key -> (label, unit) for the pipeline's stages; a photo is one piece or several
+    "grm": ("decode + GRM", "piece"),
     "hard": ("hard Patch-DiT", "patch"),
     "easy": ("easy Patch-DiT", "patch"),
-    "stitch": ("stitch + write", "img"),
+    "stitch": ("stitch", "piece"),
+    "photos": ("photos written", "img"),
 }
 
 
@@ -112,14 +113,20 @@ class PipelineProgress:
         self.hub, self.images, self.p, self.poll = hub, images, progress, poll
         self.final: dict[str, list[int]] = {}
         for key, (label, unit) in STAGES.items():
-            self.p.add(key, label, unit, images if unit == "img" else 0)
+            self.p.add(key, label, unit, images if unit in ("img", "piece") else 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
 
+    def _total(self, snap: dict, key: str, unit: str) -> int:
+        if unit == "img":
+            return self.images
+        if unit == "piece":   # known once every header is read; until then at least one per photo
+            return max(snap.get("pieces", [0, 0])[1], self.images)
+        return snap.get(key, [0, 0])[1]
+
     def _apply(self, snap: dict) -> None:
         for key, (label, unit) in STAGES.items():
-            done, total = snap.get(key, [0, 0])
-            self.p.set(key, done=done, total=self.images if unit == "img" else total)
+            self.p.set(key, done=snap.get(key, [0, 0])[0], total=self._total(snap, key, unit))
 
     def _read(self) -> dict:
         import ray
@@ -155,8 +162,4 @@ class PipelineProgress:
         return False
 
     def _complete(self, snap: dict) -> bool:
-        for key, (_, unit) in STAGES.items():
-            done, total = snap.get(key, [0, 0])
-            if done < (self.images if unit == "img" else total):
-                return False
-        return True
+        return all(snap.get(key, [0, 0])[0] >= self._total(snap, key, unit) for key, (_, unit) in STAGES.items())

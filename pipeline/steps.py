@@ -5,18 +5,24 @@ picklable, and the Ray graph hands one to each actor (which therefore never impo
 package)."""
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from patchscaler import imageio
 from patchscaler.config import override
-from patchscaler.flow import InFlight
 from patchscaler.model import Runtime
+from patchscaler.pieces import Piece, output_box, output_size, split
 
 from storage import Store, options_for
 
 from .options import UpscaleOptions
-from .storage import ManifestRow, OutputCollision, UnsafePath, check_output_name, output_relpath, safe_relpath, write_row
+from .storage import (ManifestRow, OutputCollision, UnsafePath, check_output_name, maps_dir, output_relpath, parts_dir,
+                      row_key, safe_relpath, write_row)
 
 
 # what each stage needs of the model (checkpoint.PARTS; the codec always comes)
@@ -103,24 +109,31 @@ class ImageJob:
         """The model for one stage of STAGE_PARTS (None: the whole model)."""
         return load_model(self.opts, None if stage is None else STAGE_PARTS[stage])
 
-    def decode(self, rel: str) -> tuple[imageio.Prepared, float]:
-        """-> (Prepared, seconds) or raises BadImage / UnsafePath with a clear message."""
+    def decode(self, rel: str, piece: Piece | None = None) -> tuple[imageio.Prepared, float]:
+        """-> (Prepared, seconds) or raises BadImage / UnsafePath with a clear message. With a
+        `piece` of several: only its crop is converted (its `size` is the whole image's)."""
         t = time.perf_counter()
         safe_relpath(rel)
-        prep = imageio.decode(self.source().read(rel), self.opts.max_pixels)
+        region = None if piece is None or piece.whole else piece.crop
+        prep = imageio.decode(self.source().read(rel), self.opts.max_pixels, region)
+        if piece is not None and prep.size != (piece.width, piece.height):
+            raise imageio.BadImage(f"decoded as {prep.size[0]}x{prep.size[1]}, not the "
+                                   f"{piece.width}x{piece.height} its header gave")
         return prep, time.perf_counter() - t
 
-    def write_ok(self, rel: str, state: InFlight, image, naming: dict | None, model) -> ManifestRow:
-        """Name, encode and write one output and its manifest row. The row goes first: a run
-        killed between the two leaves an ok row without its output, which a re-run redoes (no
-        output is ever written twice) and the next run's recovery marks `interrupted`. If the
-        output write fails, the caller's error row replaces the ok row."""
-        opts, prep, s = self.opts, state.prep, state.seconds
+    def write_ok(self, rel: str, prep: imageio.Prepared, image, done, naming: dict | None, model) -> ManifestRow:
+        """Name, encode and write one output and its manifest row (`done`: flow.Done, what the
+        image's pieces add up to). The row goes first: a run killed between the two leaves an ok
+        row without its output, which a re-run redoes (no output is ever written twice) and the
+        next run's recovery marks `interrupted`. If the output write fails, the caller's error
+        row replaces the ok row."""
+        opts, s = self.opts, done.seconds
         row = ManifestRow(run_id=opts.run_id, input=rel, notes="; ".join(prep.notes),
                           width=prep.size[0], height=prep.size[1], out_width=image.width, out_height=image.height,
-                          sec_decode=s.get("decode", 0.0), sec_grm=s["grm"], sec_dit=s["dit"],
-                          sec_stitch=s["stitch"], model_version=model_version(model), seed=opts.seed)
-        row.set_groups(state.group_counts(model.cfg.pgs.num_groups))
+                          sec_decode=s.get("decode", 0.0), sec_grm=s.get("grm", 0.0), sec_dit=s.get("dit", 0.0),
+                          sec_stitch=s.get("stitch", 0.0), model_version=model_version(model), seed=opts.seed,
+                          outscale=float(opts.outscale or model.cfg.grm.scale), pieces=done.pieces)
+        row.set_groups(done.group_counts)
         t = time.perf_counter()
         fmt = imageio.output_format(prep.format, prep.mode, prep.alpha is not None, opts.out_format)
         out_rel = check_output_name(rel, output_relpath(rel, fmt, (naming or {}).get("keep_ext", False)), naming)
@@ -129,6 +142,107 @@ class ImageJob:
         write_row(self.dest(), row)
         self.dest().write_atomic(out_rel, data)
         return row
+
+    # --- pieces (patchscaler/pieces.py) ---------------------------------------------------
+    def pieces(self, rel: str, cfg) -> list[Piece]:
+        """The pieces of an input, from its header (the first MiB; all of it if that is not
+        enough); BadImage / UnsafePath if it cannot be upscaled."""
+        safe_relpath(rel)
+        head = self.source().read_head(rel, 1 << 20)
+        try:
+            w, h = imageio.probe(head, self.opts.max_pixels)
+        except imageio.BadImage:
+            if len(head) < 1 << 20:
+                raise
+            w, h = imageio.probe(self.source().read(rel), self.opts.max_pixels)
+        return split(h, w, cfg, self.opts.piece_size, self.opts.outscale or cfg.grm.scale)
+
+    def _parts_dir(self, rel: str) -> str:
+        return f"{parts_dir(self.opts.run_id)}/{row_key(rel)}"
+
+    def write_part(self, rel: str, piece: Piece, image, state, model) -> dict:
+        """A finished piece's output to scratch under DST (lossless PNG, any mode), and what the
+        photo's assembler needs of it."""
+        buf = io.BytesIO()
+        image.save(buf, "PNG", compress_level=1)
+        self.dest().write_atomic(f"{self._parts_dir(rel)}/{piece.index}.png", buf.getvalue())
+        from patchscaler.flow import owned_groups
+        buf = io.BytesIO()
+        np.save(buf, owned_groups(state).numpy())
+        self.dest().write_atomic(f"{self._parts_dir(rel)}/{piece.index}.groups.npy", buf.getvalue())
+        p = state.prep
+        return {"ok": True, "error": "", "box": list(output_box(piece, model.cfg.grm.scale)),
+                "counts": state.group_counts(model.cfg.pgs.num_groups), "seconds": dict(state.seconds),
+                "mode": image.mode, "size": list(p.size), "format": p.format, "prep_mode": p.mode,
+                "alpha": p.alpha is not None, "icc": p.icc, "exif": p.exif, "notes": list(p.notes),
+                "outscale": piece.outscale}
+
+    def assemble(self, rel: str, infos: list[dict], naming: dict | None, model) -> ManifestRow:
+        """Put a photo together from its pieces in scratch (the output in 8 or 16 bits, one piece
+        at a time), write it and its row, and remove the scratch. A failed piece fails the photo."""
+        from PIL import Image
+
+        from patchscaler.flow import Done
+        d = self._parts_dir(rel)
+        try:
+            bad = [i for i in infos if not i["ok"]]
+            if bad:
+                return self.write_error(rel, bad[0]["error"], model_version(model))
+            first = infos[0]
+            oh, ow = output_size(first["size"][1], first["size"][0], first["outscale"])
+            image = Image.new(first["mode"], (ow, oh))
+            for k, info in enumerate(infos):
+                with Image.open(io.BytesIO(self.dest().read(f"{d}/{k}.png"))) as part:
+                    image.paste(part, (info["box"][2], info["box"][0]))
+            seconds: dict[str, float] = {}
+            for info in infos:
+                for key, v in info["seconds"].items():
+                    seconds[key] = seconds.get(key, 0.0) + v
+            counts = [sum(c) for c in zip(*(i["counts"] for i in infos))]
+            import torch
+            prep = imageio.Prepared(torch.empty(0), torch.empty(0) if first["alpha"] else None, first["prep_mode"],
+                                    first["format"], first["icc"], first["exif"], first["notes"], tuple(first["size"]))
+            row = self.write_ok(rel, prep, image, Done(counts, seconds, len(infos)), naming, model)
+            del image
+            self.write_map(rel, [np.load(io.BytesIO(self.dest().read(f"{d}/{k}.groups.npy")))
+                                 for k in range(len(infos))], first["size"], model)
+            return row
+        except Exception as e:
+            return self.write_error(rel, e, model_version(model))
+        finally:
+            self.remove_parts(rel)
+
+    def remove_parts(self, rel: str) -> None:
+        d = self.dest().full(self._parts_dir(rel))
+        with contextlib.suppress(FileNotFoundError, OSError):
+            self.dest().fs.rm(d, recursive=True)
+
+    def write_map(self, rel: str, owned: list, size: tuple[int, int], model) -> None:
+        """The photo's difficulty map for the report: one pixel per patch of its grid, the
+        patch's group (255: none), with the grid's geometry in the PNG's text. `owned`: per
+        piece, (2, n) whole-grid indices and groups (flow.owned_groups)."""
+        from PIL import Image, PngImagePlugin
+
+        from patchscaler import pgs
+        try:
+            cfg, r = model.cfg, model.cfg.grm.scale / model.cfg.codec.factor
+            grid = pgs.make_grid(round(size[1] * r), round(size[0] * r), cfg.pgs.patch_size, cfg.pgs.overlap)
+            ph, pw = grid.padded
+            ny = len(pgs._axis_positions(ph, grid.patch, grid.overlap))
+            nx = len(pgs._axis_positions(pw, grid.patch, grid.overlap))
+            m = np.full(ny * nx, 255, np.uint8)
+            for a in owned:
+                a = np.asarray(a)
+                m[a[0]] = a[1]
+            info = PngImagePlugin.PngInfo()
+            info.add_text("grid", json.dumps({"latent": [grid.height, grid.width], "patch": grid.patch,
+                                              "overlap": grid.overlap}))
+            buf = io.BytesIO()
+            Image.fromarray(m.reshape(ny, nx)).save(buf, "PNG", pnginfo=info)
+            self.dest().write_atomic(f"{maps_dir(self.opts.run_id)}/{row_key(rel)}.png", buf.getvalue())
+        except Exception as e:   # the map is for the report only: never fails the photo
+            import logging
+            logging.getLogger("patchscaler").debug("difficulty map of %s not written: %s", rel, e)
 
     def write_error(self, rel: str, err: Exception | str, version: str = "") -> ManifestRow:
         """The image's error row (err: the exception, or the text an earlier stage gave)."""

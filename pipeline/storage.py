@@ -237,6 +237,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("sec_decode", pa.float64()), ("sec_grm", pa.float64()), ("sec_dit", pa.float64()),
     ("sec_stitch", pa.float64()), ("sec_write", pa.float64()),
     ("model_version", pa.string()), ("seed", pa.int64()), ("finished_at", pa.float64()),
+    ("outscale", pa.float64()), ("pieces", pa.int32()),
 ])
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -265,6 +266,8 @@ class ManifestRow:
     model_version: str = ""
     seed: int = 0
     finished_at: float = 0.0
+    outscale: float = 4.0       # the output's scale
+    pieces: int = 1             # pieces the photo was processed in (patchscaler/pieces.py)
 
     def set_groups(self, counts: list[int]):
         self.group_counts = [int(c) for c in counts]
@@ -279,6 +282,28 @@ def row_key(input_rel: str) -> str:
 
 def rows_dir(run_id: str) -> str:
     return f"{MANIFEST_DIR}/rows/{run_id}"
+
+
+def parts_dir(run_id: str) -> str:
+    """Scratch for the finished pieces of photos being put together (pieces.py)."""
+    return f"{MANIFEST_DIR}/parts/{run_id}"
+
+
+def remove_parts(dst: Store, run_id: str | None = None) -> None:
+    """Remove a run's piece scratch (every run's if None): what is left there belongs to photos
+    that were not finished, which a later run redoes whole."""
+    path = dst.full(f"{MANIFEST_DIR}/parts" + (f"/{run_id}" if run_id else ""))
+    with contextlib.suppress(FileNotFoundError, OSError):
+        if dst.fs.exists(path):
+            dst.fs.rm(path, recursive=True)
+    if dst.is_local:
+        with contextlib.suppress(OSError):
+            os.rmdir(dst.full(f"{MANIFEST_DIR}/parts"))
+
+
+def maps_dir(run_id: str) -> str:
+    """Each photo's difficulty map (its patches' groups), for the report."""
+    return f"{MANIFEST_DIR}/maps/{run_id}"
 
 
 def write_row(dst: Store, row: ManifestRow) -> None:

@@ -132,6 +132,11 @@ class Store:
     def read(self, rel: str) -> bytes:
         return self.fs.cat_file(self.full(rel))
 
+    def read_head(self, rel: str, n: int) -> bytes:
+        """The first `n` bytes (all of a shorter file)."""
+        with self.fs.open(self.full(rel), "rb") as f:
+            return f.read(n)
+
     def write_atomic(self, rel: str, data: bytes) -> None:
         """Never leaves a partial object: local files are written durably (write_durable);
         object stores commit a single PUT whole or not at all."""

