@@ -17,6 +17,7 @@ class ProgressHub:
         self.counts: dict[str, list[int]] = {}
         self.pieces: dict[str, dict[int, dict]] = {}
         self.where: dict[tuple[str, int], str] = {}
+        self.peaks: dict[str, float] = {}
 
     def add(self, stage: str, done: int = 0, total: int = 0) -> None:
         c = self.counts.setdefault(stage, [0, 0])
@@ -42,6 +43,13 @@ class ProgressHub:
     def leave(self, key: str, index: int) -> None:
         self.where.pop((key, index), None)
 
+    def peak(self, stage: str, gib: float) -> None:
+        self.peaks[stage] = max(self.peaks.get(stage, 0.0), gib)
+
+    def peak_memory(self) -> dict[str, float]:
+        """stage -> the largest peak RSS (GiB) any of its actors reported."""
+        return dict(self.peaks)
+
     def stuck(self) -> dict[str, str]:
         """input -> the stage one of its pieces entered and never left (its actor died)."""
         return {key: stage for (key, _), stage in self.where.items()}
@@ -60,6 +68,17 @@ def mark(hub, stage: str | None, key: str, index: int) -> None:
             hub.leave.remote(key, index)
     except Exception as e:
         log.debug("progress mark dropped: %s", e)
+
+
+def peak(hub, stage: str) -> None:
+    """Tell the hub this process's peak RSS so far (fire and forget)."""
+    if hub is None:
+        return
+    import resource
+    try:
+        hub.peak.remote(stage, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+    except Exception as e:
+        log.debug("peak report dropped: %s", e)
 
 
 def report(hub, stage: str, done: int = 0, total: int = 0) -> None:

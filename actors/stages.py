@@ -27,7 +27,7 @@ from patchscaler import flow
 from patchscaler.pieces import Piece
 
 from .faults import maybe_die
-from .progress import mark, report
+from .progress import mark, peak, report
 
 
 def _one(batch: dict) -> dict:
@@ -114,6 +114,7 @@ class DecodeGRM:
         report(self.hub, "hard", total=n_hard)
         report(self.hub, "easy", total=len(groups) - n_hard)
         report(self.hub, "grm", done=1)
+        peak(self.hub, "GRM")
         return {k: [v] for k, v in {**row, "state": pickle.dumps(state, protocol=5),
                                     "trace": json.dumps(trace)}.items()}
 
@@ -183,6 +184,7 @@ class PatchDiTPool:
                     trace.setdefault("groups", {})[str(g)] = [self.pool, node]
             trace.setdefault("actors", {})[self.pool] = f"{node}:{os.getpid()}"
             out[i] = {**rows[i], "state": pickle.dumps(state, protocol=5), "trace": json.dumps(trace)}
+        peak(self.hub, f"{self.pool} Patch-DiT")
         return _columns(out)
 
 
@@ -224,12 +226,15 @@ class StitchWrite:
                     info = self.job.write_part(rel, piece, flow.finish(self.model, state), state, self.model)
                 except Exception as e:
                     info = {"ok": False, "error": self.job.error_text(e)}
+            info["trace"] = json.loads(row.get("trace") or "{}")
             import ray
             infos = ray.get(self.hub.piece_done.remote(rel, piece.index, piece.count, info))
             if infos is not None:
                 r = self.job.assemble(rel, infos, json.loads(row["naming"]), self.model)
+                row = {**row, "trace": json.dumps({"pieces": [i["trace"] for i in infos]})}
         mark(self.hub, None, rel, _index(row))
         report(self.hub, "stitch", done=1)
+        peak(self.hub, "stitch")
         if r is None:   # the same columns as a photo's row (Ray Data blocks share one schema)
             from pipeline.storage import ManifestRow
             r = ManifestRow(run_id=self.job.opts.run_id, input=rel, status="part")

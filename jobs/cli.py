@@ -46,6 +46,36 @@ def _ints(s: str) -> tuple[int, ...]:
     return tuple(int(x) for x in s.split(","))
 
 
+def format_arg(text: str) -> str:
+    """argparse type for --format: a format the writer supports (any case; JPG and TIF too)."""
+    from patchscaler.imageio import WRITABLE
+    fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(text.upper(), text.upper())
+    if fmt not in WRITABLE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not supported: use one of {', '.join(WRITABLE)}")
+    return fmt
+
+
+def outscale_arg(text: str) -> float:
+    """argparse type for --outscale: a scale from 1 to 4."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 1 <= v <= 4:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number from 1 to 4 (the x4 result, resized)")
+    return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of at least 1")
+    return v
+
+
 def resources_arg(text: str) -> dict:
     """argparse type for --*-resources: Ray custom resources as JSON ('{"hard_gpu": 1}') or
     k=v pairs ('hard_gpu=1,ssd=0.5')."""
@@ -79,13 +109,26 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster address (e.g. ray://head:10001 or auto)")
     p.add_argument("--checkpoint", help="model checkpoint (path or URI); default: the shipped one")
     p.add_argument("--rtm", help="RTM folder written by build-rtm (FAISS index); default: the checkpoint's")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", dest="out_format", help="output format (JPEG, PNG, WEBP, TIFF); default: as input")
-    p.add_argument("--quality", type=int, default=95)
+    p.add_argument("--seed", type=int, default=0,
+                   help="the diffusion's noise seed (default 0); the same seed gives the same pixels")
+    p.add_argument("--format", dest="out_format", type=format_arg,
+                   help="output format: JPEG, PNG, WEBP, TIFF or BMP; default: as the input (GIF -> PNG)")
+    p.add_argument("--quality", type=int, default=95, choices=range(1, 101), metavar="1-100",
+                   help="JPEG and WEBP quality (default 95)")
+    p.add_argument("--outscale", type=outscale_arg,
+                   help="output scale from 1 to 4, e.g. 2 or 1.5: the x4 result resized (Lanczos, antialiased) "
+                        "before it is written; default 4")
+    p.add_argument("--piece-size", type=positive_int, default=768, metavar="PX",
+                   help="a photo larger than this many input px on a side is processed in pieces with a halo, "
+                        "each its own row, so memory stays bounded and one photo spreads over the actors "
+                        "(default 768; README 'Big photos')")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip images whose output and ok manifest row exist (default); --no-resume redoes them")
-    p.add_argument("--max-pixels", type=int, default=16_000_000, help="refuse larger inputs (LR pixels)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-pixels", type=positive_int, default=16_000_000,
+                   help="refuse larger inputs (input pixels, default 16 M: the guard against decompression "
+                        "bombs; the in-process engine holds the decoded input, 12 bytes per pixel, and the "
+                        "output, 16 x 3 bytes per input pixel at x4)")
+    p.add_argument("--device", default="cpu", help="torch device for the in-process engine (default cpu)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16-dit", "bf16"], default="auto",
                    help="auto (default): bf16-dit (the Patch-DiT in bf16, the GRM in fp32) where the device "
                         "computes bf16 natively (CUDA, AVX512-BF16/AMX), else fp32")
@@ -101,13 +144,15 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hard-groups", type=_ints,
                    help="groups the hard Patch-DiT pool serves, e.g. 2 or 3,4 (default: the checkpoint's, "
                         "or the last group when --thresholds changes the number of groups)")
-    p.add_argument("--grm-actors", type=int, default=1)
-    p.add_argument("--hard-actors", type=int, default=1)
-    p.add_argument("--easy-actors", type=int, default=1)
-    p.add_argument("--stitch-actors", type=int, default=1)
-    p.add_argument("--actor-cpus", type=float, default=0.25)
-    p.add_argument("--grm-gpus", type=float, default=0.0)
-    p.add_argument("--dit-gpus", type=float, default=0.0)
+    p.add_argument("--grm-actors", type=positive_int, default=1, help="Ray: decode + GRM actors (default 1)")
+    p.add_argument("--hard-actors", type=positive_int, default=1, help="Ray: Patch-DiT actors for hard patches")
+    p.add_argument("--easy-actors", type=positive_int, default=1,
+                   help="Ray: Patch-DiT actors for simple and medium patches")
+    p.add_argument("--stitch-actors", type=positive_int, default=1, help="Ray: stitch + write actors")
+    p.add_argument("--actor-cpus", type=float, default=0.25,
+                   help="Ray: CPUs each actor reserves (default 0.25; whole CPUs on a 2-core host stall the pipeline)")
+    p.add_argument("--grm-gpus", type=float, default=0.0, help="Ray: GPUs each GRM actor reserves (fractions share one)")
+    p.add_argument("--dit-gpus", type=float, default=0.0, help="Ray: GPUs each Patch-DiT actor reserves")
     p.add_argument("--dit-images", type=int, default=0,
                    help="images per Patch-DiT call, patches batched by group (default: 8 with --dit-gpus, else 1)")
     p.add_argument("--pools", choices=["fixed", "auto"], default="fixed",
@@ -117,7 +162,7 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
                        help=f"Ray custom resources per {pool} actor, JSON or k=v,k=v (see cluster.yaml)")
     add_storage_args(p)
     p.add_argument("--run-id", help="run id (default: a timestamp and a random suffix)")
-    p.add_argument("--no-report", dest="report", action="store_false")
+    p.add_argument("--no-report", dest="report", action="store_false", help="write no HTML report")
     p.add_argument("--progress-interval", type=float,
                    help="seconds between progress lines when stderr is not a terminal (default 30)")
     p.add_argument("-v", "--verbose", action="store_true",
@@ -142,7 +187,7 @@ def upscale_main(a: argparse.Namespace) -> int:
     from storage import options_for
     so = storage_options(a)
     kw = {k: getattr(a, k) for k in (
-        "checkpoint", "rtm", "seed", "out_format", "quality", "resume", "max_pixels", "device", "precision",
+        "checkpoint", "rtm", "seed", "out_format", "quality", "outscale", "piece_size", "resume", "max_pixels", "device", "precision",
         "max_batch", "compile", "thresholds", "taus", "steps", "address", "grm_actors", "hard_actors", "dit_images", "pools",
         "easy_actors", "stitch_actors", "actor_cpus", "grm_gpus", "dit_gpus", "report", "verbose", "hard_groups",
         "grm_resources", "hard_resources", "easy_resources")}

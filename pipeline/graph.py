@@ -46,7 +46,8 @@ def build_dataset(plan: Plan, hub=None):
     job = ImageJob(opts)
     items = [{"input": r, "naming": json.dumps(plan.names[r])} for r in pending]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
-    ds = ds.map_batches(SplitPieces, fn_constructor_args=(job, hub), **pool(1, opts.actor_cpus / 2, 0, {}))
+    # reading headers costs next to nothing: no CPU reserved, so it never waits for the pools
+    ds = ds.map_batches(SplitPieces, fn_constructor_args=(job, hub), **pool(1, 0, 0, {}))
     ds = ds.repartition(target_num_rows_per_block=1)
     ds = ds.map_batches(DecodeGRM, fn_constructor_args=(job, hub),
                         **pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
@@ -92,7 +93,7 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
     plan = make_plan(opts)
     log.info("%s", plan_line(plan))
     not_read = record_skipped(plan)
-    rows, stages = [], {}
+    rows, stages, peaks = [], {}, {}
     if plan.pending:
         # a --hard-groups the model does not have fails here, before Ray starts, not in the actors
         job = ImageJob(opts)
@@ -112,11 +113,14 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
                 rows.append(r)
         stages = pp.final
         rows += _lost(plan, rows, ImageJob(plan.opts), ray.get(hub.stuck.remote()), stitcher)
+        peaks = ray.get(hub.peak_memory.remote())
+        log.info("peak memory per actor: %s", ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
         ray.kill(hub)
         remove_parts(plan.dst, opts.run_id)
     manifest = consolidate(plan.dst, opts.run_id)
     summary = summarize(rows, plan, manifest, time.perf_counter() - t0, not_read)
     summary["stages"] = stages
+    summary["actor_peaks"] = peaks
     if opts.report and rows:
         from .report import write_report
         summary["report"] = write_report(plan, rows)

@@ -11,7 +11,7 @@ import json
 from PIL import Image, ImageDraw
 
 from .local import group_totals
-from .storage import MANIFEST_DIR
+from .storage import MANIFEST_DIR, maps_dir, row_key
 
 COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240), (200, 80, 220), (40, 220, 220)]
 THUMB = 256
@@ -55,6 +55,22 @@ def group_overlay(out: Image.Image, gm: dict) -> Image.Image:
     return Image.alpha_composite(base.convert("RGBA"), over).convert("RGB")
 
 
+def read_map(dst, run_id: str, rel: str) -> dict:
+    """The photo's difficulty map as the stitcher wrote it (steps.ImageJob.write_map): patch
+    positions, patch size, latent size and each patch's group; {} if there is none."""
+    from patchscaler import pgs
+    try:
+        with Image.open(io.BytesIO(dst.read(f"{maps_dir(run_id)}/{row_key(rel)}.png"))) as im:
+            geo = json.loads(im.text["grid"])
+            groups = [int(g) for g in im.getdata()]
+    except Exception:
+        return {}
+    grid = pgs.make_grid(*geo["latent"], geo["patch"], geo["overlap"])
+    keep = [(p, g) for p, g in zip(grid.positions, groups) if g != 255]
+    return {"positions": [p for p, _ in keep], "groups": [g for _, g in keep], "patch": geo["patch"],
+            "latent": geo["latent"]}
+
+
 def write_report(plan, rows: list[dict]) -> str:
     src, dst, opts = plan.src, plan.dst, plan.opts
     ok = [r for r in rows if r["status"] == "ok"]
@@ -73,7 +89,7 @@ def write_report(plan, rows: list[dict]) -> str:
         try:
             before = _thumb(src.read(r["input"]))
             after_full = Image.open(io.BytesIO(dst.read(r["output"])))
-            gm = json.loads(r.get("group_map") or "{}")
+            gm = read_map(dst, opts.run_id, r["input"])
             after = after_full.copy()
             after.thumbnail((THUMB, THUMB))
             ov = group_overlay(after, gm) if gm else after

