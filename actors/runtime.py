@@ -61,3 +61,48 @@ def pool(size: int, cpus: float, gpus: float = 0.0, resources: dict | None = Non
     if resources:
         kw["resources"] = dict(resources)
     return kw
+
+
+def _probe(requested: str, gpus: float) -> dict:
+    """In a Ray worker that holds what a stage reserves: the stage's device (or NoCUDA's text)."""
+    import ray
+    import torch
+
+    from patchscaler.model import NoCUDA, resolve_device
+    ids = [str(i) for i in ray.get_gpu_ids()]
+    try:
+        return {"device": resolve_device(requested, gpus), "gpu_ids": ids, "error": ""}
+    except NoCUDA as e:
+        return {"device": "", "gpu_ids": ids, "error": str(e), "torch": torch.__version__}
+
+
+def check_devices(stages: dict[str, tuple[float, dict]], requested: str, fixed: bool,
+                  wait: float = 600.0) -> dict[str, dict]:
+    """Before the pipeline starts: for each stage that reserves GPUs ({name: (gpus, custom
+    resources)}), one task with the same reservation resolves the stage's device where the
+    stage will run. A stage that finds no CUDA, or no node that can hold it, stops the run with
+    one line (DeviceError), not every image as an error row nor a silent CPU run. `fixed`: the
+    Ray has the nodes it will ever have (a Ray of our own), so too few GPUs fail at once; on a
+    cluster the autoscaler may bring a GPU node within `wait` seconds."""
+    import ray
+    out = {}
+    for name, (gpus, resources) in stages.items():
+        if not gpus:
+            continue
+        if fixed and ray.cluster_resources().get("GPU", 0) < gpus:
+            raise DeviceError(f"the {name} stage reserves {gpus:g} GPU(s) per actor, but this Ray has "
+                              f"{ray.cluster_resources().get('GPU', 0):g}: drop the GPU options or use a cluster with GPUs")
+        task = ray.remote(_probe).options(num_cpus=0, num_gpus=gpus, resources=dict(resources) or None)
+        try:
+            got = ray.get(task.remote(requested, gpus), timeout=wait)
+        except ray.exceptions.GetTimeoutError:
+            raise DeviceError(f"the {name} stage: no node could take an actor with {gpus:g} GPU(s) "
+                              f"and {resources or 'no custom resources'} within {wait:.0f} s") from None
+        if got["error"]:
+            raise DeviceError(f"the {name} stage: {got['error']}")
+        out[name] = got
+    return out
+
+
+class DeviceError(RuntimeError):
+    """A stage cannot run on the device it was given (exit 1, one line)."""

@@ -55,6 +55,16 @@ def _threads():
     torch.set_num_threads(max(1, int(os.environ.get("PATCHSCALER_THREADS", "1"))))
 
 
+def _device(model) -> dict:
+    """What this actor computes on: its resolved device, precision and the GPU ids Ray gave it."""
+    try:
+        import ray
+        ids = [str(i) for i in ray.get_gpu_ids()]
+    except Exception:
+        ids = []
+    return {"device": str(model.runtime.device), "precision": model.runtime.precision, "gpu_ids": ids}
+
+
 def _index(row: dict) -> int:
     return json.loads(row["piece"])["index"] if row.get("piece") else 0
 
@@ -90,6 +100,7 @@ class DecodeGRM:
         self.model = job.load_model("grm")
         self.hard = job.hard_groups(self.model)
         self.calls = 0
+        self.device = _device(self.model)
 
     def __call__(self, batch: dict) -> dict:
         row = _one(batch)
@@ -97,7 +108,7 @@ class DecodeGRM:
         self.calls += 1
         mark(self.hub, "GRM", rel, _index(row))
         maybe_die("grm", self.calls, (rel,))
-        trace = {"grm": _node()}
+        trace = {"grm": _node(), "devices": {"grm": self.device}}
         if row["status"] != "ok":
             report(self.hub, "grm", done=1)
             return {k: [v] for k, v in row.items()}
@@ -134,6 +145,7 @@ class PatchDiTPool:
         all_groups = set(range(self.model.cfg.pgs.num_groups))
         self.groups = hard if pool == "hard" else all_groups - hard
         self.calls = 0
+        self.device = _device(self.model)
 
     def _refine(self, states: list) -> None:
         done = 0
@@ -183,6 +195,7 @@ class PatchDiTPool:
                 if bool((state.coarse.groups == g).any()):
                     trace.setdefault("groups", {})[str(g)] = [self.pool, node]
             trace.setdefault("actors", {})[self.pool] = f"{node}:{os.getpid()}"
+            trace.setdefault("devices", {})[self.pool] = self.device
             out[i] = {**rows[i], "state": pickle.dumps(state, protocol=5), "trace": json.dumps(trace)}
         peak(self.hub, f"{self.pool} Patch-DiT")
         return _columns(out)
@@ -198,12 +211,16 @@ class StitchWrite:
         _threads()
         self.job, self.hub = job, hub
         self.model = job.load_model("stitch")
+        self.device = _device(self.model)
 
     def __call__(self, batch: dict) -> dict:
         row = _one(batch)
         rel = row["input"]
         mark(self.hub, "stitch", rel, _index(row))
         version = self.model.cfg.version
+        trace = json.loads(row.get("trace") or "{}")
+        trace.setdefault("devices", {})["stitch"] = self.device
+        row = {**row, "trace": json.dumps(trace)}
         piece = Piece.from_dict(json.loads(row["piece"])) if row["piece"] else None
         r = None
         if piece is None or piece.whole:

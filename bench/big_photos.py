@@ -30,17 +30,16 @@ import harness  # noqa: E402
 
 def standin_checkpoint(path: str) -> str:
     import torch
-    from torch import nn
 
     from patchscaler import PatchScaler
     from patchscaler.checkpoint import save
     from patchscaler.config import PatchScalerConfig, override
-    from patchscaler.grm import RealESRGANGRM
     from patchscaler.rtm import RTM
     torch.manual_seed(0)
     cfg = override(PatchScalerConfig(), dit={"hidden": 32, "depth": 1, "heads": 1, "encoder_depth": 0},
-                   texture={"feature_dim": 16, "hidden": 8}, pgs={"steps": (1, 1, 1)}, version="bench-standin")
-    m = PatchScaler(cfg, grm=RealESRGANGRM(cfg.latent_channels, cfg.grm, backbone=nn.Upsample(scale_factor=4, mode="bicubic")))
+                   texture={"feature_dim": 16, "hidden": 8}, pgs={"steps": (1, 1, 1)}, grm={"backbone": "bicubic"},
+                   version="bench-standin")
+    m = PatchScaler(cfg)
     m.rtm = RTM(torch.randn(64, 16), torch.randn(64, 48, 16, 16))
     for p in m.grm.conf_head.parameters():
         p.data.normal_(0, 0.3)

@@ -28,7 +28,7 @@ import harness  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("--make-carry", metavar="FILE", help="write the int8 Real-ESRGAN weights to FILE and stop")
-ap.add_argument("--device", default="cuda")
+ap.add_argument("--device", default="auto", help="auto: cuda if torch sees it, else cpu (the in-process rule)")
 ap.add_argument("--grm-int8", help="int8 Real-ESRGAN weights made by --make-carry (default: the local ones)")
 ap.add_argument("--photos", help="folder of HR photos (default: the bundled samples)")
 ap.add_argument("--n", type=int, default=4, help="photos (default %(default)s)")
@@ -81,9 +81,10 @@ if a.make_carry:
 
 from patchscaler import flow  # noqa: E402
 from patchscaler.checkpoint import load  # noqa: E402
-from patchscaler.model import Runtime  # noqa: E402
+from patchscaler.model import Runtime, resolve_device  # noqa: E402
 from patchscaler.upscale import DEFAULT_CHECKPOINT  # noqa: E402
 
+a.device = resolve_device(a.device)   # the in-process engine's rule (auto: cuda if torch sees it)
 dev = torch.device(a.device)
 sync = torch.cuda.synchronize if dev.type == "cuda" else None
 card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else harness.machine()

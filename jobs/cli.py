@@ -128,7 +128,10 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
                    help="refuse larger inputs (input pixels, default 16 M: the guard against decompression "
                         "bombs; the in-process engine holds the decoded input, 12 bytes per pixel, and the "
                         "output, 16 x 3 bytes per input pixel at x4)")
-    p.add_argument("--device", default="cpu", help="torch device for the in-process engine (default cpu)")
+    p.add_argument("--device", default="auto",
+                   help="auto (default): in-process, cuda if torch sees one, else cpu; in the Ray engine each "
+                        "stage that reserves GPUs (--grm-gpus, --dit-gpus) runs on them, the others on the CPU. "
+                        "A device given here overrides for the in-process engine and the GPU stages")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16-dit", "bf16"], default="auto",
                    help="auto (default): bf16-dit (the Patch-DiT in bf16, the GRM in fp32) where the device "
                         "computes bf16 natively (CUDA, AVX512-BF16/AMX), else fp32")
@@ -288,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.plan import StorageError, UsageError, one_line
         if isinstance(e, (UsageError, StorageError)):
             return _fail(e.exit_code, str(e))
+        if type(e).__name__ in ("DeviceError", "NoCUDA"):
+            return _fail(1, one_line(e))
         if type(e).__name__ == "RTMMismatch":
             return _fail(2, f"--rtm: {one_line(e)}")
         return _fail(1, f"{type(e).__name__}: {one_line(e)}" + ("" if verbose else " (--verbose shows the traceback)"))

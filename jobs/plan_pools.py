@@ -16,7 +16,9 @@ def add_args(p) -> None:
     p.add_argument("--workers", type=int, default=3, help="actors to split when --gpus is 0 (default %(default)s)")
     p.add_argument("--sample", type=int, default=3, help="images of SRC to measure, spread over the listing")
     p.add_argument("--checkpoint")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto",
+                   help="auto (default): what the pools will use, cuda with --gpus, else cpu (the rule "
+                        "of upscale's stages); or a torch device")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16-dit", "bf16"], default="auto")
     p.add_argument("--hard-groups", help="groups served by the hard pool, e.g. 2 (default: the checkpoint's)")
     from jobs.cli import add_storage_args
@@ -32,7 +34,7 @@ def sample_names(names: list[str], n: int) -> list[str]:
 
 def main(a) -> int:
     from patchscaler import imageio
-    from patchscaler.model import Runtime
+    from patchscaler.model import Runtime, resolve_device
     from patchscaler.upscale import build_default
     from pipeline.sizing import measure, plan_text
     from pipeline.storage import list_images
@@ -52,9 +54,10 @@ def main(a) -> int:
             log.warning("%s: not measured (%s)", rel or a.src, e)
     if not preps:
         raise SystemExit("patchscaler plan: none of the sampled images could be read")
-    model = build_default(a.checkpoint).configure(Runtime(device=a.device, precision=a.precision))
+    device = resolve_device(a.device, 1.0 if a.gpus else 0.0)   # as a pool's actors resolve it
+    model = build_default(a.checkpoint).configure(Runtime(device=device, precision=a.precision))
     hard = tuple(int(g) for g in a.hard_groups.split(",")) if a.hard_groups else (model.cfg.pgs.num_groups - 1,)
-    log.info("measuring %d of %d images on %s (%s)", len(preps), len(names), a.device, model.runtime.precision)
+    log.info("measuring %d of %d images on %s (%s)", len(preps), len(names), device, model.runtime.precision)
     profile = measure(model, preps)
     workers = a.gpus if a.gpus else a.workers
     print(f"{len(names)} images in {a.src}; {workers} {'GPUs' if a.gpus else 'actors'} to split")

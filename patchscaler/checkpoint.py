@@ -38,7 +38,7 @@ def keep_parts(model: PatchScaler, parts) -> PatchScaler:
 def state_to_save(model: PatchScaler, half: bool = True) -> dict[str, torch.Tensor]:
     sd = {}
     for k, v in model.state_dict().items():
-        if k.startswith(FROZEN_PREFIXES) and model.cfg.grm.backbone in ("rrdb", "srvgg"):
+        if k.startswith(FROZEN_PREFIXES) and model.cfg.grm.backbone in ("rrdb", "srvgg", "bicubic"):
             continue
         v = v.detach().cpu().contiguous()
         sd[k] = v.half() if half and v.is_floating_point() else v

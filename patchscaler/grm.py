@@ -207,6 +207,6 @@ class RealESRGANGRM(nn.Module):
 def make_grm(latent_channels: int, cfg: GRMConfig) -> nn.Module:
     if cfg.backbone == "unet":
         return UNetGRM(latent_channels, cfg)
-    if cfg.backbone in ("rrdb", "srvgg"):
+    if cfg.backbone in ("rrdb", "srvgg", "bicubic"):
         return RealESRGANGRM(latent_channels, cfg)
     raise ValueError(f"unknown GRM backbone {cfg.backbone!r}")

@@ -43,6 +43,40 @@ def native_bf16(device: str) -> bool:
     return False
 
 
+class NoCUDA(RuntimeError):
+    """A stage was given GPUs but this process's torch sees no CUDA device."""
+
+
+def resolve_device(requested: str | None = "auto", gpus: float | None = None,
+                   cuda_available: bool | None = None) -> str:
+    """The device a stage computes on, the one rule for every caller (the in-process engine,
+    each Ray stage, `patchscaler plan`, bench/gpu.py).
+
+    requested: "auto" (or None) or an explicit torch device (--device). gpus: what the stage
+    reserved from Ray (None: not a Ray stage, the in-process engine). cuda_available: what
+    torch sees (None: ask torch; tests pass it to check the rule where no CUDA exists).
+
+    In-process: auto -> cuda if torch sees it, else cpu; an explicit device as given.
+    A Ray stage that reserved GPUs: auto -> cuda (Ray makes its GPUs the visible ones); an
+    explicit device overrides (e.g. cpu, to run GPU-reserving stages on the CPU). A Ray stage
+    without GPUs runs on the CPU whatever was asked: Ray hides the GPUs from it.
+    A cuda result where torch sees no CUDA raises NoCUDA (one line: the run stops at start)."""
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    auto = requested in (None, "", "auto")
+    if gpus is None:
+        device = ("cuda" if cuda_available else "cpu") if auto else requested
+    elif gpus > 0:
+        device = "cuda" if auto else requested
+    else:
+        device = "cpu"
+    if torch.device(device).type == "cuda" and not cuda_available:
+        why = f"it reserved {gpus:g} GPU(s)" if gpus else f"--device {requested}"
+        raise NoCUDA(f"{why} but torch {torch.__version__} here sees no CUDA device: install a CUDA build "
+                     "(scripts/install.sh gpu) or run without GPUs")
+    return device
+
+
 @dataclass
 class Runtime:
     """How to run, not what to run: never saved in a checkpoint."""

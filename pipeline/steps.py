@@ -29,10 +29,23 @@ from .storage import (ManifestRow, OutputCollision, UnsafePath, check_output_nam
 STAGE_PARTS = {"grm": ("grm",), "dit": ("texture", "dit", "rtm"), "stitch": ()}
 
 
-def load_model(opts: UpscaleOptions, parts=None):
-    """The run's model with its overrides; `parts`: only these (None: all, in-process)."""
+# GPUs each stage reserves from Ray (None: the in-process engine, no Ray)
+def stage_gpus(opts: UpscaleOptions, stage: str | None) -> float | None:
+    return {None: None, "grm": opts.grm_gpus, "dit": opts.dit_gpus, "stitch": 0.0}[stage]
+
+
+def stage_device(opts: UpscaleOptions, stage: str | None) -> str:
+    """The device of a stage (patchscaler.model.resolve_device: GPUs reserved -> cuda)."""
+    from patchscaler.model import resolve_device
+    return resolve_device(opts.device, stage_gpus(opts, stage))
+
+
+def load_model(opts: UpscaleOptions, parts=None, stage: str | None = None):
+    """The run's model with its overrides; `parts`: only these (None: all, in-process), on the
+    device `stage` resolves to (None: the in-process engine's)."""
     from patchscaler.upscale import build_default
-    rt = Runtime(device=opts.device, precision=opts.precision, max_batch=opts.max_batch, compile=opts.compile)
+    rt = Runtime(device=stage_device(opts, stage), precision=opts.precision, max_batch=opts.max_batch,
+                 compile=opts.compile)
     model = build_default(opts.checkpoint, parts)
     if opts.rtm and (parts is None or "rtm" in parts):
         from rtm_index.store import expectations, load_rtm
@@ -106,8 +119,9 @@ class ImageJob:
         return hard_groups(self.opts, model)
 
     def load_model(self, stage: str | None = None):
-        """The model for one stage of STAGE_PARTS (None: the whole model)."""
-        return load_model(self.opts, None if stage is None else STAGE_PARTS[stage])
+        """The model for one stage of STAGE_PARTS (None: the whole model, in-process), on the
+        stage's device."""
+        return load_model(self.opts, None if stage is None else STAGE_PARTS[stage], stage)
 
     def decode(self, rel: str, piece: Piece | None = None) -> tuple[imageio.Prepared, float]:
         """-> (Prepared, seconds) or raises BadImage / UnsafePath with a clear message. With a
