@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")
 
@@ -18,6 +19,19 @@ def quiet_ray(verbose: bool = False) -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
+def _python_handlers() -> dict:
+    """The Python-level SIGTERM / SIGHUP handlers set now (e.g. the CLI's), main thread only."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    out = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        h = signal.getsignal(sig)
+        if callable(h) and h not in (signal.default_int_handler,):
+            out[sig] = h
+    return out
+
+
 def init_ray(address: str | None = None, verbose: bool = False):
     import ray
     import ray.data  # noqa: F401  (its import configures its loggers: quieten them after)
@@ -29,8 +43,12 @@ def init_ray(address: str | None = None, verbose: bool = False):
         # the workers' OpenMP threads sleep when idle (patchscaler/__init__.py says why); a
         # cluster's workers get it from the job's runtime environment
         env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        kept = _python_handlers()
         ray.init(address=address, log_to_driver=verbose, runtime_env={"env_vars": env},
                  logging_level=logging.INFO if verbose else logging.WARNING)
+        # ray.init puts its own SIGTERM handler (a C++ stack dump) over the caller's: keep the caller's
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
     quiet_ray(verbose)  # ray.init and the ray.data import set their own levels
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = verbose

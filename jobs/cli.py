@@ -21,7 +21,9 @@ EXIT_CODES = """exit codes:
        inside DST), a secret in --storage-options
   3    some images failed: each has an error row in the manifest, every good image is written
   4    storage unreachable or refusing: wrong endpoint, timeout, access denied, no credentials
-  130  interrupted (Ctrl-C); run the same command again to resume"""
+  130  interrupted (Ctrl-C); run the same command again to resume
+  143  terminated (SIGTERM: cron, systemd, `ray job stop`); 129 hung up (SIGHUP): the same as
+       Ctrl-C, run the same command again to resume"""
 
 CREDENTIALS = """S3 credentials: the usual AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_SESSION_TOKEN), AWS_PROFILE or --s3-profile NAME (~/.aws/credentials), or an instance role;
@@ -268,6 +270,27 @@ def build_parser(cmd: str | None) -> argparse.ArgumentParser:
     return ap
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: handled like Ctrl-C (finished images are kept), exit 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP end the run as Ctrl-C does (one line, documented exit code), instead
+    of Python's silent death or Ray's stack dump. actors.runtime.init_ray keeps them across
+    ray.init, which installs its own."""
+    import signal
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
+
+
 def _fail(code: int, msg: str) -> int:
     print(f"patchscaler: error: {msg}", file=sys.stderr)
     return code
@@ -279,8 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser(cmd).parse_args(argv)
     verbose = getattr(a, "verbose", False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        install_signal_handlers()
     try:
         return _run(a)
+    except Terminated as e:
+        import signal
+        name = signal.Signals(e.signum).name
+        return _fail(128 + e.signum, f"{name} received: stopped; finished images are kept, run the same command "
+                                     "again to resume")
     except KeyboardInterrupt:
         return _fail(130, "interrupted; finished images are kept, run the same command again to resume")
     except Exception as e:

@@ -70,39 +70,39 @@ def _psnr(a, b):
 @pytest.mark.parametrize("outscale", [4.0, 2.0, 1.5])
 def test_pieces_give_the_whole_photos_pixels_without_a_seam(esrgan_model, outscale):
     from jobs.metrics import blockiness
-    prep = imageio.decode(encode(photo(240, 180, seed=4)))
+    prep = imageio.decode(encode(photo(180, 120, seed=4)))
     whole, dw = flow.run_image(esrgan_model, prep, 3, piece_size=10_000, outscale=outscale)
-    split, ds = flow.run_image(esrgan_model, prep, 3, piece_size=80, outscale=outscale)
-    assert ds.pieces == 9 and dw.pieces == 1
-    assert split.size == whole.size == pieces.output_size(180, 240, outscale)[::-1]
+    split, ds = flow.run_image(esrgan_model, prep, 3, piece_size=60, outscale=outscale)
+    assert ds.pieces == 6 and dw.pieces == 1
+    assert split.size == whole.size == pieces.output_size(120, 180, outscale)[::-1]
     a, b = np.asarray(whole, np.int16), np.asarray(split, np.int16)
     assert np.abs(a - b).max() <= 1 and _psnr(a, b) >= 50
     # every patch counted once, in the group the whole photo gave it
     assert ds.group_counts == dw.group_counts and all(c > 0 for c in ds.group_counts)
-    # the split period (80 LR px) shows no seam: blockiness there as the whole photo's
-    period = round(80 * outscale)
+    # the split period (60 LR px) shows no seam: blockiness there as the whole photo's
+    period = round(60 * outscale)
     assert abs(blockiness(b.astype(np.uint8), period) - blockiness(a.astype(np.uint8), period)) < 0.01
 
 
 def test_same_seed_same_pixels_in_pieces(esrgan_model):
-    prep = imageio.decode(encode(photo(150, 100, seed=2)))
-    a, _ = flow.run_image(esrgan_model, prep, 5, piece_size=64)
-    b, _ = flow.run_image(esrgan_model, prep, 5, piece_size=64)
-    c, _ = flow.run_image(esrgan_model, prep, 6, piece_size=64)
+    prep = imageio.decode(encode(photo(100, 60, seed=2)))
+    a, _ = flow.run_image(esrgan_model, prep, 5, piece_size=50)
+    b, _ = flow.run_image(esrgan_model, prep, 5, piece_size=50)
+    c, _ = flow.run_image(esrgan_model, prep, 6, piece_size=50)
     assert np.array_equal(np.asarray(a), np.asarray(b)) and not np.array_equal(np.asarray(a), np.asarray(c))
 
 
 def test_alpha_and_sixteen_bit_in_pieces(esrgan_model):
-    im = photo(130, 90, seed=1).convert("RGBA")
-    a = np.zeros((90, 130), np.uint8)
-    a[:, 65:] = 255
+    im = photo(110, 60, seed=1).convert("RGBA")
+    a = np.zeros((60, 110), np.uint8)
+    a[:, 55:] = 255
     im.putalpha(__import__("PIL.Image", fromlist=["Image"]).fromarray(a))
     prep = imageio.decode(encode(im))
     whole, _ = flow.run_image(esrgan_model, prep, 0, piece_size=10_000)
     split, _ = flow.run_image(esrgan_model, prep, 0, piece_size=50)
     assert split.mode == "RGBA" and np.abs(np.asarray(whole, int) - np.asarray(split, int)).max() <= 1
     g = imageio.decode(encode(__import__("PIL.Image", fromlist=["Image"]).fromarray(
-        (np.linspace(0, 65535, 120 * 70).reshape(70, 120)).astype(np.uint16))))
+        (np.linspace(0, 65535, 110 * 50).reshape(50, 110)).astype(np.uint16))))
     whole, _ = flow.run_image(esrgan_model, g, 0, piece_size=10_000, outscale=2)
     split, _ = flow.run_image(esrgan_model, g, 0, piece_size=50, outscale=2)
     assert split.mode == "I;16" and np.abs(np.asarray(whole, int) - np.asarray(split, int)).max() <= 300
@@ -113,7 +113,7 @@ def test_state_between_stages_is_a_third_of_the_whole_patch_set(esrgan_model):
     state, which carried every coarse and refined patch in float32 (2 x N x C x V x V x 4 bytes +
     the LR). (What pieces keep around their cores adds 6 % (1024 px) to 17 % (4096 px) at the
     shipped geometry: bench/big_photos.py; the tiny model's halo is large for its size.)"""
-    w, h = 200, 150
+    w, h = 160, 100
     prep = imageio.decode(encode(photo(w, h, seed=3)))
     cfg = esrgan_model.cfg
     grid = __import__("patchscaler.pgs", fromlist=["pgs"]).make_grid(h, w, cfg.pgs.patch_size, cfg.pgs.overlap)
