@@ -225,7 +225,7 @@ class StitchWrite:
         r = None
         if piece is None or piece.whole:
             if row["status"] != "ok":
-                r = self.job.write_error(rel, row["error"], version)
+                r = self.job.write_error(rel, row["error"], version, json.loads(row["naming"]))
             else:
                 try:
                     state: flow.InFlight = pickle.loads(row["state"])
@@ -234,7 +234,7 @@ class StitchWrite:
                     r = self.job.write_ok(rel, state.prep, image, done, json.loads(row["naming"]), self.model)
                     self.job.write_map(rel, [flow.owned_groups(state)], state.prep.size, self.model)
                 except Exception as e:
-                    r = self.job.write_error(rel, e, version)
+                    r = self.job.write_error(rel, e, version, json.loads(row["naming"]))
         else:
             info = {"ok": False, "error": row["error"]}
             if row["status"] == "ok":

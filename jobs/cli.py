@@ -125,7 +125,11 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
                         "each its own row, so memory stays bounded and one photo spreads over the actors "
                         "(default 768; README 'Big photos')")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="skip images whose output and ok manifest row exist (default); --no-resume redoes them")
+                   help="skip images whose output exists and was made from the same input (size and mtime; "
+                        "an object's ETag) with the same settings (default); --no-resume redoes them all")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="try again inputs that failed as bad images and have not changed since (by default "
+                        "they are listed as still bad and the run can exit 0)")
     p.add_argument("--max-pixels", type=positive_int, default=16_000_000,
                    help="refuse larger inputs (input pixels, default 16 M: the guard against decompression "
                         "bombs; the in-process engine holds the decoded input, 12 bytes per pixel, and the "
@@ -195,7 +199,7 @@ def upscale_main(a: argparse.Namespace) -> int:
         "checkpoint", "rtm", "seed", "out_format", "quality", "outscale", "piece_size", "resume", "max_pixels", "device", "precision",
         "max_batch", "compile", "thresholds", "taus", "steps", "address", "grm_actors", "hard_actors", "dit_images", "pools",
         "easy_actors", "stitch_actors", "actor_cpus", "grm_gpus", "dit_gpus", "report", "verbose", "hard_groups",
-        "grm_resources", "hard_resources", "easy_resources")}
+        "grm_resources", "hard_resources", "easy_resources", "retry_failed")}
     if a.run_id:
         kw["run_id"] = a.run_id
     opts = UpscaleOptions(a.src, a.dst, src_options=options_for(a.src, so), dst_options=options_for(a.dst, so),
@@ -216,7 +220,8 @@ def upscale_main(a: argparse.Namespace) -> int:
 def print_summary(s: dict) -> None:
     print(f"\n{'inputs':<22}{s.get('inputs', s['ok'] + s['failed'] + s['skipped'])}\n"
           f"{'images written':<22}{s['ok']}\n{'images failed':<22}{s['failed']}\n"
-          f"{'already done':<22}{s['skipped']}\n{'not read':<22}{len(s.get('not_read', []))}\n"
+          f"{'already done':<22}{s['skipped']}\n{'still bad':<22}{len(s.get('still_bad', []))}\n"
+          f"{'not read':<22}{len(s.get('not_read', []))}\n"
           f"{'patches per group':<22}{s['patches_per_group']}\n"
           f"{'wall time (s)':<22}{s['seconds']:.1f}\n{'manifest':<22}{s['manifest']}")
     if s.get("report"):
@@ -227,6 +232,10 @@ def print_summary(s: dict) -> None:
         print(f"  FAILED {inp}: {err}")
     if len(s["errors"]) > 20:
         print(f"  ... and {len(s['errors']) - 20} more (see the manifest)")
+    for inp, why in s.get("still_bad", [])[:20]:
+        print(f"  STILL BAD {inp}: {why}")
+    if len(s.get("still_bad", [])) > 20:
+        print(f"  ... and {len(s['still_bad']) - 20} more still bad (see the manifest; --retry-failed)")
     for inp, why in s.get("not_read", [])[:20]:
         print(f"  NOT READ {inp}: {why}")
     if len(s.get("not_read", [])) > 20:

@@ -145,7 +145,7 @@ def _lost(plan: Plan, rows: list[dict], job: ImageJob, stuck: dict[str, str], mo
         stage = stuck.get(rel, "an unknown stage")
         log.warning("%s: its worker died twice in the %s stage; recorded as failed", rel, stage)
         r = job.write_error(rel, f"actor died: processing it killed its worker in the {stage} stage "
-                                 "(twice); a crash or the out-of-memory killer", model.cfg.version)
+                                 "(twice); a crash or the out-of-memory killer", model.cfg.version, plan.names.get(rel))
         job.remove_parts(rel)
         out.append({**r.__dict__})
     return out

@@ -51,7 +51,7 @@ def process_image(model, job: steps.ImageJob, rel: str, naming: dict | None = No
         job.write_map(rel, done.groups, prep.size, model)
         return row
     except Exception as e:  # one bad image costs one record, never the job
-        return job.write_error(rel, e, steps.model_version(model))
+        return job.write_error(rel, e, steps.model_version(model), naming)
     finally:
         if progress is not None:
             progress.finish("step", quiet=True)
@@ -81,6 +81,11 @@ def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None
 def plan_line(plan: Plan) -> str:
     text = (f"{len(plan.inputs)} inputs in {plan.src.uri()}, {len(plan.done)} already done, "
             f"{len(plan.pending)} to do (run {plan.opts.run_id})")
+    changed = sum("input changed" in why for why in plan.redo.values())
+    if plan.redo:
+        text += f"; of those, {changed} changed since their output and {len(plan.redo) - changed} with other settings"
+    if plan.still_bad:
+        text += f"; {len(plan.still_bad)} still bad and unchanged, not tried again (--retry-failed tries them)"
     if plan.skipped:
         text += f"; {len(plan.skipped)} entries not read (see the manifest)"
     if not plan.inputs:
@@ -100,6 +105,7 @@ def summarize(rows: list, plan: Plan, manifest: str | None, seconds: float, not_
     failed = [r for r in rows if r["status"] != "ok"]
     groups = group_totals(ok)
     return {"ok": len(ok), "failed": len(failed), "skipped": len(plan.done), "inputs": len(plan.inputs),
+            "still_bad": sorted(plan.still_bad.items()), "redone": dict(plan.redo),
             "not_read": [(r.input, r.error) for r in not_read], "recovered": plan.recovered,
             "manifest": manifest, "seconds": seconds, "patches_per_group": groups,
             "errors": [(r["input"], r["error"]) for r in failed], "rows": rows}

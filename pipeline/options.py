@@ -60,3 +60,20 @@ class UpscaleOptions:
     easy_resources: dict = field(default_factory=dict)
     report: bool = True
     verbose: bool = False             # Ray's own logs and progress bars too
+    # an input that failed as a bad image (or killed its worker) and has not changed since is
+    # skipped as "still bad" unless this is set
+    retry_failed: bool = False
+    settings: str = ""                # settings_key of this run (set by the plan)
+
+
+def settings_key(opts: UpscaleOptions, model_version: str) -> str:
+    """A short key of everything that decides an output's pixels or bytes: the model's version,
+    the seed, the sampling overrides, the output format, quality and scale. An output made with
+    another key is made again on resume; device, precision, batch sizes and pools are not in it
+    (they change pixels by float rounding at most)."""
+    import hashlib
+    import json
+    fields = {"model": model_version, "seed": opts.seed, "thresholds": opts.thresholds, "taus": opts.taus,
+              "steps": opts.steps, "format": (opts.out_format or "").upper(), "quality": opts.quality,
+              "outscale": opts.outscale, "rtm": opts.rtm}
+    return hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]

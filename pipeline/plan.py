@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 from storage import Store, makedirs_durable
 
-from .options import UpscaleOptions
-from .storage import RUN_ID, done_inputs, remove_parts, list_inputs, name_plans, output_owners, overlap, read_rows, recover
+from .options import UpscaleOptions, settings_key
+from .storage import (RUN_ID, done_inputs, input_signatures, known_bad, list_inputs, name_plans, output_owners,
+                      overlap, read_rows, recover, remove_parts)
 
 log = logging.getLogger("patchscaler")
 
@@ -58,8 +59,11 @@ class Plan:
     skipped: list[tuple[str, str]]  # entries not read: (name, reason)
     done: set[str]
     pending: list[str]
-    names: dict[str, dict]          # input -> naming plan (storage.name_plans)
+    names: dict[str, dict]          # input -> naming plan (storage.name_plans), with its "sig"
     recovered: dict[str, int] = field(default_factory=dict)
+    sigs: dict[str, str] = field(default_factory=dict)       # input -> input_signatures
+    redo: dict[str, str] = field(default_factory=dict)       # input -> why its output is made again
+    still_bad: dict[str, str] = field(default_factory=dict)  # input -> "still bad (unchanged since ...)"
 
 
 def make_plan(opts: UpscaleOptions) -> Plan:
@@ -109,7 +113,24 @@ def make_plan(opts: UpscaleOptions) -> Plan:
         inputs, skipped = ([name], []) if source_file else list_inputs(src)
     except Exception as e:
         raise storage_error(e, f"SRC {src.uri()}", src) from None
-    done = done_inputs(dst, files, rows) if opts.resume else set()
-    pending = [r for r in inputs if r not in done]
+    try:
+        sigs = input_signatures(src, inputs)
+    except Exception as e:
+        raise storage_error(e, f"SRC {src.uri()}", src) from None
+    opts = dataclasses.replace(opts, settings=settings_key(opts, _model_version(opts)))
+    done, redo = done_inputs(dst, files, rows, sigs, opts.settings) if opts.resume else (set(), {})
+    still_bad = {} if opts.retry_failed or not opts.resume else known_bad(rows, sigs)
+    pending = [r for r in inputs if r not in done and r not in still_bad]
     names = name_plans(inputs, output_owners(rows, files))
-    return Plan(opts, src, dst, inputs, skipped, done, pending, {r: names[r] for r in pending}, recovered)
+    redo = {r: why for r, why in redo.items() if r not in still_bad}
+    naming = {r: {**names[r], "sig": sigs.get(r, ""), **({"redo": redo[r]} if r in redo else {})} for r in pending}
+    return Plan(opts, src, dst, inputs, skipped, done, pending, naming, recovered, sigs, redo, still_bad)
+
+
+def _model_version(opts: UpscaleOptions) -> str:
+    """The version of the run's model, from its checkpoint's config alone (no networks)."""
+    from patchscaler.upscale import build_default
+    try:
+        return build_default(opts.checkpoint, parts=()).cfg.version
+    except FileNotFoundError:
+        raise UsageError(f"--checkpoint {opts.checkpoint} does not exist") from None

@@ -87,9 +87,12 @@ def record(dst: Store, row: ManifestRow) -> ManifestRow:
 
 
 def record_skipped(plan) -> list[ManifestRow]:
-    """A `skipped` row for every listed entry that is not read (its reason in `error`)."""
+    """A `skipped` row for every listed entry that is not read (its reason in `error`), and for
+    every input still bad since an earlier run."""
     return [record(plan.dst, ManifestRow(run_id=plan.opts.run_id, input=rel, status="skipped", error=reason,
-                                         seed=plan.opts.seed)) for rel, reason in plan.skipped]
+                                         seed=plan.opts.seed, input_sig=plan.sigs.get(rel, ""),
+                                         settings=plan.opts.settings))
+            for rel, reason in [*plan.skipped, *sorted(plan.still_bad.items())]]
 
 
 @dataclass
@@ -142,11 +145,13 @@ class ImageJob:
         next run's recovery marks `interrupted`. If the output write fails, the caller's error
         row replaces the ok row."""
         opts, s = self.opts, done.seconds
-        row = ManifestRow(run_id=opts.run_id, input=rel, notes="; ".join(prep.notes),
+        notes = [*prep.notes, *([f"redone: {naming['redo']}"] if (naming or {}).get("redo") else [])]
+        row = ManifestRow(run_id=opts.run_id, input=rel, notes="; ".join(notes),
                           width=prep.size[0], height=prep.size[1], out_width=image.width, out_height=image.height,
                           sec_decode=s.get("decode", 0.0), sec_grm=s.get("grm", 0.0), sec_dit=s.get("dit", 0.0),
                           sec_stitch=s.get("stitch", 0.0), model_version=model_version(model), seed=opts.seed,
-                          outscale=float(opts.outscale or model.cfg.grm.scale), pieces=done.pieces)
+                          outscale=float(opts.outscale or model.cfg.grm.scale), pieces=done.pieces,
+                          input_sig=(naming or {}).get("sig", ""), settings=opts.settings)
         row.set_groups(done.group_counts)
         t = time.perf_counter()
         fmt = imageio.output_format(prep.format, prep.mode, prep.alpha is not None, opts.out_format)
@@ -201,7 +206,7 @@ class ImageJob:
         try:
             bad = [i for i in infos if not i["ok"]]
             if bad:
-                return self.write_error(rel, bad[0]["error"], model_version(model))
+                return self.write_error(rel, bad[0]["error"], model_version(model), naming)
             first = infos[0]
             oh, ow = output_size(first["size"][1], first["size"][0], first["outscale"])
             image = Image.new(first["mode"], (ow, oh))
@@ -222,7 +227,7 @@ class ImageJob:
                                  for k in range(len(infos))], first["size"], model)
             return row
         except Exception as e:
-            return self.write_error(rel, e, model_version(model))
+            return self.write_error(rel, e, model_version(model), naming)
         finally:
             self.remove_parts(rel)
 
@@ -258,8 +263,9 @@ class ImageJob:
             import logging
             logging.getLogger("patchscaler").debug("difficulty map of %s not written: %s", rel, e)
 
-    def write_error(self, rel: str, err: Exception | str, version: str = "") -> ManifestRow:
+    def write_error(self, rel: str, err: Exception | str, version: str = "", naming: dict | None = None) -> ManifestRow:
         """The image's error row (err: the exception, or the text an earlier stage gave)."""
         text = err if isinstance(err, str) else error_text(err)
         return record(self.dest(), ManifestRow(run_id=self.opts.run_id, input=rel, status="error", error=text,
-                                               model_version=version, seed=self.opts.seed))
+                                               model_version=version, seed=self.opts.seed,
+                                               input_sig=(naming or {}).get("sig", ""), settings=self.opts.settings))

@@ -238,6 +238,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("sec_stitch", pa.float64()), ("sec_write", pa.float64()),
     ("model_version", pa.string()), ("seed", pa.int64()), ("finished_at", pa.float64()),
     ("outscale", pa.float64()), ("pieces", pa.int32()),
+    ("input_sig", pa.string()), ("settings", pa.string()),
 ])
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -268,6 +269,8 @@ class ManifestRow:
     finished_at: float = 0.0
     outscale: float = 4.0       # the output's scale
     pieces: int = 1             # pieces the photo was processed in (patchscaler/pieces.py)
+    input_sig: str = ""         # the input as it was read (input_signatures): a later run redoes a changed one
+    settings: str = ""          # the output-relevant settings' key (pipeline.options.settings_key)
 
     def set_groups(self, counts: list[int]):
         self.group_counts = [int(c) for c in counts]
@@ -394,11 +397,62 @@ def recover(dst: Store, run_id: str, files: set[str] | None = None) -> dict[str,
     return {k: len(v) for k, v in by_run.items()}
 
 
-def done_inputs(dst: Store, files: set[str] | None = None, rows: dict | None = None) -> set[str]:
-    """Inputs whose latest record is ok and whose output exists: a resumed run skips them."""
+def input_signatures(store: Store, inputs: list[str]) -> dict[str, str]:
+    """What says an input is still the one an output was made from, without reading it: a local
+    file's size and modification time (a replaced or edited file gets a new mtime; reading every
+    photo to hash it would cost a nightly run as much I/O as the archive), an object's ETag (the
+    store's own content tag: a new upload of other bytes gets a new one) and size. One listing
+    with details for object stores, one stat per local file."""
+    out = {}
+    if store.is_local:
+        for rel in inputs:
+            with contextlib.suppress(OSError):
+                st = os.stat(store.full(rel))
+                out[rel] = f"{st.st_size}:{st.st_mtime_ns}"
+        return out
+    wanted = set(inputs)
+    base = store.path if not store.fs.isfile(store.path) else posixpath.dirname(store.path)
+    for p, info in store.fs.find(base, detail=True).items():
+        rel = p[len(base) + 1:] if p.startswith(base + "/") else p
+        if rel in wanted or (inputs == [""] and p.rstrip("/") == store.path):
+            tag = str(info.get("ETag") or info.get("etag") or info.get("mtime") or "").strip('"')
+            out[rel if rel in wanted else ""] = f"{info.get('size', '')}:{tag}"
+    return out
+
+
+def done_inputs(dst: Store, files: set[str] | None = None, rows: dict | None = None,
+                sigs: dict[str, str] | None = None, settings: str | None = None) -> tuple[set[str], dict[str, str]]:
+    """(done, redo): inputs whose latest record is ok, whose output exists and which were made
+    from the same input (`sigs`) with the same settings: a resumed run skips them; `redo`: the
+    inputs with an ok output that must be made again, and why ("input changed", "settings
+    changed"). Rows written before these were recorded count as the same."""
     files = set(dst.files()) if files is None else files
     rows = read_rows(dst) if rows is None else rows
-    return {inp for inp, r in rows.items() if r["status"] == "ok" and r["output"] and r["output"] in files}
+    done, redo = set(), {}
+    for inp, r in rows.items():
+        if not (r["status"] == "ok" and r["output"] and r["output"] in files):
+            continue
+        if sigs is not None and r.get("input_sig") and inp in sigs and r["input_sig"] != sigs[inp]:
+            redo[inp] = f"input changed since run {r['run_id']}"
+        elif settings is not None and r.get("settings") and r["settings"] != settings:
+            redo[inp] = f"settings changed since run {r['run_id']}"
+        else:
+            done.add(inp)
+    return done, redo
+
+
+KNOWN_BAD = ("bad image:", "actor died:")   # failures that come from the input itself
+
+
+def known_bad(rows: dict[str, dict], sigs: dict[str, str]) -> dict[str, str]:
+    """Inputs whose latest record is a failure of the input itself (not a storage or internal
+    error) and which have not changed since: {input: "still bad (unchanged since RUN): error"}."""
+    out = {}
+    for inp, r in rows.items():
+        if (r["status"] == "error" and str(r.get("error", "")).startswith(KNOWN_BAD) and r.get("input_sig")
+                and sigs.get(inp) == r["input_sig"]):
+            out[inp] = f"still bad (unchanged since run {r['run_id']}): {r['error']}"
+    return out
 
 
 def output_owners(rows: dict[str, dict], files: set[str]) -> dict[str, str]:
