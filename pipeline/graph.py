@@ -42,6 +42,17 @@ log = logging.getLogger("patchscaler")
 
 
 def build_dataset(plan: Plan, hub=None):
+    import warnings
+
+    import ray
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates ray_remote_args_fn, the one way to bound an actor's task retries
+        # (actors/runtime.py); nothing a user can act on
+        warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*")
+        return _build_dataset(plan, hub)
+
+
+def _build_dataset(plan: Plan, hub=None):
     import ray
     opts, pending = plan.opts, plan.pending
     job = ImageJob(opts)

@@ -398,14 +398,14 @@ def test_ray_run_logs_one_line_per_stage_and_no_ray_noise(ray_session, checkpoin
     write_tree(src, {"a.png": encode(photo(24, 20, seed=1)), "b.png": encode(photo(20, 24, seed=2))})
     address = ray_session.get_runtime_context().gcs_address
     r = cli("upscale", str(src), str(tmp_path / "out"), "--checkpoint", checkpoint, "--thresholds", "0.6,0.4",
-            "--address", address, "--no-report", timeout=400)
+            "--address", address, "--no-report", "--progress-interval", "600", timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     err = r.stderr.strip().splitlines()
     assert not [x for x in err if "core_worker" in x or "logging_progress" in x or "streaming_executor" in x], err
-    assert len(err) <= 8, err
+    assert len(err) <= 8, err   # the plan, one line per stage, the actors' peak memory
     stage_lines = {x.split("patchscaler.progress: ")[1].split(":")[0]: x for x in err if "patchscaler.progress" in x}
-    assert set(stage_lines) == {"decode + GRM", "hard Patch-DiT", "easy Patch-DiT", "stitch + write"}, err
-    assert "2/2 img" in stage_lines["stitch + write"]
+    assert set(stage_lines) == {"decode + GRM", "hard Patch-DiT", "easy Patch-DiT", "stitch", "photos written"}, err
+    assert "2/2 img" in stage_lines["photos written"] and "2/2 piece" in stage_lines["stitch"]
     groups = json.loads(r.stdout.split("patches per group")[1].splitlines()[0].strip())
     assert f"{groups[2]}/{groups[2]} patch" in stage_lines["hard Patch-DiT"]
     assert f"{groups[0] + groups[1]}/{groups[0] + groups[1]} patch" in stage_lines["easy Patch-DiT"]
@@ -441,8 +441,10 @@ def test_local_engine_shows_patches_done_and_eta_per_image(checkpoint, tmp_path,
                   progress=Progress(interval=0, tty=False))
     n = sum(s["patches_per_group"])
     lines = [r.getMessage() for r in caplog.records if r.name == "patchscaler.progress"]
-    patch_lines = [x for x in lines if x.startswith("big.png: Patch-DiT")]
+    patch_lines = [x for x in lines if x.startswith("  piece 1/1: Patch-DiT")]
     assert len(patch_lines) >= 3, lines  # updated per Patch-DiT batch, not once per image
     assert any("ETA" in x for x in patch_lines)
-    assert patch_lines[-1].startswith(f"big.png: Patch-DiT: {n}/{n} patch")
+    assert patch_lines[-1].startswith(f"  piece 1/1: Patch-DiT: {n}/{n} patch")
+    assert any(x.startswith("  piece 1/1: GRM: 1/1 tile") for x in lines), lines   # the GRM shows progress too
+    assert any(x.startswith("big.png (40x32): 0/1 piece") for x in lines), lines
     assert any(x.startswith("upscale: 1/1 img") for x in lines)
