@@ -69,26 +69,22 @@ def _index(row: dict) -> int:
     return json.loads(row["piece"])["index"] if row.get("piece") else 0
 
 
-class SplitPieces:
-    """Read each image's header (EXIF orientation, the pixel limit) and emit one row per piece."""
-
-    def __init__(self, job, hub=None):
-        self.job, self.hub = job, hub
-        self.cfg = job.load_model("stitch").cfg
-
-    def __call__(self, batch: dict) -> dict:
-        out = []
-        for row in _rows(batch):
-            base = {"input": row["input"], "naming": row["naming"], "state": b"", "trace": "{}"}
-            try:
-                parts = self.job.pieces(row["input"], self.cfg)
-            except Exception as e:
-                out.append({**base, "piece": "", "status": "error", "error": self.job.error_text(e)})
-                report(self.hub, "pieces", total=1)
-                continue
-            out += [{**base, "piece": json.dumps(p.to_dict()), "status": "ok", "error": ""} for p in parts]
-            report(self.hub, "pieces", total=len(parts))
-        return _columns(out)
+def split_pieces(batch: dict, job, cfg, hub=None) -> dict:
+    """Read each image's header (EXIF orientation, the pixel limit) and emit one row per piece.
+    A task, not an actor: Ray Data fuses the streaming repartition that follows (one piece per
+    block) into it, so neither reserves a CPU of its own (graph.py)."""
+    out = []
+    for row in _rows(batch):
+        base = {"input": row["input"], "naming": row["naming"], "state": b"", "trace": "{}"}
+        try:
+            parts = job.pieces(row["input"], cfg)
+        except Exception as e:
+            out.append({**base, "piece": "", "status": "error", "error": job.error_text(e)})
+            report(hub, "pieces", total=1)
+            continue
+        out += [{**base, "piece": json.dumps(p.to_dict()), "status": "ok", "error": ""} for p in parts]
+        report(hub, "pieces", total=len(parts))
+    return _columns(out)
 
 
 class DecodeGRM:

@@ -3,7 +3,7 @@ actors' peak RSS and the bytes handed between stages, for inputs 256 to 4096 px 
 
     python bench/big_photos.py                      # stand-in model, 256 / 1024 / 2048 / 4096 px
     python bench/big_photos.py --model shipped --widths 1024
-    python bench/big_photos.py --ray --widths 1024  # also the Ray engine's actors (2 per pool)
+    python bench/big_photos.py --ray --widths 1024  # also the Ray engine: 1 then 2 actors per pool
 
 Each size runs in a fresh process (peak RSS is a process's lifetime maximum). The stand-in model
 (`--model standin`, the default) has the shipped model's geometry (pixel-unshuffle latent of
@@ -106,9 +106,10 @@ def ray_run(a) -> dict:
     img.save(f"{tmp}/in/photo.png")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     t = time.perf_counter()
-    s = run_pipeline(UpscaleOptions(f"{tmp}/in", f"{tmp}/out", checkpoint=a.checkpoint, precision="fp32",
-                                    report=False, piece_size=a.piece_size, grm_actors=2, hard_actors=2,
-                                    easy_actors=2, stitch_actors=1, actor_cpus=0.2))
+    n = a.actors
+    s = run_pipeline(UpscaleOptions(f"{tmp}/in", f"{tmp}/out", checkpoint=a.checkpoint or None, precision="fp32",
+                                    report=False, piece_size=a.piece_size, grm_actors=n, hard_actors=n,
+                                    easy_actors=n, stitch_actors=1, actor_cpus=0.2))
     dt = time.perf_counter() - t
     import resource
     driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
@@ -123,11 +124,13 @@ def main():
     ap.add_argument("--widths", default="256,1024,2048,4096")
     ap.add_argument("--model", choices=["standin", "shipped"], default="standin")
     ap.add_argument("--piece-size", type=int, default=768)
-    ap.add_argument("--ray", action="store_true", help="also run the Ray engine (2 actors per pool)")
+    ap.add_argument("--ray", action="store_true",
+                    help="instead: one photo through the Ray engine with 1 and with 2 actors per pool")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--checkpoint", help=argparse.SUPPRESS)
     ap.add_argument("--state-bytes", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--ray-one", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--actors", type=int, default=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         harness.start(a) if "torch" not in sys.modules else None
@@ -148,6 +151,19 @@ def main():
             raise SystemExit(out.stdout[-2000:] + out.stderr[-3000:])
         return json.loads(line[0][7:])
 
+    if a.ray:   # one photo through the Ray engine, 1 and 2 actors per pool, interleaved
+        for w in (int(x) for x in a.widths.split(",")):
+            secs = {1: [], 2: []}
+            for _ in range(a.repeats):
+                for n in (1, 2):
+                    rr = child(w, "--ray-one", "--actors", str(n))
+                    secs[n].append(rr["ray_seconds"])
+                    print(f"{rr['width']}x{rr['height']}, {rr['pieces']} pieces, {n} actor(s) per pool: "
+                          f"{rr['ray_seconds']:.0f} s; driver {rr['driver_gib']:.2f} GiB; actors' peak RSS (GiB): "
+                          + ", ".join(f"{k} {v:.2f}" for k, v in rr["actor_peak_gib"].items()), flush=True)
+            print(f"{w} px: 2 actors per pool / 1 = {harness.med(secs[2]) / harness.med(secs[1]):.2f} "
+                  f"(median of {a.repeats})", flush=True)
+        return
     print(f"{'input':>11} {'pieces':>6} {'peak RSS':>9} {'output u8':>9} {'peak - output':>13} {'seconds':>8}  "
           "state B/px (GRM->hard, hard->easy, easy->stitch; v0.6.1: ~690)")
     for w in (int(x) for x in a.widths.split(",")):
@@ -156,11 +172,6 @@ def main():
         print(f"{r['width']:>5}x{r['height']:<5} {r['pieces']:>6} {r['peak_gib']:>7.2f} G {r['output_gib']:>7.2f} G "
               f"{r['peak_gib'] - r['output_gib']:>11.2f} G {r['seconds']:>8.0f}  " + " / ".join(f"{x:.0f}" for x in sb),
               flush=True)
-        if a.ray:
-            rr = child(w, "--ray-one")
-            print(f"{'':>11} Ray, 2 actors per pool: {rr['ray_seconds']:.0f} s, driver {rr['driver_gib']:.2f} GiB, "
-                  "actors' peak RSS (GiB): " + ", ".join(f"{k} {v:.2f}" for k, v in rr["actor_peak_gib"].items()),
-                  flush=True)
 
 
 if __name__ == "__main__":

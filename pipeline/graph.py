@@ -1,7 +1,7 @@
 """The upscale job as one streaming Ray Data graph (wired here and nowhere else):
 
     plan (driver, plan.py: SRC/DST checks, killed runs' rows folded, listing, resume, output names)
-      -> SplitPieces actor           read each header: one row per piece (patchscaler/pieces.py)
+      -> split_pieces task           read each header: one row per piece (patchscaler/pieces.py)
       -> (streaming repartition: one piece per block, so a photo's pieces spread over the actors)
       -> DecodeGRM actor pool        read bytes, decode the piece's crop, GRM, Qmap groups
       -> hard Patch-DiT actor pool   refines the hard group, passes the rest through
@@ -29,7 +29,7 @@ import time
 
 from actors.progress import ProgressHub
 from actors.runtime import check_devices, init_ray, pool
-from actors.stages import DecodeGRM, PatchDiTPool, SplitPieces, StitchWrite
+from actors.stages import DecodeGRM, PatchDiTPool, StitchWrite, split_pieces
 
 from .local import plan_line, summarize
 from .options import UpscaleOptions
@@ -58,9 +58,11 @@ def _build_dataset(plan: Plan, hub=None):
     job = ImageJob(opts)
     items = [{"input": r, "naming": json.dumps(plan.names[r])} for r in pending]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
-    # reading headers costs next to nothing: no CPU reserved, so it never waits for the pools
-    ds = ds.map_batches(SplitPieces, fn_constructor_args=(job, hub), **pool(1, 0, 0, {}))
-    ds = ds.repartition(target_num_rows_per_block=1)
+    # reading headers costs next to nothing: a task that reserves a sliver of a CPU
+    cfg = job.load_model("stitch").cfg
+    ds = ds.map_batches(split_pieces, fn_kwargs={"job": job, "cfg": cfg, "hub": hub}, batch_size=1,
+                        num_cpus=0.01)
+    ds = one_row_per_block(ds)
     ds = ds.map_batches(DecodeGRM, fn_constructor_args=(job, hub),
                         **pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
     rows = opts.dit_images or (8 if opts.dit_gpus else 1)  # a GPU wants many patches per call
@@ -70,6 +72,20 @@ def _build_dataset(plan: Plan, hub=None):
                         **pool(opts.easy_actors, opts.actor_cpus, opts.dit_gpus, opts.easy_resources, rows))
     ds = ds.map_batches(StitchWrite, fn_constructor_args=(job, hub),
                         **pool(opts.stitch_actors, opts.actor_cpus, 0, {}))
+    return ds
+
+
+def one_row_per_block(ds):
+    """A streaming repartition to one row per block, so that a photo's pieces go to different
+    actors. Its tasks reserve 1 CPU by default, which a 2-core host whose actors already hold
+    more than one CPU cannot give: the run would wait forever. Ray 2.60's `repartition` takes no
+    resources, so they are set on its logical operator (checked by tests/test_pieces.py)."""
+    ds = ds.repartition(target_num_rows_per_block=1)
+    args = getattr(getattr(getattr(ds, "_logical_plan", None), "dag", None), "ray_remote_args", None)
+    if isinstance(args, dict):
+        args["num_cpus"] = 0.01
+    else:
+        log.warning("Ray Data's repartition changed: its tasks reserve a whole CPU each")
     return ds
 
 
