@@ -9,6 +9,7 @@ kept. Animated GIF/WebP/APNG: the first frame only (recorded in `notes`). Images
 `max_pixels` are refused from their header, before any pixel is decoded (bomb guard)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -63,64 +64,61 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """(w, h) of an image as it will be upscaled (EXIF orientation applied), from its header
     only; BadImage if it is not an image or over `max_pixels`. `data` may be the file's first
     bytes only (Image.open reads no pixels)."""
-    if not data:
-        raise BadImage("empty file (0 bytes)")
+    with _as_bad_image():
+        im = _open_checked(data, max_pixels)
+        try:
+            orientation = im.getexif().get(0x0112, 1)
+        except Exception:   # a broken EXIF block: decode() ignores it as well
+            orientation = 1
+    w, h = im.size
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+@contextlib.contextmanager
+def _as_bad_image():
+    """Pillow's errors as BadImage with a reason; decompression-bomb warnings are errors."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            w, h = im.size
-            try:
-                orientation = im.getexif().get(0x0112, 1)
-            except Exception:   # a broken EXIF block: decode() ignores it as well
-                orientation = 1
-    except Image.UnidentifiedImageError:
-        raise BadImage("not an image (unrecognised format)") from None
+            yield
+    except BadImage:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImage(f"decompression bomb refused: {e}") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage("not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise BadImage(f"corrupt or truncated image: {e}") from None
+
+
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Image.open with the size checks made from the header, before any pixel is decoded."""
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    im = Image.open(io.BytesIO(data))
+    w, h = im.size
     if w * h > max_pixels:
         raise BadImage(f"too large: {w}x{h} = {w * h} pixels > limit {max_pixels}")
     if w < 1 or h < 1:
         raise BadImage(f"degenerate size {w}x{h}")
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    return im
 
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
            region: tuple[int, int, int, int] | None = None) -> Prepared:
     """`region` (y0, y1, x0, x1): only this part of the (EXIF-rotated) image is converted to
     floats (a piece, pieces.py); the result's `size` is still the whole image's."""
-    if not data:
-        raise BadImage("empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            w, h = im.size
-            if w * h > max_pixels:
-                raise BadImage(f"too large: {w}x{h} = {w * h} pixels > limit {max_pixels}")
-            if w < 1 or h < 1:
-                raise BadImage(f"degenerate size {w}x{h}")
-            notes = []
-            if getattr(im, "n_frames", 1) > 1:
-                notes.append(f"animated ({im.n_frames} frames): first frame only")
-                im.seek(0)
-            fmt = im.format or "PNG"
-            icc = im.info.get("icc_profile")
-            exif = im.info.get("exif")
-            im.load()
-            im = ImageOps.exif_transpose(im)
-    except BadImage:
-        raise
-    except Image.DecompressionBombError as e:
-        raise BadImage(f"decompression bomb refused: {e}") from None
-    except Image.DecompressionBombWarning as e:
-        raise BadImage(f"decompression bomb refused: {e}") from None
-    except Image.UnidentifiedImageError:
-        raise BadImage("not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise BadImage(f"corrupt or truncated image: {e}") from None
+    with _as_bad_image():
+        im = _open_checked(data, max_pixels)
+        notes = []
+        if getattr(im, "n_frames", 1) > 1:
+            notes.append(f"animated ({im.n_frames} frames): first frame only")
+            im.seek(0)
+        fmt = im.format or "PNG"
+        icc = im.info.get("icc_profile")
+        exif = im.info.get("exif")
+        im.load()
+        im = ImageOps.exif_transpose(im)
     if exif:
         exif = _reset_orientation(exif)
     if region is None:
