@@ -17,8 +17,8 @@ def add_args(p) -> None:
     p.add_argument("--sample", type=int, default=3, help="images of SRC to measure, spread over the listing")
     p.add_argument("--checkpoint")
     p.add_argument("--device", default="auto",
-                   help="auto (default): what the pools will use, cuda with --gpus, else cpu (the rule "
-                        "of upscale's stages); or a torch device")
+                   help="auto (default): cuda if torch sees one, else cpu (run it on a GPU node to plan GPU "
+                        "pools); or a torch device")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16-dit", "bf16"], default="auto")
     p.add_argument("--hard-groups", help="groups served by the hard pool, e.g. 2 (default: the checkpoint's)")
     from jobs.cli import add_storage_args
@@ -54,7 +54,10 @@ def main(a) -> int:
             log.warning("%s: not measured (%s)", rel or a.src, e)
     if not preps:
         raise SystemExit("patchscaler plan: none of the sampled images could be read")
-    device = resolve_device(a.device, 1.0 if a.gpus else 0.0)   # as a pool's actors resolve it
+    device = resolve_device(a.device)   # the in-process rule: the measurement runs here
+    if a.gpus and not device.startswith("cuda"):
+        log.warning("planning %d GPUs on %s: the split follows this machine's relative timings; run plan on "
+                    "a GPU node for the cluster's own", a.gpus, device)
     model = build_default(a.checkpoint).configure(Runtime(device=device, precision=a.precision))
     hard = tuple(int(g) for g in a.hard_groups.split(",")) if a.hard_groups else (model.cfg.pgs.num_groups - 1,)
     log.info("measuring %d of %d images on %s (%s)", len(preps), len(names), device, model.runtime.precision)
