@@ -1,14 +1,14 @@
-"""The GPU figures issue 13 asks for, in one run on a lent GPU machine (in-process: Ray and FAISS
-are not there, see ../shared/NOTES.md): images/s of the whole method and of Real-ESRGAN alone for
-512 px photos (-> 2048 px), Patch-DiT time PGS / uniform, bf16-dit / fp32, and cross-image
-batching (`--dit-images`) against image-by-image refinement.
+"""The GPU figures in one run on a GPU machine: images/s of the whole method and of Real-ESRGAN
+alone for 512 px photos (-> 2048 px), Patch-DiT time PGS / uniform, bf16-dit / fp32, cross-image
+batching (`--dit-images`) against image-by-image refinement, and, with `--ray` where Ray is
+installed, the Ray pipeline on this one GPU (its stages sharing it by fractions) against the
+in-process engine on the same photos.
 
-The Real-ESRGAN weights are not on that machine and do not fit beside the checkpoint in what
-travels (64 MiB), so they travel as int8 with a scale per output channel (17 MB):
+For a machine that has neither the Real-ESRGAN weights nor room for them beside the checkpoint,
+they can travel as int8 with a scale per output channel (17 MB):
 
-    python bench/gpu.py --make-carry .gl/x4plus-int8.safetensors        # here, once
-    # device machine, carry [".gl"]:
-    PYTHONPATH=. python bench/gpu.py --device cuda --grm-int8 .gl/x4plus-int8.safetensors --out $OUT
+    python bench/gpu.py --make-carry .gl/x4plus-int8.safetensors        # where the weights are
+    PYTHONPATH=. python bench/gpu.py --grm-int8 .gl/x4plus-int8.safetensors --out OUT --ray
 
 Dequantised weights give the same FLOPs, so the timings are those of the real model; the
 pixels differ slightly from fp32 Real-ESRGAN's (the quality figures are measured on CPU).
@@ -37,6 +37,9 @@ ap.add_argument("--dit-images", type=int, default=4, help="images per Patch-DiT 
 ap.add_argument("--max-batch", type=int, default=256, help="patches per Patch-DiT call on the GPU")
 ap.add_argument("--checkpoint")
 ap.add_argument("--out", help="folder for gpu.json")
+ap.add_argument("--ray", action="store_true",
+                help="also time the Ray pipeline on this machine (GPU stages by fractions) against the in-process "
+                     "engine (needs Ray and the Real-ESRGAN files installed)")
 harness.add_args(ap, threads=int(os.environ.get("BENCH_THREADS", "8")))
 a = ap.parse_args()
 torch = harness.start(a)
@@ -165,6 +168,46 @@ print(f"Patch-DiT {precisions[-1]}, {k} images per call / image by image: "
 if dev.type == "cuda":
     report["peak_gpu_gib"] = torch.cuda.max_memory_allocated(dev) / 2 ** 30
     print(f"peak GPU memory {report['peak_gpu_gib']:.1f} GiB")
+
+
+def ray_vs_local() -> dict[str, float]:
+    """The same photos through the Ray pipeline (a local Ray; on a GPU the GRM, hard and easy
+    stages take 0.4 / 0.3 / 0.3 of it, the stitchers the CPU) and the in-process engine, both
+    with the device rule of patchscaler.model.resolve_device; interleaved, median seconds."""
+    import tempfile
+
+    import ray
+
+    from pipeline.graph import run_pipeline
+    from pipeline.local import run_local
+    from pipeline.options import UpscaleOptions
+    src = Path(tempfile.mkdtemp(prefix="gpu-bench-in"))
+    for name, prep in photos:
+        from patchscaler import imageio
+        imageio.to_pil(prep.rgb, None, "RGB").save(src / f"{Path(name).stem}.png")
+    gpus = {"grm_gpus": 0.4, "dit_gpus": 0.3} if dev.type == "cuda" else {}
+    # a short temp dir of its own: Ray's socket paths must stay under 108 bytes
+    ray.init(num_cpus=os.cpu_count(), num_gpus=1 if dev.type == "cuda" else 0, include_dashboard=False,
+             log_to_driver=False, _temp_dir="/tmp/ray-gpu-bench")
+    kw = dict(checkpoint=ckpt, max_batch=a.max_batch, report=False, resume=False)
+    engines = {"Ray pipeline": lambda: run_pipeline(UpscaleOptions(str(src), tempfile.mkdtemp(), actor_cpus=0.2,
+                                                                   dit_images=a.dit_images, **gpus, **kw)),
+               "in-process": lambda: run_local(UpscaleOptions(str(src), tempfile.mkdtemp(), device=a.device, **kw))}
+    out = interleaved(engines, a.repeats)
+    ray.shutdown()
+    return out
+
+
+if a.ray:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print("Ray pipeline vs in-process: Ray is not installed here, skipped")
+    else:
+        engines = ray_vs_local()
+        report["engine_seconds"] = engines
+        print(f"Ray pipeline / in-process on {len(photos)} photos: {engines['Ray pipeline'] / engines['in-process']:.2f} "
+              f"({engines['Ray pipeline']:.1f} s vs {engines['in-process']:.1f} s)")
 if a.out:
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "gpu.json").write_text(json.dumps(report, indent=1))

@@ -1,6 +1,6 @@
-"""bench/gpu.py is the one prepared script a lent GPU session runs (15 minutes, no second chance):
-it must work before it gets there. Here it runs on CPU with tiny settings, end to end, with the
-int8 Real-ESRGAN weights that travel to that machine."""
+"""bench/gpu.py is the prepared script for a GPU machine: it must work before it gets there. Here
+it runs on CPU with tiny settings, end to end, with the int8 Real-ESRGAN weights that can travel
+with it, and the Ray pipeline against the in-process engine."""
 import json
 import os
 import subprocess
@@ -38,7 +38,7 @@ def test_gpu_bench_runs_on_cpu_with_the_carried_int8_weights(tmp_path):
 
     out = tmp_path / "out"
     r = _bench("--device", "cpu", "--grm-int8", str(carry), "--n", "2", "--lr-size", "16", "--repeats", "1",
-               "--threads", "1", "--max-batch", "8", "--dit-images", "2", "--out", str(out), tmp_path=tmp_path)
+               "--threads", "1", "--max-batch", "8", "--dit-images", "2", "--out", str(out), "--ray", tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     for line in ("images/s", "whole method fp32 / Real-ESRGAN alone", "PGS / uniform", "2 images per call"):
         assert line in r.stdout, r.stdout
@@ -48,3 +48,4 @@ def test_gpu_bench_runs_on_cpu_with_the_carried_int8_weights(tmp_path):
     assert all(v > 0 for v in report["images_per_s"].values())
     assert abs(sum(report["group_fractions"]) - 1) < 1e-6
     assert {"fp32 PGS", "fp32 uniform"} <= set(report["dit_seconds"])
+    assert "Ray pipeline / in-process" in r.stdout and set(report["engine_seconds"]) == {"Ray pipeline", "in-process"}
