@@ -58,10 +58,11 @@ def _build_dataset(plan: Plan, hub=None):
     job = ImageJob(opts)
     items = [{"input": r, "naming": json.dumps(plan.names[r])} for r in pending]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
-    # reading headers costs next to nothing: a task that reserves a sliver of a CPU
+    # reading headers costs next to nothing: a task that reserves no CPU (a 1-CPU head whose
+    # actors hold it all must still run it)
     cfg = job.load_model("stitch").cfg
     ds = ds.map_batches(split_pieces, fn_kwargs={"job": job, "cfg": cfg, "hub": hub}, batch_size=1,
-                        num_cpus=0.01)
+                        num_cpus=0)
     ds = one_row_per_block(ds)
     ds = ds.map_batches(DecodeGRM, fn_constructor_args=(job, hub),
                         **pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
@@ -78,12 +79,13 @@ def _build_dataset(plan: Plan, hub=None):
 def one_row_per_block(ds):
     """A streaming repartition to one row per block, so that a photo's pieces go to different
     actors. Its tasks reserve 1 CPU by default, which a 2-core host whose actors already hold
-    more than one CPU cannot give: the run would wait forever. Ray 2.60's `repartition` takes no
+    more than one CPU (or a 1-CPU head whose actors hold it all) cannot give: the run would wait
+    forever; it reserves none. Ray 2.60's `repartition` takes no
     resources, so they are set on its logical operator (checked by tests/test_pieces.py)."""
     ds = ds.repartition(target_num_rows_per_block=1)
     args = getattr(getattr(getattr(ds, "_logical_plan", None), "dag", None), "ray_remote_args", None)
     if isinstance(args, dict):
-        args["num_cpus"] = 0.01
+        args["num_cpus"] = 0
     else:
         log.warning("Ray Data's repartition changed: its tasks reserve a whole CPU each")
     return ds
