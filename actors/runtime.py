@@ -69,10 +69,13 @@ def _retry_once() -> dict:
 def pool(size: int, cpus: float, gpus: float = 0.0, resources: dict | None = None, rows: int = 1) -> dict:
     """map_batches arguments of an actor pool stage: `size` actors, `rows` rows per call."""
     from ray.data import ActorPoolStrategy
-    # one call at a time per actor: a model call already uses the actor's CPU share
-    # an actor that dies is restarted, and its row tried once more: a photo that kills its worker
-    # every time (a native crash, the OOM killer) must not hold the run forever (graph.py)
-    kw = {"compute": ActorPoolStrategy(size=max(1, size), max_concurrent_calls_per_actor=1),
+    # one call at a time per actor: a model call already uses the actor's CPU share.
+    # An actor that dies is restarted, and its row tried once more: a photo that kills its worker
+    # every time (a native crash, the OOM killer) must not hold the run forever (graph.py).
+    # Nothing queued behind a call either: rows queued on an actor die with it and use up their
+    # one retry, so a poison photo would take an innocent photo's piece down with it.
+    kw = {"compute": ActorPoolStrategy(size=max(1, size), max_concurrent_calls_per_actor=1,
+                                       max_tasks_in_flight_per_actor=1),
           "num_cpus": cpus, "batch_size": max(1, rows), "ray_remote_args_fn": _retry_once}
     if gpus:
         kw["num_gpus"] = gpus
