@@ -249,8 +249,7 @@ class StitchWrite:
         report(self.hub, "stitch", done=1)
         peak(self.hub, "stitch")
         if r is None:   # the same columns as a photo's row (Ray Data blocks share one schema)
-            from pipeline.storage import ManifestRow
-            r = ManifestRow(run_id=self.job.opts.run_id, input=rel, status="part")
+            r = self.job.part_row(rel)
         else:
             report(self.hub, "photos", done=1)
         out = {k: v for k, v in r.__dict__.items() if k != "group_counts"}

@@ -34,7 +34,7 @@ from patchscaler.dit import PatchDiT  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="runs/v1")
-    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--data", required=True, help="a training data folder (train/, textures/)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)

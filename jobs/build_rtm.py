@@ -8,34 +8,53 @@ folder or bucket of HR images with Ray Data:
 A corrupt image is skipped and listed in the job's summary (and in DST/rtm-VERSION/skipped.json)."""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from jobs.args import add_fields, add_storage_args, storage_options
+from pipeline.fields import opt
+
 log = logging.getLogger("patchscaler")
 
 
+@dataclass
+class BuildRTMOptions:
+    """One RTM build's options; `patchscaler build-rtm`'s command line is built from them (plus
+    the storage arguments)."""
+    src: str = opt(help="folder or URI of HR images", positional=True)
+    dst: str = opt(help="folder or URI to write rtm-VERSION/ into", positional=True)
+    checkpoint: str | None = opt(None, "model whose codec and T build the keys (default: shipped)")
+    crops_per_image: int = opt(32, "random crops per image", type=int)
+    candidates: int = opt(20000, "at most this many crops (paper: 20k)", type=int)
+    size: int = opt(2000, "RTM entries after farthest point sampling (paper: 2k)", type=int)
+    shards: int = opt(1, ">1: two-stage FPS over this many shards", type=int)
+    index: str = opt("flat", "FAISS index kind", choices=["flat", "ivf", "hnsw"])
+    seed: int = opt(0, "seed of the crops and of FPS's first pick", type=int)
+    version: str | None = opt(None, "RTM version (default: content hash)")
+    feature_actors: int = opt(1, "Ray: feature actors", type=int)
+    actor_cpus: float = opt(0.5, "Ray: CPUs each feature actor reserves", type=float)
+    gpus: float = opt(0.0, "Ray: GPUs each feature actor reserves", type=float)
+    address: str | None = opt(None, "Ray cluster address (default: a local Ray)")
+    engine: str = opt("ray", "ray: feature actors on Ray Data; local: in this process", choices=["ray", "local"])
+    s3_endpoint: str | None = None
+    s3_profile: str | None = None
+    storage_options: dict = field(default_factory=dict)
+
+    def namespace(self) -> argparse.Namespace:
+        """What build() reads (it takes the parsed command line)."""
+        return argparse.Namespace(**dataclasses.asdict(self))
+
+
 def add_args(p):
-    p.add_argument("src", help="folder or URI of HR images")
-    p.add_argument("dst", help="folder or URI to write rtm-VERSION/ into")
-    p.add_argument("--checkpoint", help="model whose codec and T build the keys (default: shipped)")
-    p.add_argument("--crops-per-image", type=int, default=32)
-    p.add_argument("--candidates", type=int, default=20000, help="at most this many crops (paper: 20k)")
-    p.add_argument("--size", type=int, default=2000, help="RTM entries after FPS (paper: 2k)")
-    p.add_argument("--shards", type=int, default=1, help=">1: two-stage FPS over this many shards")
-    p.add_argument("--index", choices=["flat", "ivf", "hnsw"], default="flat")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--version", help="RTM version (default: content hash)")
-    p.add_argument("--feature-actors", type=int, default=1)
-    p.add_argument("--actor-cpus", type=float, default=0.5)
-    p.add_argument("--gpus", type=float, default=0.0)
-    p.add_argument("--address")
-    p.add_argument("--engine", choices=["ray", "local"], default="ray")
-    from jobs.cli import add_storage_args
+    add_fields(p, BuildRTMOptions)
     add_storage_args(p)  # --s3-endpoint, --s3-profile, --storage-options (no secrets)
 
 
@@ -57,7 +76,6 @@ def build(a) -> dict:
     from rtm_index.fps import farthest_point_sampling, two_stage_fps
     from rtm_index.store import save_rtm
     t0 = time.perf_counter()
-    from jobs.cli import storage_options
     from storage import Store, options_for
     so = storage_options(a)
     src = Store(a.src, options_for(a.src, so))

@@ -70,7 +70,7 @@ def seed_list(text: str) -> list[int]:
 
 
 def add_args(p) -> None:
-    p.add_argument("src", nargs="?", default="../shared/data/train", help="folder of HR photos")
+    p.add_argument("src", help="folder of HR photos (e.g. DATA/train: the held-out split is chosen by file name)")
     p.add_argument("out", nargs="?", default="runs/eval", help="folder for the table, parquet and PNGs")
     p.add_argument("--split", choices=("held-out", "train", "all"), default="held-out",
                    help="which photos of SRC: those the training split holds out (default), the training "
@@ -82,7 +82,7 @@ def add_args(p) -> None:
     p.add_argument("--checkpoint", help="default: the shipped checkpoint")
     p.add_argument("--crop", type=int, default=384, help="HR centre crop (NIQE needs > 192)")
     seed = p.add_mutually_exclusive_group()
-    seed.add_argument("--seed", type=int, default=0)
+    seed.add_argument("--seed", type=int, default=0, help="the seed of the degradation and the sampling (default 0)")
     seed.add_argument("--seeds", type=seed_list, help="several seeds, e.g. 0,1,2: each photo is degraded and sampled "
                       "once per seed (more power for small differences such as NIQE's; the intervals average each "
                       "photo's seeds first)")

@@ -132,7 +132,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(scipy.stats.spearmanr(a, b).statistic)
 
 
-# --- what a person sees (issue 10): blocks, lost detail, regressions against the GRM ---------
+# --- what a person sees: blocks, lost detail, regressions against the GRM ---------
 
 def blockiness(img: np.ndarray, period: int) -> float:
     """Mean |Y difference| between neighbours across the borders of a `period`-pixel grid,

@@ -15,13 +15,14 @@ def add_args(p) -> None:
                    help="accelerators to split among the pools (0: plan CPU actors, --workers)")
     p.add_argument("--workers", type=int, default=3, help="actors to split when --gpus is 0 (default %(default)s)")
     p.add_argument("--sample", type=int, default=3, help="images of SRC to measure, spread over the listing")
-    p.add_argument("--checkpoint")
+    p.add_argument("--checkpoint", help="model checkpoint (path or URI); default: the shipped one")
     p.add_argument("--device", default="auto",
                    help="auto (default): cuda if torch sees one, else cpu (run it on a GPU node to plan GPU "
                         "pools); or a torch device")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16-dit", "bf16"], default="auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16-dit", "bf16"], default="auto",
+                   help="as in upscale: auto is bf16-dit where the device computes bf16 natively, else fp32")
     p.add_argument("--hard-groups", help="groups served by the hard pool, e.g. 2 (default: the checkpoint's)")
-    from jobs.cli import add_storage_args
+    from jobs.args import add_storage_args
     add_storage_args(p)
 
 
@@ -38,7 +39,7 @@ def main(a) -> int:
     from patchscaler.upscale import build_default
     from pipeline.sizing import measure, plan_text
     from pipeline.storage import list_images
-    from jobs.cli import storage_options
+    from jobs.args import storage_options
     from storage import Store, options_for
 
     src = Store(a.src, options_for(a.src, storage_options(a)))

@@ -114,7 +114,7 @@ class PGSConfig:
 @dataclass
 class FusionConfig:
     """How the Patch-DiT's correction, the GRM's pixels and the LR make the output
-    (patchscaler/fusion.py). Chosen on training photos, two degradation families (issue 10)."""
+    (patchscaler/fusion.py). Chosen on training photos, two degradation families (docs/experiments.md)."""
     detail_sigma: float = 2.5     # px: the correction is blurred by this; finer detail is the GRM's
     band_sigma: float = 8.0       # px: below this scale the correction may only move towards the LR
     lr_tolerance: float = 2 / 255  # the LR's own noise: smaller disagreements are left alone

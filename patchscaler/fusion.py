@@ -2,7 +2,7 @@
 pixels (the last part of the stitch; pixel space, pixel-unshuffle codec).
 
 The Patch-DiT refines each coarse patch; its change to the GRM's result, the *correction*
-D - G, is trusted only as far as it can be (issue 10 measured each step on training photos):
+D - G, is trusted only as far as it can be (each step measured on training photos, docs/experiments.md):
 
 1. Detail from the GRM. The correction is Gaussian-blurred by `detail_sigma` px. Whatever
    the Patch-DiT gets wrong at the finest scales shows as 4x4-pixel blocks (one latent pixel

@@ -1,68 +1,103 @@
-"""Options of the upscale job (CLI flags map one to one)."""
+"""Options of the upscale job, declared once: `patchscaler upscale`'s command line is built
+from these fields."""
 from __future__ import annotations
 
+import argparse
 import secrets
 import time
 from dataclasses import dataclass, field
 
+from . import fields as values
+from .fields import opt
+
 
 @dataclass
 class UpscaleOptions:
-    src: str
-    dst: str
+    """One upscale run's options; the command line `patchscaler upscale` is built from the fields
+    declared with `opt` (jobs/args.py), in this order."""
+    src: str = opt(help="an image file, a folder or any fsspec URI (s3://bucket/prefix)", positional=True)
+    dst: str = opt(help="output folder or URI, outside SRC; outputs keep the inputs' relative names",
+                   positional=True)
     src_options: dict = field(default_factory=dict)   # fsspec options, e.g. S3 endpoint/credentials
     dst_options: dict = field(default_factory=dict)
     rtm_options: dict = field(default_factory=dict)   # for an --rtm URI (its own store, not SRC's)
-    checkpoint: str | None = None                     # None = the shipped default
-    rtm: str | None = None                            # an RTM folder from build-rtm (FAISS); None = the checkpoint's
-    seed: int = 0
-    out_format: str | None = None                     # None = same as input
+    address: str | None = opt(None, "Ray cluster address (e.g. ray://head:10001 or auto)")
+    checkpoint: str | None = opt(None, "model checkpoint (path or URI); default: the shipped one")
+    rtm: str | None = opt(None, "RTM folder written by build-rtm (FAISS index); default: the checkpoint's")
+    seed: int = opt(0, "the diffusion's noise seed (default 0); the same seed gives the same pixels", type=int)
+    out_format: str | None = opt(None, "output format: JPEG, PNG, WEBP, TIFF or BMP; default: as the input "
+                                 "(GIF -> PNG)", flags=("--format",), type=values.image_format,
+                                 metavar="FORMAT")
+    quality: int = opt(95, "JPEG and WEBP quality (default 95)", type=int, choices=range(1, 101), metavar="1-100")
     # the output's scale, 1-4 (the x4 result resized, Lanczos); None = the model's (x4)
-    outscale: float | None = None
+    outscale: float | None = opt(None, "output scale from 1 to 4, e.g. 2 or 1.5: the x4 result resized (Lanczos, "
+                                 "antialiased) before it is written; default 4", type=values.outscale)
     # LR px per side of a piece (patchscaler/pieces.py): a larger photo is split into pieces
     # with a halo, processed as separate rows, so memory does not grow with its size
-    piece_size: int = 768
-    quality: int = 95
-    resume: bool = True
-    max_pixels: int = 16_000_000
+    piece_size: int = opt(768, "a photo larger than this many input px on a side is processed in pieces with a "
+                          "halo, each its own row, so memory stays bounded and one photo spreads over the actors "
+                          "(default 768; README 'Big photos')", type=values.positive_int, metavar="PX")
+    resume: bool = opt(True, "skip images whose output exists and was made from the same input (size and mtime; "
+                       "an object's ETag) with the same settings (default); --no-resume redoes them all",
+                       action=argparse.BooleanOptionalAction)
+    # an input that failed as a bad image (or killed its worker) and has not changed since is
+    # skipped as "still bad" unless this is set
+    retry_failed: bool = opt(False, "try again inputs that failed as bad images and have not changed since (by "
+                             "default they are listed as still bad and the run can exit 0)", action="store_true")
+    max_pixels: int = opt(16_000_000, "refuse larger inputs (input pixels, default 16 M: the guard against "
+                          "decompression bombs; the in-process engine holds the decoded input, 12 bytes per pixel, "
+                          "and the output, 16 x 3 bytes per input pixel at x4)", type=values.positive_int)
     # "auto": in-process, cuda if torch sees it, else cpu; a Ray stage, cuda if it reserved GPUs
     # (--grm-gpus, --dit-gpus), else cpu. An explicit device overrides for in-process runs and
     # the stages with GPUs (patchscaler.model.resolve_device)
-    device: str = "auto"
-    precision: str = "auto"                           # auto: bf16-dit where the device computes bf16 natively
-    max_batch: int = 64
-    compile: str = ""                                 # torch.compile backend for the Patch-DiT ("" = off)
-    thresholds: tuple[float, ...] | None = None
-    taus: tuple[int, ...] | None = None
-    steps: tuple[int, ...] | None = None
-    # groups the hard Patch-DiT pool serves (a deployment choice, not the model's: it does not
-    # change the model version); None: the checkpoint's, or the last group when --thresholds
-    # changes the number of groups
-    hard_groups: tuple[int, ...] | None = None
-    # a timestamp plus a random suffix: two runs started in the same second never share an id
-    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S-") + secrets.token_hex(3))
-    # Ray engine
-    address: str | None = None
-    grm_actors: int = 1
-    hard_actors: int = 1
-    easy_actors: int = 1
-    stitch_actors: int = 1
-    actor_cpus: float = 0.25          # fractional CPUs per actor (on 2 cores whole CPUs hang)
-    grm_gpus: float = 0.0
-    dit_gpus: float = 0.0
-    # images per Patch-DiT call, their patches batched by group (0: 8 with GPUs, else 1)
-    dit_images: int = 0
+    device: str = opt("auto", "auto (default): in-process, cuda if torch sees one, else cpu; in the Ray engine "
+                      "each stage that reserves GPUs (--grm-gpus, --dit-gpus) runs on them, the others on the CPU. "
+                      "A device given here overrides for the in-process engine and the GPU stages")
+    precision: str = opt("auto", "auto (default): bf16-dit (the Patch-DiT in bf16, the GRM in fp32) where the "
+                         "device computes bf16 natively (CUDA, AVX512-BF16/AMX), else fp32",
+                         choices=["auto", "fp32", "bf16-dit", "bf16"])
+    max_batch: int = opt(64, "patches per Patch-DiT call (default 64)", type=int)
+    # torch.compile backend for the Patch-DiT ("" = off); --compile-backend NAME is its other form
+    compile: str = opt("", "torch.compile the Patch-DiT: 0.87x its time on a 2-core CPU after a one-time "
+                       "compile of 2-5 min per process (needs a C++ compiler); for long jobs",
+                       action="store_const", const="inductor")
+    thresholds: tuple[float, ...] | None = opt(None, "Qmap thresholds, descending (default: the checkpoint's "
+                                               "calibrated ones)", type=values.floats)
+    taus: tuple[int, ...] | None = opt(None, "shortcut point per group (default: the checkpoint's, 100,200,1000)",
+                                       type=values.ints)
+    steps: tuple[int, ...] | None = opt(None, "sampling steps per group (default: the checkpoint's, 2,4,20)",
+                                        type=values.ints)
+    # a deployment choice, not the model's: it does not change the model version
+    hard_groups: tuple[int, ...] | None = opt(None, "groups the hard Patch-DiT pool serves, e.g. 2 or 3,4 "
+                                              "(default: the checkpoint's, or the last group when --thresholds "
+                                              "changes the number of groups)", type=values.ints)
+    grm_actors: int = opt(1, "Ray: decode + GRM actors (default 1)", type=values.positive_int)
+    hard_actors: int = opt(1, "Ray: Patch-DiT actors for hard patches (default 1)", type=values.positive_int)
+    easy_actors: int = opt(1, "Ray: Patch-DiT actors for simple and medium patches (default 1)",
+                           type=values.positive_int)
+    stitch_actors: int = opt(1, "Ray: stitch + write actors (default 1)", type=values.positive_int)
+    actor_cpus: float = opt(0.25, "Ray: CPUs each actor reserves (default 0.25; whole CPUs on a 2-core host "
+                            "stall the pipeline)", type=float)
+    grm_gpus: float = opt(0.0, "Ray: GPUs each GRM actor reserves (fractions share one)", type=float)
+    dit_gpus: float = opt(0.0, "Ray: GPUs each Patch-DiT actor reserves", type=float)
+    dit_images: int = opt(0, "images per Patch-DiT call, patches batched by group (default: 8 with --dit-gpus, "
+                          "else 1)", type=int)
     # "auto": the GRM / hard / easy actor counts re-split from the work measured on the first
     # images (pipeline/sizing.py), keeping their total
-    pools: str = "fixed"
-    grm_resources: dict = field(default_factory=dict)   # custom resources per pool
-    hard_resources: dict = field(default_factory=dict)
-    easy_resources: dict = field(default_factory=dict)
-    report: bool = True
-    verbose: bool = False             # Ray's own logs and progress bars too
-    # an input that failed as a bad image (or killed its worker) and has not changed since is
-    # skipped as "still bad" unless this is set
-    retry_failed: bool = False
+    pools: str = opt("fixed", "auto: re-split the GRM/hard/easy actors (same total) from the work measured on "
+                     "the first images", choices=["fixed", "auto"])
+    grm_resources: dict = opt(help="Ray custom resources per GRM actor, JSON or k=v,k=v (see cluster.yaml)",
+                              factory=dict, type=values.resources, metavar="RES")
+    hard_resources: dict = opt(help="Ray custom resources per hard Patch-DiT actor", factory=dict,
+                               type=values.resources, metavar="RES")
+    easy_resources: dict = opt(help="Ray custom resources per easy Patch-DiT actor", factory=dict,
+                               type=values.resources, metavar="RES")
+    # a timestamp plus a random suffix: two runs started in the same second never share an id
+    run_id: str = opt(help="run id (default: a timestamp and a random suffix)", cli_default=None,
+                      factory=lambda: time.strftime("%Y%m%dT%H%M%S-") + secrets.token_hex(3))
+    report: bool = opt(True, "write no HTML report", flags=("--no-report",), action="store_false")
+    verbose: bool = opt(False, "Ray's own logs and progress bars, and tracebacks for errors",
+                        flags=("-v", "--verbose"), action="store_true")
     settings: str = ""                # settings_key of this run (set by the plan)
 
 

@@ -231,6 +231,11 @@ class ImageJob:
         finally:
             self.remove_parts(rel)
 
+    def part_row(self, rel: str) -> ManifestRow:
+        """The row a piece that is not its photo's last leaves: a photo row's columns, status
+        "part" (Ray Data blocks share one schema; the driver drops these)."""
+        return ManifestRow(run_id=self.opts.run_id, input=rel, status="part")
+
     def remove_parts(self, rel: str) -> None:
         d = self.dest().full(self._parts_dir(rel))
         with contextlib.suppress(FileNotFoundError, OSError):

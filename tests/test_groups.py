@@ -81,7 +81,8 @@ def test_five_groups_through_ray_manifest_and_report(ray_session, five_groups, t
 
 
 def test_cli_run_options_for_groups_and_pool_resources():
-    from jobs.cli import build_parser, resources_arg
+    from jobs.cli import build_parser
+    from pipeline.fields import resources as resources_arg
     a = build_parser("upscale").parse_args(
         ["upscale", "in", "out", "--hard-groups", "3,4", "--grm-resources", "grm=1",
          "--hard-resources", '{"dit_hard": 1}', "--easy-resources", "dit_easy=1,ssd=0.5"])

@@ -1,4 +1,4 @@
-"""What a scheduled job and its operator need (issue 11): no silent loss (name collisions, lost
+"""What a scheduled job and its operator need: no silent loss (name collisions, lost
 manifest rows, writes that do not survive a crash), no silent success (missing SRC, storage
 errors), no recursive runs (DST inside SRC), one rule for symlinks and skipped entries, a
 quiet and fast command line, and progress inside an image. Tiny model, tiny images; the
@@ -393,7 +393,7 @@ def test_no_secret_on_the_command_line_and_credentials_from_env_or_profile(check
 def test_ray_run_logs_one_line_per_stage_and_no_ray_noise(ray_session, checkpoint, tmp_path):
     """A run of the Ray engine as cron sees it (stderr not a terminal): our lines only, the
     per-stage totals in images and patches, none of Ray Data's progress logs, no core_worker
-    E line (Ray issue 57733)."""
+    E line (ray-project/ray#57733)."""
     src = tmp_path / "in"
     write_tree(src, {"a.png": encode(photo(24, 20, seed=1)), "b.png": encode(photo(20, 24, seed=2))})
     address = ray_session.get_runtime_context().gcs_address

@@ -1,4 +1,4 @@
-"""The nightly scenario end to end (issue 11): three runs of the Ray pipeline on a growing S3
+"""The nightly scenario end to end: three runs of the Ray pipeline on a growing S3
 prefix (moto server over HTTP), the second one killed mid-run (SIGKILL to its driver), with a
 colliding name pair, a corrupt file, and a DST inside SRC that is refused. Every good image is
 written exactly once (the results bucket is versioned: one version per output), every run has

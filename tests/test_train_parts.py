@@ -1,9 +1,6 @@
 """The training package's parts, without a training run: the shortcut stage's on-policy inputs
-are the sampler's own, training retrieval never returns the patch's own photo, and the typed
-build-rtm options stay in step with the build-rtm command line."""
-import argparse
-import dataclasses
-
+are the sampler's own, training retrieval never returns the patch's own photo, the shortcut
+paths are checked."""
 import torch
 
 
@@ -37,24 +34,6 @@ def test_rtm_retrieval_can_exclude_entries_per_query():
     assert rtm.search(q, 2, exclude=exclude)[1].tolist() == [[1, 2], [1, 0]]
     priors, _ = rtm.retrieve(q, 1, exclude=exclude)
     assert priors.flatten().tolist() == [1.0, 1.0]
-
-def test_build_rtm_options_match_the_build_rtm_command_line():
-    """The training's typed options are exactly the build-rtm command's, with its defaults."""
-    from jobs import build_rtm
-    from jobs.train.rtm import BuildRTMOptions
-    p = argparse.ArgumentParser()
-    build_rtm.add_args(p)
-    assert vars(p.parse_args(["SRC", "DST"])) == dataclasses.asdict(BuildRTMOptions("SRC", "DST"))
-
-
-def test_train_options_match_the_train_command_line():
-    """TrainOptions and `patchscaler train`'s arguments: the same names and defaults."""
-    from jobs.train import TrainOptions, add_args
-    p = argparse.ArgumentParser()
-    add_args(p)
-    parsed = p.parse_args(["all"])
-    assert vars(parsed) == dataclasses.asdict(TrainOptions()) == dataclasses.asdict(TrainOptions.from_args(parsed))
-
 
 def test_shortcut_paths_are_parsed_and_checked():
     from jobs.train.shortcut import training_pgs

@@ -51,13 +51,29 @@ from .work import Interrupted, is_done, log, model_config, work_path
 
 RUN = {"prepare": stage_prepare, "texture": stage_texture, "confidence": stage_confidence,
        "rtm": stage_rtm, "dit": stage_dit, "shortcut": stage_shortcut, "assemble": stage_assemble}
-__all__ = ["STAGES", "Interrupted", "TrainOptions", "add_args", "main", "model_version", "run"]
+__all__ = ["STAGES", "DataError", "Interrupted", "TrainOptions", "add_args", "main", "model_version", "run"]
+
+
+class DataError(ValueError):
+    """--data is missing or (with --check-data) not the listed files."""
 
 
 def run(a: TrainOptions | argparse.Namespace) -> int:
     """Run a stage, or all of them in order (finished ones skipped); a parsed command line
     is taken as its TrainOptions."""
     a = a if isinstance(a, TrainOptions) else TrainOptions.from_args(a)
+    if not a.data or not os.path.isdir(a.data):
+        raise DataError(f"--data {a.data or '(none)'}: not a folder; it must hold train/ (photos) and textures/")
+    if a.check_data:
+        from .data_check import LIST, check_data
+        problems = check_data(a.data)
+        if problems:
+            kinds = {}
+            for p in problems:
+                kinds.setdefault(p.split(":")[0], []).append(p.split(": ", 1)[1])
+            raise DataError(f"--check-data: {a.data} is not the files {LIST.name} lists: " + "; ".join(
+                f"{k} {len(v)} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})" for k, v in kinds.items()))
+        log.info("--check-data: %s holds exactly the %s files listed", a.data, LIST.name)
     d = Dist.from_env(a.device)
     a = dataclasses.replace(a, device=d.device)
     if d.world > 1 and d.main:

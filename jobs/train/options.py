@@ -1,94 +1,66 @@
 """The options of `patchscaler train`, typed: `TrainOptions` is what every stage reads, and
-`add_args` is its command line (same names, same defaults; tests/test_train_parts.py checks
-that the two stay in step)."""
+its command line is built from it (jobs/args.py)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass
+
+from jobs.args import add_fields, from_args
+from pipeline.fields import opt
 
 STAGES = ("prepare", "texture", "confidence", "rtm", "dit", "shortcut", "assemble")
 
 
 @dataclass
 class TrainOptions:
-    """One training run's options (their meaning: add_args' help)."""
-    stage: str = "all"
-    data: str = "../shared/data"
-    work: str = "runs/default"
-    out: str = "patchscaler/weights/default.safetensors"
-    seed: int = 0
-    device: str = "cpu"
-    tiny: bool = False
-    init: str = ""
-    crop: int = 192
-    crops_per_photo: int = 8
-    texture_steps: int = 600
-    confidence_steps: int = 3000
-    dit_steps: int = 4500
-    dit_minutes: float = 0
-    shortcut_steps: int = 1500
-    shortcut_lr: float = 1e-4
-    shortcut_on_policy: float = 0.5
-    shortcut_paths: str = ""
-    batch: int = 32
-    lr: float = 3e-4
-    save_every: int = 100
-    stop_after: int = 0
-    rtm_size: int = 2000
-    rtm_candidates: int = 20000
-    rtm_engine: str = "ray"
-    simple_fraction: float = 0.5
-    hard_fraction: float = 0.2
-    eta_quantile: float = 0.3
-    progress: bool = True
+    """One training run's options; `patchscaler train`'s command line is built from them."""
+    stage: str = opt("all", "a stage, or all of them in order (finished ones skipped)", positional=True,
+                     choices=STAGES + ("all",))
+    data: str = opt("", "folder with train/ (photos) and textures/ (texture photos); README 'Train and "
+                    "evaluate' says what fits", required=True)
+    check_data: bool = opt(False, "first check DATA against the list of the shipped model's training files "
+                           "(patchscaler/weights/training_data.csv: names, sizes, sha256) and stop on a "
+                           "difference", action="store_true")
+    work: str = opt("runs/default", "working folder: caches, states, logs")
+    out: str = opt("patchscaler/weights/default.safetensors", "assembled checkpoint")
+    seed: int = opt(0, "seed of every stage's crops, noise and fresh weights", type=int)
+    device: str = opt("cpu", "torch device (under torchrun: cuda gives each worker its own GPU)")
+    tiny: bool = opt(False, "tiny model and budget (tests)", action="store_true")
+    init: str = opt("", "continue from this assembled checkpoint: its texture, confidence and Patch-DiT weights "
+                    "and calibration become the finished stages (see jobs/train/init.py)", metavar="CHECKPOINT")
+    crop: int = opt(192, "prepare: HR crop size", type=int)
+    crops_per_photo: int = opt(8, "prepare: crops per training photo", type=int)
+    texture_steps: int = opt(600, "texture: steps", type=int)
+    confidence_steps: int = opt(3000, "confidence: steps", type=int)
+    dit_steps: int = opt(4500, "dit: steps", type=int)
+    dit_minutes: float = opt(0, "stop the DiT stage after this long (0: no limit)", type=float)
+    shortcut_steps: int = opt(1500, "Patch-DiT fine-tuning on the timesteps PGS visits (0: skip)", type=int)
+    shortcut_lr: float = opt(1e-4, "shortcut: learning rate", type=float)
+    shortcut_on_policy: float = opt(0.5, "share of shortcut patches whose noisy input is made by the sampler "
+                                    "itself", type=float)
+    shortcut_paths: str = opt("", "the groups' sampling paths the shortcut stage trains on, e.g. "
+                              "100/2,400/8,1000/20 (v0.3.0-v0.5.0's weights); default: the model's own PGS paths. "
+                              "A quarter of the patches take the full path instead (T with the largest STEPS "
+                              "given); paths off the model's stride-50 grid are allowed", metavar="TAU/STEPS,...")
+    batch: int = opt(32, "global batch (split over DDP workers)", type=int)
+    lr: float = opt(3e-4, "Patch-DiT learning rate", type=float)
+    save_every: int = opt(100, "save each stage's state every this many steps", type=int)
+    stop_after: int = opt(0, "save and stop once a stage reaches this step (resume later with the same command)",
+                          type=int)
+    rtm_size: int = opt(2000, "rtm: entries after farthest point sampling", type=int)
+    rtm_candidates: int = opt(20000, "rtm: candidate crops", type=int)
+    rtm_engine: str = opt("ray", "rtm: the build-rtm engine", choices=["ray", "local"])
+    simple_fraction: float = opt(0.5, "calibration: share of simple patches", type=float)
+    hard_fraction: float = opt(0.2, "calibration: share of hard patches", type=float)
+    eta_quantile: float = opt(0.3, "eta of the confidence loss = this quantile of the GRM's squared latent error",
+                              type=float)
+    progress: bool = opt(True, "no progress bars", flags=("--no-progress",), action="store_false")
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> TrainOptions:
         """The options of a parsed command line (which may carry others, e.g. the CLI's `cmd`)."""
-        return cls(**{f.name: getattr(a, f.name) for f in dataclasses.fields(cls)})
+        return from_args(cls, a)
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    d = TrainOptions()
-    p.add_argument("stage", choices=STAGES + ("all",))
-    p.add_argument("--data", default=d.data, help="folder with train/ (photos) and textures/")
-    p.add_argument("--work", default=d.work, help="working folder: caches, states, logs")
-    p.add_argument("--out", default=d.out, help="assembled checkpoint")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--tiny", action="store_true", help="tiny model and budget (tests)")
-    p.add_argument("--init", default=d.init, metavar="CHECKPOINT",
-                   help="continue from this assembled checkpoint: its texture, confidence and Patch-DiT "
-                        "weights and calibration become the finished stages (see jobs/train/init.py)")
-    p.add_argument("--crop", type=int, default=d.crop, help="prepare: HR crop size")
-    p.add_argument("--crops-per-photo", type=int, default=d.crops_per_photo)
-    p.add_argument("--texture-steps", type=int, default=d.texture_steps)
-    p.add_argument("--confidence-steps", type=int, default=d.confidence_steps)
-    p.add_argument("--dit-steps", type=int, default=d.dit_steps)
-    p.add_argument("--dit-minutes", type=float, default=d.dit_minutes,
-                   help="stop the DiT stage after this long (0: no limit)")
-    p.add_argument("--shortcut-steps", type=int, default=d.shortcut_steps,
-                   help="Patch-DiT fine-tuning on the timesteps PGS visits (0: skip)")
-    p.add_argument("--shortcut-lr", type=float, default=d.shortcut_lr)
-    p.add_argument("--shortcut-on-policy", type=float, default=d.shortcut_on_policy,
-                   help="share of shortcut patches whose noisy input is made by the sampler itself")
-    p.add_argument("--shortcut-paths", default=d.shortcut_paths, metavar="TAU/STEPS,...",
-                   help="the groups' sampling paths the shortcut stage trains on, e.g. 100/2,400/8,1000/20 "
-                        "(v0.3.0-v0.5.0's weights); default: the model's own PGS paths. A quarter of the "
-                        "patches take the full path instead (T with the largest STEPS given); paths off "
-                        "the model's stride-50 grid are allowed")
-    p.add_argument("--batch", type=int, default=d.batch, help="global batch (split over DDP workers)")
-    p.add_argument("--lr", type=float, default=d.lr, help="Patch-DiT learning rate")
-    p.add_argument("--save-every", type=int, default=d.save_every)
-    p.add_argument("--stop-after", type=int, default=d.stop_after,
-                   help="save and stop once a stage reaches this step (resume later with the same command)")
-    p.add_argument("--rtm-size", type=int, default=d.rtm_size)
-    p.add_argument("--rtm-candidates", type=int, default=d.rtm_candidates)
-    p.add_argument("--rtm-engine", choices=["ray", "local"], default=d.rtm_engine)
-    p.add_argument("--simple-fraction", type=float, default=d.simple_fraction,
-                   help="calibration: share of simple patches")
-    p.add_argument("--hard-fraction", type=float, default=d.hard_fraction, help="calibration: share of hard patches")
-    p.add_argument("--eta-quantile", type=float, default=d.eta_quantile,
-                   help="eta of the confidence loss = this quantile of the GRM's squared latent error")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_fields(p, TrainOptions)

@@ -3,50 +3,20 @@ the training photos and all textures (held-out photos never); and the texture pr
 later stages retrieve from it."""
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from jobs.build_rtm import BuildRTMOptions
 from jobs.train_data import list_photos
 from jobs.trainstate import Dist
 from patchscaler.rtm import RTM
 
 from .options import TrainOptions
 from .work import model_so_far, photos, work_path
-
-
-@dataclass
-class BuildRTMOptions:
-    """The options of `patchscaler build-rtm` (jobs/build_rtm.py add_args), typed, with its
-    defaults; tests/test_train_parts.py checks that the two stay in step."""
-    src: str
-    dst: str
-    checkpoint: str | None = None
-    crops_per_image: int = 32
-    candidates: int = 20000
-    size: int = 2000
-    shards: int = 1
-    index: str = "flat"
-    seed: int = 0
-    version: str | None = None
-    feature_actors: int = 1
-    actor_cpus: float = 0.5
-    gpus: float = 0.0
-    address: str | None = None
-    engine: str = "ray"
-    s3_endpoint: str | None = None
-    s3_profile: str | None = None
-    storage_options: dict = field(default_factory=dict)
-
-    def namespace(self) -> argparse.Namespace:
-        """What build_rtm.build reads (it takes the parsed command line)."""
-        return argparse.Namespace(**dataclasses.asdict(self))
 
 
 def checkpoint_so_far(a: TrainOptions, stages: tuple[str, ...], path: str) -> str:

@@ -1,0 +1,89 @@
+"""Options declared once: `opt()` is a dataclass field that also carries its command-line form
+(help, flag, type, choices...). The jobs' options dataclasses (`UpscaleOptions`,
+`TrainOptions`, `BuildRTMOptions`) are the only place an option is written down; the
+command lines are built from their fields (jobs/args.py). Plain Python: `--help` must not
+wait for torch.
+
+The value parsers below check a value where it is typed (argparse calls them), so a bad one is
+refused with one line naming what is allowed, before anything starts."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any
+
+_NO_DEFAULT = dataclasses.MISSING
+
+
+def opt(default: Any = _NO_DEFAULT, help: str = "", *, factory=None, **cli) -> Any:
+    """A dataclass field with its command-line form. `cli` takes argparse's keywords (type,
+    choices, metavar, action, const, required) and three of ours: `flags` (default
+    `--field-name`), `positional` (the field is a positional argument) and `cli_default` (the
+    command line's default when it differs from the field's, e.g. None for "let the dataclass
+    choose"). A field declared with plain `field()` has no command-line form."""
+    meta = {"help": help, **cli}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"cli": meta})
+    return dataclasses.field(default=default, metadata={"cli": meta})
+
+
+# --- value parsers (argparse `type=`): one line naming what is allowed ------------------------
+
+def floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers, e.g. 0.6,0.4") from None
+
+
+def ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated whole numbers, e.g. 2,4,20") from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of at least 1")
+    return v
+
+
+def outscale(text: str) -> float:
+    """--outscale: a scale from 1 to 4."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 1 <= v <= 4:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number from 1 to 4 (the x4 result, resized)")
+    return v
+
+
+def image_format(text: str) -> str:
+    """--format: a format the writer supports (any case; JPG and TIF too)."""
+    from patchscaler.imageio import WRITABLE
+    fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(text.upper(), text.upper())
+    if fmt not in WRITABLE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not supported: use one of {', '.join(WRITABLE)}")
+    return fmt
+
+
+def resources(text: str) -> dict:
+    """--*-resources: Ray custom resources as JSON ('{"hard_gpu": 1}') or k=v pairs
+    ('hard_gpu=1,ssd=0.5')."""
+    try:
+        if text.lstrip().startswith("{"):
+            res = json.loads(text)
+            if not isinstance(res, dict):
+                raise ValueError("not a JSON object")
+        else:
+            res = dict(kv.split("=", 1) for kv in text.split(",") if kv.strip())
+        return {str(k).strip(): float(v) for k, v in res.items()}
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: custom resources as JSON or k=v,k=v ({e})") from None
