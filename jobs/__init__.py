@@ -1,1 +1,2 @@
-"""Entry points: `python -m jobs.upscale`, `python -m jobs.build_rtm`, and the `patchscaler` CLI."""
+"""Entry points: the `patchscaler` command line (jobs/cli.py, also `python -m jobs.cli`) and
+`python -m jobs.upscale` (the upscale command alone, for `ray job submit`)."""

@@ -46,11 +46,6 @@ if pending and not noise(pending):
 """
 
 
-def _is_noise(line: bytes) -> bool:
-    import re
-    return any(re.search(p, line) for p in KNOWN_NOISE)
-
-
 @contextmanager
 def drop_known_noise(enabled: bool = True):
     """While inside, file descriptor 2 goes through the filter process to the real stderr."""
