@@ -1,28 +1,36 @@
-"""The RTM build's Ray callable (jobs/build_rtm.py wires it)."""
+"""The RTM build's Ray callables (jobs/build_rtm.py wires them)."""
 from __future__ import annotations
+
+import os
 
 import torch
 
 
 class CropFeatures:
-    """One image row (input, key) -> its crops' keys and values, or its error
-    (rtm_index.features.crop_features). Loads the codec and T only."""
+    """A batch of image rows (input, key, keep, ...) -> one feature row per image: its kept
+    crops' keys, and where in this call's shard file under DST's scratch their values are
+    (rtm_index.build.encode_shard). Loads the codec and T only."""
 
-    def __init__(self, src, src_options, checkpoint, crops, seed):
+    def __init__(self, src, src_options, dst, dst_options, scratch, checkpoint):
         from patchscaler.model import Runtime
         from patchscaler.upscale import build_default
         from storage import Store
         torch.set_num_threads(1)
-        self.src = Store(src, src_options)
+        self.src, self.dst, self.scratch = Store(src, src_options), Store(dst, dst_options), scratch
         self.model = build_default(checkpoint, parts=("texture",)).configure(Runtime())
-        self.crops, self.seed = crops, seed
 
     def __call__(self, batch):
-        from rtm_index.features import crop_features
-        rel, key = batch["input"][0], int(batch["key"][0])
-        try:
-            data = self.src.read(rel)
-        except Exception as e:
-            return {"input": [rel], "error": [f"{type(e).__name__}: {e}"], "keys": [b""], "values": [b""], "n": [0]}
-        row = crop_features(self.model, data, rel, key, self.crops, self.seed)
-        return {k: [v] for k, v in row.items()}
+        from rtm_index.build import encode_shard
+        items = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
+        rows = encode_shard(self.model, self.dst, self.scratch, items, self.src.read)
+        return {k: [r[k] for r in rows] for k in rows[0]}
+
+
+def fps_shard(chunk: torch.Tensor, k: int) -> tuple[torch.Tensor, dict]:
+    """One shard's farthest point sampling, in a Ray task; with where it ran (for the trace)."""
+    import ray
+
+    from patchscaler.rtm import farthest_point_sampling
+    torch.set_num_threads(1)
+    ctx = ray.get_runtime_context()
+    return farthest_point_sampling(chunk, k), {"pid": os.getpid(), "node": ctx.get_node_id()}

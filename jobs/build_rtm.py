@@ -1,18 +1,24 @@
 """`patchscaler build-rtm SRC DST`: build a Reference Texture Memory (paper Algorithm 1) from a
-folder or bucket of HR images with Ray Data:
+folder or bucket of HR images with Ray Data, in memory that follows the candidate count, not
+the dataset (rtm_index/build.py):
 
-    listing -> feature actor pool (read, decode, seeded random crops, codec latents, T keys)
-            -> driver: candidates -> farthest point sampling (exact, or two-stage over shards)
+    listing -> crop plan (which seeded crops of which image are candidates)
+            -> feature actor pool (read, decode, the kept crops, codec latents -> values written
+               in shard files under DST/_build/, T keys returned)
+            -> farthest point sampling over the keys (exact, or two-stage: a Ray task per shard)
+            -> the chosen values read back from the shards
             -> FAISS index + keys/values + config, written to DST/rtm-VERSION/
 
-A corrupt image is skipped and listed in the job's summary (and in DST/rtm-VERSION/skipped.json)."""
+A corrupt image is skipped and listed in the job's summary (and in rtm.json's "skipped")."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +29,7 @@ from jobs.args import add_fields, add_storage_args, storage_options
 from pipeline.fields import opt
 
 log = logging.getLogger("patchscaler")
+SHARD_IMAGES = 16   # images per feature call, and per shard file of values
 
 
 @dataclass
@@ -58,66 +65,81 @@ def add_args(p):
     add_storage_args(p)  # --s3-endpoint, --s3-profile, --storage-options (no secrets)
 
 
-def features_for(model, src, rel: str, crops: int, seed: int) -> dict:
-    """In process: one image's crops' keys and values (rtm_index.features.crop_features)."""
-    from jobs.train_data import name_key
-    from rtm_index.features import crop_features
-    try:
-        data = src.read(rel)
-    except Exception as e:
-        return {"input": rel, "error": f"{type(e).__name__}: {e}", "keys": b"", "values": b"", "n": 0}
-    return crop_features(model, data, rel, name_key(rel), crops, seed)
-
-
 def build(a) -> dict:
+    """Build an RTM (rtm_index/build.py has the steps and why): crop plan -> feature shards ->
+    FPS over the keys -> the chosen values gathered from the shards -> DST/rtm-VERSION/."""
+    from jobs.train_data import name_key
     from patchscaler.rtm_build import rtm_meta
     from patchscaler.upscale import build_default
     from pipeline.storage import list_images
+    from rtm_index.build import crop_plan, encode_shard, gather_values, keys_matrix, new_scratch
     from rtm_index.fps import farthest_point_sampling, two_stage_fps
     from rtm_index.store import save_rtm
-    t0 = time.perf_counter()
     from storage import Store, options_for
+    t0 = time.perf_counter()
     so = storage_options(a)
-    src = Store(a.src, options_for(a.src, so))
+    src, dst = Store(a.src, options_for(a.src, so)), Store(a.dst, options_for(a.dst, so))
     inputs = list_images(src)
+    keep = crop_plan(len(inputs), a.crops_per_image, a.candidates, a.seed)
+    items = [{"input": r, "key": name_key(r), "keep": k.astype(np.int64).tobytes(), "crops": a.crops_per_image,
+              "seed": a.seed} for r, k in zip(inputs, keep) if len(k)]
+    del keep
     model = build_default(a.checkpoint, parts=("texture",))  # the codec and T make the keys
-    C, V = model.cfg.latent_channels, model.cfg.pgs.patch_size
-    rows = []
-    if a.engine == "local":
-        from tqdm import tqdm
-        rows = [features_for(model, src, r, a.crops_per_image, a.seed) for r in tqdm(inputs, desc="crops")]
-    else:
-        from actors.rtm import CropFeatures
-        from actors.runtime import init_ray, pool
-        from jobs.train_data import name_key
-        ray = init_ray(a.address)
-        items = [{"input": r, "key": name_key(r)} for r in inputs]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(inputs), 1000)))
-        ds = ds.map_batches(CropFeatures, fn_constructor_args=(a.src, src.options, a.checkpoint, a.crops_per_image, a.seed),
-                            **pool(a.feature_actors, a.actor_cpus, a.gpus))
-        rows = list(ds.iter_rows())
-    rows.sort(key=lambda r: r["input"])  # arrival order must not change the result
-    skipped = [(r["input"], r["error"]) for r in rows if r["error"]]
-    good = [r for r in rows if not r["error"]]
-    if not good:
-        raise SystemExit(f"no usable images among {len(rows)}: {skipped[:3]}")
     d = model.cfg.texture.feature_dim
-    keys = torch.from_numpy(np.concatenate([np.frombuffer(r["keys"], np.float32).reshape(-1, d) for r in good]))
-    values = torch.from_numpy(np.concatenate([np.frombuffer(r["values"], np.float16).reshape(-1, C, V, V) for r in good]))
-    source = np.concatenate([np.full(r["n"], i) for i, r in enumerate(good)])
-    if len(keys) > a.candidates:
-        pick = np.sort(np.random.default_rng(a.seed).choice(len(keys), a.candidates, replace=False))
-        keys, values, source = keys[pick], values[pick], source[pick]
-    t_feat = time.perf_counter() - t0
-    chosen = (two_stage_fps(keys, a.size, a.shards) if a.shards > 1 else farthest_point_sampling(keys, a.size))
+    scratch = new_scratch()
+    fps_trace = []
+    try:
+        if a.engine == "local":
+            from tqdm import tqdm
+            rows = []
+            for i in tqdm(range(0, len(items), SHARD_IMAGES), desc="crops", unit="shard"):
+                rows += encode_shard(model, dst, scratch, items[i:i + SHARD_IMAGES], src.read)
+            map_shards = None
+        else:
+            from actors.rtm import CropFeatures, fps_shard
+            from actors.runtime import init_ray, pool
+            ray = init_ray(a.address)
+            ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1000)))
+            ds = ds.map_batches(CropFeatures, fn_constructor_args=(a.src, src.options, a.dst, dst.options, scratch,
+                                                                  a.checkpoint),
+                                **pool(a.feature_actors, a.actor_cpus, a.gpus, rows=SHARD_IMAGES))
+            rows = list(ds.iter_rows())    # keys only: the values stay in the shard files
+            task = ray.remote(num_cpus=a.actor_cpus)(fps_shard)
+
+            def map_shards(work):
+                out = ray.get([task.remote(chunk, k) for chunk, k in work])
+                fps_trace.extend(where for _, where in out)
+                return [picked for picked, _ in out]
+        del items
+        rows.sort(key=lambda r: r["input"])  # arrival order must not change the result
+        skipped = [(r["input"], r["error"]) for r in rows if r["error"]]
+        good = [r for r in rows if not r["error"]]
+        if not good:
+            raise SystemExit(f"no usable images among {len(rows)}: {skipped[:3]}")
+        keys = torch.from_numpy(keys_matrix(good, d))
+        entries = [(r["shard"], r["offset"] + j) for r in good for j in range(r["n"])]
+        source = np.concatenate([np.full(r["n"], i) for i, r in enumerate(good)])
+        for r in good:
+            r["keys"] = b""                # the matrix has them now
+        t_feat = time.perf_counter() - t0
+        chosen = (two_stage_fps(keys, a.size, a.shards, map_shards=map_shards) if a.shards > 1
+                  else farthest_point_sampling(keys, a.size))
+        values = gather_values(dst, [entries[i] for i in chosen.tolist()])
+    finally:
+        with contextlib.suppress(Exception):
+            if dst.fs.exists(dst.full(scratch)):
+                dst.fs.rm(dst.full(scratch), recursive=True)
+        if dst.is_local:
+            with contextlib.suppress(OSError):
+                os.rmdir(dst.full(scratch.split("/")[0]))
     version = a.version or hashlib.sha256(keys[chosen].numpy().tobytes()).hexdigest()[:12]
     meta = rtm_meta(model, int(len(keys)), int(len(chosen)), a.seed)
     meta["skipped"] = skipped
     meta["entry_sources"] = [good[i]["input"] for i in source[chosen.numpy()]]  # provenance of each entry
-    uri = save_rtm(a.dst, version, keys[chosen], values[chosen], meta, a.index,
-                   options_for(a.dst, so))
+    uri = save_rtm(a.dst, version, keys[chosen], values, meta, a.index, dst.options)
     return {"uri": uri, "images": len(inputs), "skipped": skipped, "candidates": int(len(keys)),
-            "size": int(len(chosen)), "seconds_features": t_feat, "seconds": time.perf_counter() - t0}
+            "size": int(len(chosen)), "seconds_features": t_feat, "seconds": time.perf_counter() - t0,
+            "fps_tasks": fps_trace}
 
 
 def main(a) -> int:

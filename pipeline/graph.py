@@ -36,6 +36,7 @@ from .options import UpscaleOptions
 from .plan import Plan, make_plan
 from .progress import PipelineProgress, Progress
 from .steps import ImageJob, record_skipped
+from .tally import Tally
 from .storage import consolidate, remove_parts
 
 log = logging.getLogger("patchscaler")
@@ -123,7 +124,7 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
     plan = make_plan(opts)
     log.info("%s", plan_line(plan))
     not_read = record_skipped(plan)
-    rows, stages, peaks = [], {}, {}
+    tally, stages, peaks = Tally(), {}, {}
     if plan.pending:
         # a --hard-groups the model does not have fails here, before Ray starts, not in the actors
         job = ImageJob(opts)
@@ -146,27 +147,27 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
                     continue
                 r = dict(r)
                 r["group_counts"] = json.loads(r["group_counts"])
-                rows.append(r)
+                tally.add(r)
         stages = pp.final
-        rows += _lost(plan, rows, ImageJob(plan.opts), ray.get(hub.stuck.remote()), stitcher)
+        for r in _lost(plan, tally.seen, ImageJob(plan.opts), ray.get(hub.stuck.remote()), stitcher):
+            tally.add(r)
         peaks = ray.get(hub.peak_memory.remote())
         log.info("peak memory per actor: %s", ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
         ray.kill(hub)
         remove_parts(plan.dst, opts.run_id)
     manifest = consolidate(plan.dst, opts.run_id)
-    summary = summarize(rows, plan, manifest, time.perf_counter() - t0, not_read)
+    summary = summarize(tally, plan, manifest, time.perf_counter() - t0, not_read)
     summary["stages"] = stages
     summary["actor_peaks"] = peaks
-    if opts.report and rows:
+    if opts.report and len(tally):
         from .report import write_report
-        summary["report"] = write_report(plan, rows)
+        summary["report"] = write_report(plan, tally)
     return summary
 
 
-def _lost(plan: Plan, rows: list[dict], job: ImageJob, stuck: dict[str, str], model) -> list[dict]:
+def _lost(plan: Plan, seen: set[str], job: ImageJob, stuck: dict[str, str], model) -> list[dict]:
     """Error rows for the photos that came back with no row: a piece of theirs killed its actor
     on both tries (a crash in a decoder, the kernel's OOM killer) and was dropped."""
-    seen = {r["input"] for r in rows}
     out = []
     for rel in plan.pending:
         if rel in seen:

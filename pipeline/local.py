@@ -13,6 +13,7 @@ from .options import UpscaleOptions
 from .plan import Plan, make_plan
 from .progress import Progress
 from .storage import ManifestRow, consolidate
+from .tally import Tally
 
 log = logging.getLogger("patchscaler")
 
@@ -63,7 +64,7 @@ def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None
     plan = make_plan(opts)
     log.info("%s", plan_line(plan))
     not_read = steps.record_skipped(plan)
-    rows = []
+    tally = Tally()
     if plan.pending:
         job = steps.ImageJob(plan.opts, plan.src, plan.dst)
         model = model or job.load_model()
@@ -71,11 +72,15 @@ def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None
         progress = progress or Progress()
         progress.add("images", "upscale", "img", len(plan.pending))
         for rel in plan.pending:
-            rows.append(process_image(model, job, rel, plan.names.get(rel), progress))
+            tally.add(process_image(model, job, rel, plan.names.get(rel), progress))
             progress.update("images")
         progress.close()
     manifest = consolidate(plan.dst, opts.run_id)
-    return summarize(rows, plan, manifest, time.perf_counter() - t0, not_read)
+    summary = summarize(tally, plan, manifest, time.perf_counter() - t0, not_read)
+    if opts.report and len(tally):
+        from .report import write_report
+        summary["report"] = write_report(plan, tally)
+    return summary
 
 
 def plan_line(plan: Plan) -> str:
@@ -93,19 +98,11 @@ def plan_line(plan: Plan) -> str:
     return text
 
 
-def group_totals(rows: list[dict]) -> list[int]:
-    """Patches per group over these rows, for any number of groups."""
-    n = max((len(r["group_counts"]) for r in rows), default=0)
-    return [sum(r["group_counts"][i] for r in rows if len(r["group_counts"]) > i) for i in range(n)]
-
-
-def summarize(rows: list, plan: Plan, manifest: str | None, seconds: float, not_read: list = ()) -> dict:
-    rows = [r if isinstance(r, dict) else r.__dict__ for r in rows]
-    ok = [r for r in rows if r["status"] == "ok"]
-    failed = [r for r in rows if r["status"] != "ok"]
-    groups = group_totals(ok)
-    return {"ok": len(ok), "failed": len(failed), "skipped": len(plan.done), "inputs": len(plan.inputs),
+def summarize(tally: Tally, plan: Plan, manifest: str | None, seconds: float, not_read: list = ()) -> dict:
+    """The run's summary. `rows`: the first Tally.KEEP_ROWS rows whole (every row is in the
+    manifest); `errors`: the first Tally.MAX_ERRORS, `failed` counts them all."""
+    return {"ok": tally.ok, "failed": tally.failed, "skipped": len(plan.done), "inputs": len(plan.inputs),
             "still_bad": sorted(plan.still_bad.items()), "redone": dict(plan.redo),
             "not_read": [(r.input, r.error) for r in not_read], "recovered": plan.recovered,
-            "manifest": manifest, "seconds": seconds, "patches_per_group": groups,
-            "errors": [(r["input"], r["error"]) for r in failed], "rows": rows}
+            "manifest": manifest, "seconds": seconds, "patches_per_group": list(tally.groups),
+            "errors": list(tally.errors), "rows": tally.rows}

@@ -10,7 +10,6 @@ import json
 
 from PIL import Image, ImageDraw
 
-from .local import group_totals
 from .storage import MANIFEST_DIR, maps_dir, row_key
 
 COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240), (200, 80, 220), (40, 220, 220)]
@@ -71,14 +70,16 @@ def read_map(dst, run_id: str, rel: str) -> dict:
             "latent": geo["latent"]}
 
 
-def write_report(plan, rows: list[dict]) -> str:
+def write_report(plan, tally) -> str:
+    """The run's report from its Tally: the first MAX_IMAGES written photos, every failure the
+    tally kept."""
     src, dst, opts = plan.src, plan.dst, plan.opts
-    ok = [r for r in rows if r["status"] == "ok"]
-    bad = [r for r in rows if r["status"] != "ok"]
-    tot = group_totals(ok)
+    ok = [r for r in tally.rows if r["status"] == "ok"]
+    bad = tally.errors
+    tot = tally.groups
     names = group_names(len(tot))
     parts = [f"<h1>PatchScaler run {html.escape(opts.run_id)}</h1>",
-             f"<p>{len(ok)} written, {len(bad)} failed. Patches per group ({' / '.join(names)}): "
+             f"<p>{tally.ok} written, {tally.failed} failed. Patches per group ({' / '.join(names)}): "
              f"{' / '.join(str(t) for t in tot)}. Seed {opts.seed}.</p>",
              "<p>Group colours: " + ", ".join(
                  f"<span style='color:#{_hex(COLOURS[g % len(COLOURS)])}'>{n}</span>" for g, n in enumerate(names))
@@ -101,11 +102,13 @@ def write_report(plan, rows: list[dict]) -> str:
                      f"<td>{'/'.join(str(c) for c in r['group_counts'])}</td>"
                      f"<td>{r['sec_grm']:.2f} / {r['sec_dit']:.2f} / {r['sec_stitch']:.2f}</td></tr>")
     parts.append("</table>")
-    if len(ok) > MAX_IMAGES:
-        parts.append(f"<p>(first {MAX_IMAGES} of {len(ok)} shown)</p>")
+    if tally.ok > MAX_IMAGES:
+        parts.append(f"<p>(first {MAX_IMAGES} of {tally.ok} shown)</p>")
     if bad:
         parts.append("<h2>Failed</h2><ul>" + "".join(
-            f"<li>{html.escape(r['input'])}: {html.escape(r['error'])}</li>" for r in bad) + "</ul>")
+            f"<li>{html.escape(i)}: {html.escape(e)}</li>" for i, e in bad) + "</ul>")
+        if tally.failed > len(bad):
+            parts.append(f"<p>(first {len(bad)} of {tally.failed} failures; the manifest has them all)</p>")
     page = "<!doctype html><meta charset=utf-8><title>PatchScaler report</title>" + "\n".join(parts)
     rel = f"{MANIFEST_DIR}/report-{opts.run_id}.html"
     dst.write_atomic(rel, page.encode())

@@ -316,27 +316,50 @@ def write_row(dst: Store, row: ManifestRow) -> None:
     dst.write_atomic(f"{rows_dir(row.run_id)}/{row_key(row.input)}.json", json.dumps(asdict(row)).encode())
 
 
-def _loose_rows(dst: Store) -> list[tuple[str, dict]]:
-    """(path, row) of every loose row file (also the flat layout of older versions)."""
-    out = []
-    for rel in dst.files(f"{MANIFEST_DIR}/rows"):
-        if rel.endswith(".json"):
-            try:
-                out.append((rel, json.loads(dst.read(rel))))
-            except (ValueError, FileNotFoundError):
-                continue  # a row file being replaced right now, or not ours
-    return out
+ROWS_PER_GROUP = 2000   # manifest rows read, folded and written at a time
 
 
-def read_rows(dst: Store) -> dict[str, dict]:
-    """Latest record per input: consolidated Parquet manifests, then loose row files."""
+def _loose_row_paths(dst: Store, sub: str = f"{MANIFEST_DIR}/rows") -> list[str]:
+    """Every loose row file under `sub` (also the flat layout of older versions), by name."""
+    return sorted(rel for rel in dst.files(sub) if rel.endswith(".json"))
+
+
+def _read_loose(dst: Store, paths: list[str]):
+    """(path, row) of these row files, one at a time."""
+    for rel in paths:
+        try:
+            yield rel, json.loads(dst.read(rel))
+        except (ValueError, FileNotFoundError):
+            continue  # a row file being replaced right now, or not ours
+
+
+def _manifests(dst: Store) -> list[str]:
+    return sorted(rel for rel in dst.files(MANIFEST_DIR)
+                  if rel.endswith(".parquet") and posixpath.basename(rel).startswith("manifest-"))
+
+
+def _parquet_rows(dst: Store, rel: str, columns: list[str] | None = None):
+    """The rows of one manifest, a row group at a time."""
+    f = pq.ParquetFile(io.BytesIO(dst.read(rel)))
+    for batch in f.iter_batches(batch_size=ROWS_PER_GROUP, columns=columns):
+        yield from batch.to_pylist()
+
+
+# what resume needs of a row (read_rows keeps these only: its memory is per input, not per row)
+RESUME_COLUMNS = ["run_id", "input", "output", "status", "error", "finished_at", "input_sig", "settings"]
+
+
+def read_rows(dst: Store, columns: list[str] | None = RESUME_COLUMNS) -> dict[str, dict]:
+    """Latest record per input (`columns` of it): consolidated Parquet manifests, then loose row
+    files."""
     latest: dict[str, dict] = {}
-    for rel in sorted(dst.files(MANIFEST_DIR)):
-        if rel.endswith(".parquet") and posixpath.basename(rel).startswith("manifest-"):
-            for r in pq.read_table(io.BytesIO(dst.read(rel))).to_pylist():
-                _keep_latest(latest, r)
-    for _, r in _loose_rows(dst):
-        _keep_latest(latest, r)
+    for rel in _manifests(dst):
+        names = set(pq.read_schema(io.BytesIO(dst.read(rel))).names)
+        cols = [c for c in columns if c in names] if columns else None
+        for r in _parquet_rows(dst, rel, cols):
+            _keep_latest(latest, r)
+    for _, r in _read_loose(dst, _loose_row_paths(dst)):
+        _keep_latest(latest, {k: r.get(k) for k in columns} if columns else r)
     return latest
 
 
@@ -348,15 +371,32 @@ def _keep_latest(latest: dict, r: dict) -> None:
         latest[r["input"]] = r
 
 
-def _fold(dst: Store, run_id: str, rows: list[dict], paths: list[str]) -> str:
+def _fold(dst: Store, run_id: str, paths: list[str], fix=None) -> str:
+    """Fold the loose row files at `paths` (rows of run `run_id`; `fix(row)` may change each)
+    into manifest-RUN.parquet, ROWS_PER_GROUP rows at a time, so memory does not grow with the
+    run; then remove them. A manifest the run already has (a resumed run with the same id)
+    keeps its rows that no loose row replaces."""
     rel = f"{MANIFEST_DIR}/manifest-{run_id}.parquet"
-    if dst.exists(rel):  # a resumed run with the same id: keep what it already recorded
-        kept = {r["input"]: r for r in pq.read_table(io.BytesIO(dst.read(rel))).to_pylist()}
-        kept.update({r["input"]: r for r in rows})
-        rows = list(kept.values())
-    rows.sort(key=lambda r: r["input"])
+    old = dst.exists(rel)
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), buf)
+    new_inputs: set[str] = set()
+    with pq.ParquetWriter(buf, MANIFEST_SCHEMA) as w:
+        for i in range(0, len(paths), ROWS_PER_GROUP):
+            rows = [fix(r) if fix else r for _, r in _read_loose(dst, paths[i:i + ROWS_PER_GROUP])]
+            rows.sort(key=lambda r: r["input"])
+            new_inputs.update(r["input"] for r in rows)
+            if rows:
+                w.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
+        if old:
+            kept = []
+            for r in _parquet_rows(dst, rel):
+                if r["input"] not in new_inputs:
+                    kept.append(r)
+                if len(kept) == ROWS_PER_GROUP:
+                    w.write_table(pa.Table.from_pylist(kept, schema=MANIFEST_SCHEMA))
+                    kept = []
+            if kept:
+                w.write_table(pa.Table.from_pylist(kept, schema=MANIFEST_SCHEMA))
     dst.write_atomic(rel, buf.getvalue())
     for p in paths:
         dst.fs.rm(dst.full(p))
@@ -369,11 +409,11 @@ def _fold(dst: Store, run_id: str, rows: list[dict], paths: list[str]) -> str:
 
 def consolidate(dst: Store, run_id: str) -> str | None:
     """Write this run's rows as one Parquet file and remove the loose row files it holds."""
-    mine = [(p, r) for p, r in _loose_rows(dst) if r.get("run_id") == run_id]
+    mine = _loose_row_paths(dst, rows_dir(run_id))
     if not mine:
         rel = f"{MANIFEST_DIR}/manifest-{run_id}.parquet"
         return dst.uri(rel) if dst.exists(rel) else None
-    return _fold(dst, run_id, [r for _, r in mine], [p for p, _ in mine])
+    return _fold(dst, run_id, mine)
 
 
 def recover(dst: Store, run_id: str, files: set[str] | None = None) -> dict[str, int]:
@@ -383,17 +423,17 @@ def recover(dst: Store, run_id: str, files: set[str] | None = None) -> dict[str,
     `interrupted`. Returns {run id: rows folded}. Run one job per DST at a time: a run that is
     still going would have its rows folded under it."""
     files = set(dst.files()) if files is None else files
-    by_run: dict[str, list[tuple[str, dict]]] = {}
-    for p, r in _loose_rows(dst):
+    by_run: dict[str, list[str]] = {}
+    for p, r in _read_loose(dst, _loose_row_paths(dst)):   # run ids only are kept
         if r.get("run_id") != run_id:
-            by_run.setdefault(r.get("run_id") or "unknown", []).append((p, r))
-    for other, items in by_run.items():
-        rows = []
-        for _, r in items:
-            if r.get("status") == "ok" and r.get("output") not in files:
-                r = {**r, "status": "interrupted", "error": "the run stopped before this output was written"}
-            rows.append(r)
-        _fold(dst, other, rows, [p for p, _ in items])
+            by_run.setdefault(r.get("run_id") or "unknown", []).append(p)
+
+    def interrupted(r: dict) -> dict:
+        if r.get("status") == "ok" and r.get("output") not in files:
+            return {**r, "status": "interrupted", "error": "the run stopped before this output was written"}
+        return r
+    for other, paths in by_run.items():
+        _fold(dst, other, paths, interrupted)
     return {k: len(v) for k, v in by_run.items()}
 
 

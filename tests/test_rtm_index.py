@@ -1,6 +1,7 @@
 """Scaled-out RTM: two-stage FPS coverage, FAISS vs brute force, storage format, build job."""
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +84,30 @@ def test_build_job_on_local_folder_skips_corrupt_and_is_deterministic(ray_sessio
     rtm = load_rtm(s["uri"])
     assert rtm.size == 12 and tuple(rtm.values.shape[1:]) == (48, 8, 8)
     assert json.loads((tmp_path / "out" / "rtm-t" / "rtm.json").read_text())["skipped"][0][0] == "corrupt.jpg"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["rtm-t"]   # no shard scratch left
     local = build(_args(str(src), str(tmp_path / "out2"), checkpoint, engine="local"))
     assert torch.equal(load_rtm(local["uri"]).values, rtm.values)  # same crops, same FPS
+    # fewer candidates than crop slots (40, with the corrupt image's), two-stage FPS: the shards'
+    # FPS runs in Ray tasks on the workers, and the in-process engine chooses the same entries
+    two = build(_args(str(src), str(tmp_path / "out3"), checkpoint, candidates=20, shards=2))
+    assert two["candidates"] <= 20 and len(two["fps_tasks"]) == 2
+    assert all(t["pid"] != os.getpid() for t in two["fps_tasks"])
+    two_local = build(_args(str(src), str(tmp_path / "out4"), checkpoint, candidates=20, shards=2, engine="local"))
+    assert torch.equal(load_rtm(two_local["uri"]).values, load_rtm(two["uri"]).values)
+
+
+def test_crop_plan_keeps_the_candidates_the_whole_crop_set_would_sample():
+    """The candidates are chosen before any feature is computed, as a seeded sample of every
+    image's crop slots: exactly --candidates of them, the same slots the v0.7 build sampled
+    after computing all crops, and an image with no kept slot is not read at all."""
+    from rtm_index.build import crop_plan
+    n, k, c = 1000, 32, 5000
+    plan = crop_plan(n, k, c, seed=3)
+    slots = np.concatenate([i * k + keep for i, keep in enumerate(plan)])
+    assert len(slots) == c and np.array_equal(slots, np.sort(np.random.default_rng(3).choice(n * k, c, replace=False)))
+    assert all(len(keep) <= k and (keep < k).all() for keep in plan)
+    assert sum(len(keep) == 0 for keep in crop_plan(100_000, 32, 20_000, 0)) > 80_000
+    assert [len(x) for x in crop_plan(3, 8, 100, 0)] == [8, 8, 8]   # fewer slots than candidates: all
 
 
 def test_build_job_on_s3(ray_session, checkpoint, s3_endpoint):

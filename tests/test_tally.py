@@ -1,0 +1,45 @@
+"""The driver's memory does not grow with the archive: a run's summary keeps counts, patch
+totals, seconds, the first errors and the first rows, and the manifest is folded a row group at
+a time."""
+import json
+
+import pyarrow.parquet as pq
+
+
+def _row(i, ok=True):
+    return {"input": f"p{i:06d}.png", "status": "ok" if ok else "error", "error": "" if ok else f"bad image: {i}",
+            "group_counts": [3, 2, 1], "sec_grm": 1.0, "sec_dit": 2.0, "sec_stitch": 0.5, "trace": "x" * 500}
+
+
+def test_tally_counts_everything_and_keeps_a_bounded_sample():
+    from pipeline.tally import Tally
+    t = Tally(keep_rows=100, max_errors=10)
+    for i in range(5000):
+        t.add(_row(i, ok=i % 10 != 0))
+    assert (t.ok, t.failed, len(t)) == (4500, 500, 5000)
+    assert t.groups == [13500, 9000, 4500] and t.seconds["dit"] == 9000.0
+    assert len(t.rows) == 100 and len(t.errors) == 10 and t.errors[0] == ("p000000.png", "bad image: 0")
+    assert len(t.seen) == 5000    # names only: which photos came back (a lost one gets an error row)
+
+
+def test_manifest_is_folded_in_row_groups_and_a_resumed_run_keeps_its_rows(tmp_path, monkeypatch):
+    from pipeline import storage
+    from pipeline.storage import ManifestRow, consolidate, read_rows, write_row
+    from storage import Store
+    monkeypatch.setattr(storage, "ROWS_PER_GROUP", 7)
+    dst = Store(str(tmp_path))
+    for i in range(30):
+        write_row(dst, ManifestRow(run_id="r1", input=f"a{i:02d}.png", output=f"a{i:02d}.png", group_counts=[1, 2]))
+    uri = consolidate(dst, "r1")
+    f = pq.ParquetFile(uri)
+    assert f.metadata.num_rows == 30 and f.metadata.num_row_groups == 5
+    assert not (tmp_path / "_manifest" / "rows").exists()
+    # the same run id again (a resumed run): two rows replaced, the others kept
+    for i in (3, 31):
+        write_row(dst, ManifestRow(run_id="r1", input=f"a{i:02d}.png", status="error", error="bad image: x"))
+    consolidate(dst, "r1")
+    rows = {r["input"]: r for r in pq.read_table(uri).to_pylist()}
+    assert len(rows) == 31 and rows["a03.png"]["status"] == "error" and rows["a04.png"]["status"] == "ok"
+    latest = read_rows(dst)
+    assert set(latest["a05.png"]) == set(storage.RESUME_COLUMNS)   # resume reads what it needs only
+    assert json.dumps(latest["a31.png"])
