@@ -47,15 +47,22 @@ def to_gpu_if_available(index: faiss.Index) -> faiss.Index:
 class FaissRTM:
     def __init__(self, keys: torch.Tensor | np.ndarray, values: torch.Tensor, meta: dict | None = None,
                  index: faiss.Index | None = None, kind: str = "flat", nprobe: int = 8):
-        keys = keys.numpy() if isinstance(keys, torch.Tensor) else keys
         if len(keys) != len(values):
             raise ValueError(f"{len(keys)} keys but {len(values)} values")
-        self.keys = _normalise(keys)
+        # the keys are the index's; kept as given (a memory-mapped file's tensor costs nothing
+        # until read) for `keys`, which training reads
+        self._keys = keys
         self.values = values
         self.meta = dict(meta or {})
         self.index = to_gpu_if_available(index if index is not None else build_index(self.keys, kind))
         if hasattr(self.index, "nprobe"):
             self.index.nprobe = nprobe
+
+    @property
+    def keys(self) -> np.ndarray:
+        """The L2-normalised keys (float32), computed when asked."""
+        k = self._keys
+        return _normalise(k.float().numpy() if isinstance(k, torch.Tensor) else k)
 
     @property
     def size(self) -> int:
@@ -68,6 +75,7 @@ class FaissRTM:
 
     def retrieve(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         s, i = self.search(queries, k)
+        # only the rows retrieved are read (the values may be a memory-mapped file)
         return self.values[i.clamp_min(0)].float(), s
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
+import struct
 
 import faiss
 import numpy as np
 import torch
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from storage import Store
@@ -45,25 +46,86 @@ def save_rtm(prefix: str, version: str, keys: torch.Tensor, values: torch.Tensor
 
 
 def load_rtm(uri: str, options: dict | None = None, expect: dict | None = None) -> FaissRTM:
-    """Load and verify an RTM folder; `expect` (e.g. {"codec": ..., "texture_version": ...})
-    must match its config."""
+    """Open and verify an RTM folder; `expect` (e.g. {"codec": ..., "texture_version": ...})
+    must match its config. The values are served from the file, memory-mapped: a process holds
+    the pages its retrievals touch, not the whole RTM (an object store's file is copied once to
+    a local cache first). The keys live in the FAISS index."""
     store = Store(uri, options or {})
     try:
         doc = json.loads(store.read("rtm.json"))
     except FileNotFoundError:
         raise RTMMismatch(f"{uri}: no rtm.json (not an RTM, or an unfinished build)") from None
-    files = {}
-    for name, digest in doc["sha256"].items():
-        data = store.read(name)
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise RTMMismatch(f"{uri}/{name}: checksum mismatch (corrupt or partial copy)")
-        files[name] = data
     for k, v in (expect or {}).items():
         if doc.get(k) != v:
             raise RTMMismatch(f"{uri}: RTM was built with {k}={doc.get(k)!r}, the model needs {v!r}")
-    t = st_load(files["keys.safetensors"])
-    index = faiss.deserialize_index(np.frombuffer(files["index.faiss"], dtype=np.uint8))
-    return FaissRTM(t["keys"].float(), t["values"], doc, index=index)
+    idx_bytes = store.read("index.faiss")
+    if hashlib.sha256(idx_bytes).hexdigest() != doc["sha256"]["index.faiss"]:
+        raise RTMMismatch(f"{uri}/index.faiss: checksum mismatch (corrupt or partial copy)")
+    path = _verified_local(store, "keys.safetensors", doc["sha256"]["keys.safetensors"])
+    tensors = mapped_safetensors(path)
+    index = faiss.deserialize_index(np.frombuffer(idx_bytes, dtype=np.uint8))
+    return FaissRTM(tensors["keys"], tensors["values"], doc, index=index)
+
+
+def _verified_local(store: Store, name: str, digest: str) -> str:
+    """A local path of `name` whose SHA-256 is `digest`, hashed as it streams (never held whole):
+    the file itself on a local store, else a copy in the cache (~/.cache/patchscaler/rtm)."""
+    if store.is_local:
+        path = store.full(name)
+        if _sha256_file(path) != digest:
+            raise RTMMismatch(f"{store.uri(name)}: checksum mismatch (corrupt or partial copy)")
+        return path
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "patchscaler", "rtm")
+    path = os.path.join(cache, f"{digest}.safetensors")
+    if os.path.exists(path):   # named by its content's hash, verified when it was written
+        return path
+    os.makedirs(cache, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.part"
+    h = hashlib.sha256()
+    with store.fs.open(store.full(name), "rb") as src, open(tmp, "wb") as out:
+        for block in iter(lambda: src.read(1 << 22), b""):
+            h.update(block)
+            out.write(block)
+    if h.hexdigest() != digest:
+        os.unlink(tmp)
+        raise RTMMismatch(f"{store.uri(name)}: checksum mismatch (corrupt or partial copy)")
+    os.replace(tmp, path)
+    return path
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_DTYPES = {"F16": np.float16, "F32": np.float32, "BF16": None, "U8": np.uint8}
+
+
+def mapped_safetensors(path: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file as memory-mapped CPU tensors (copy-on-write: nothing is
+    read until used, and a write never reaches the file). Format: an 8-byte header length, a
+    JSON header of names, dtypes, shapes and data offsets, then the data."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _DTYPES.get(t["dtype"])
+        if dtype is None:
+            raise RTMMismatch(f"{path}: tensor {name} has dtype {t['dtype']}, which cannot be mapped")
+        begin, end = t["data_offsets"]
+        shape = tuple(t["shape"])
+        if end == begin:
+            out[name] = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype)
+            continue
+        arr = np.memmap(path, dtype=dtype, mode="c", offset=8 + n + begin, shape=shape)
+        out[name] = torch.from_numpy(arr)
+    return out
 
 
 def expectations(model) -> dict:

@@ -161,3 +161,33 @@ def test_rtm_on_s3_with_a_local_src_gets_the_endpoint_and_credentials(checkpoint
     assert main(["upscale", str(src), str(tmp_path / "out"), "--engine", "local", "--checkpoint", checkpoint,
                  "--rtm", uri, "--s3-endpoint", endpoint, "--no-report"]) == 0
     assert (tmp_path / "out" / "a.png").exists()
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_an_rtm_is_served_memory_mapped_with_the_same_retrievals(tmp_path):
+    """Opening an RTM reads its keys into the index, not its values: 50 MB of values cost a few
+    MB of memory until retrieved, and retrievals equal those of the RTM held in RAM."""
+    g = torch.Generator().manual_seed(0)
+    keys, vals = torch.randn(2000, 32, generator=g), torch.randn(2000, 48, 16, 16, generator=g).half()
+    meta = {"codec": "pixel_unshuffle", "feature_dim": 32}
+    uri = save_rtm(str(tmp_path / "rtm"), "big", keys, vals, meta, index_kind="ivf")
+    before = _rss_mib()
+    served = load_rtm(uri)
+    grew = _rss_mib() - before
+    assert grew < 15, f"opening the RTM took {grew:.1f} MiB"
+    in_ram = FaissRTM(keys, vals, meta, index=served.index)
+    q = torch.randn(64, 32, generator=g)
+    (v1, s1), (v2, s2) = served.retrieve(q, 4), in_ram.retrieve(q, 4)
+    assert torch.equal(v1, v2) and torch.equal(s1, s2)
+    assert np.allclose(served.keys, in_ram.keys, atol=2e-3)   # stored as float16
+    # a corrupt copy is refused before anything is served
+    blob = (tmp_path / "rtm" / "rtm-big" / "keys.safetensors")
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(RTMMismatch, match="checksum"):
+        load_rtm(uri)
