@@ -49,16 +49,20 @@ def makedirs_durable(path: str) -> None:
         fsync_dir(os.path.dirname(d))
 
 
-def write_durable(path: str, data: bytes) -> None:
+def write_durable(path: str, data) -> None:
     """Write a local file so that after a crash or power loss it is either the old file or
     the whole new one: a temp file in the same folder, fsync'd, renamed over the target, then
-    the folder fsync'd so the rename itself survives."""
+    the folder fsync'd so the rename itself survives. `data`: bytes, or a function that writes
+    to the open file (a large file need never be held whole)."""
     d = os.path.dirname(os.path.abspath(path))
     makedirs_durable(d)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".part-")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual mode

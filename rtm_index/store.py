@@ -18,7 +18,6 @@ import struct
 import faiss
 import numpy as np
 import torch
-from safetensors.torch import save as st_save
 
 from storage import Store
 
@@ -31,18 +30,44 @@ class RTMMismatch(ValueError):
 
 def save_rtm(prefix: str, version: str, keys: torch.Tensor, values: torch.Tensor, meta: dict,
              index_kind: str = "flat", options: dict | None = None) -> str:
+    """Write an RTM folder. The keys and values file is written a block of rows at a time and
+    hashed as it goes, so `values` may be larger than memory (a memory-mapped file)."""
     store = Store(prefix, options or {})
     folder = f"rtm-{version}"
-    blob = st_save({"keys": keys.half().contiguous(), "values": values.half().contiguous()})
+    digest = hashlib.sha256()
+
+    def write(f):
+        for block in safetensors_blocks({"keys": keys, "values": values}, torch.float16):
+            digest.update(block)
+            f.write(block)
+    store.write_stream(posixpath.join(folder, "keys.safetensors"), write)
     index = build_index(keys.float().numpy(), index_kind)
     idx_bytes = faiss.serialize_index(index).tobytes()
-    store.write_atomic(posixpath.join(folder, "keys.safetensors"), blob)
     store.write_atomic(posixpath.join(folder, "index.faiss"), idx_bytes)
     doc = {**meta, "version": version, "index_kind": index_kind, "size": int(keys.shape[0]),
-           "sha256": {"keys.safetensors": hashlib.sha256(blob).hexdigest(),
+           "sha256": {"keys.safetensors": digest.hexdigest(),
                       "index.faiss": hashlib.sha256(idx_bytes).hexdigest()}}
     store.write_atomic(posixpath.join(folder, "rtm.json"), json.dumps(doc, indent=1).encode())
     return store.uri(folder)
+
+
+def safetensors_blocks(tensors: dict[str, torch.Tensor], dtype: torch.dtype, rows: int = 4096):
+    """The bytes of a safetensors file of these tensors (cast to `dtype`), a block of rows at a
+    time: the header (its length padded to 8 bytes, as the safetensors library writes it), then
+    each tensor's data in order."""
+    name = {torch.float16: "F16", torch.float32: "F32"}[dtype]
+    size = torch.empty(0, dtype=dtype).element_size()
+    header, offset = {}, 0
+    for k, t in tensors.items():
+        n = t.numel() * size
+        header[k] = {"dtype": name, "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    yield struct.pack("<Q", len(text)) + text
+    for t in tensors.values():
+        for i in range(0, t.shape[0], rows):
+            yield t[i:i + rows].to(dtype).contiguous().numpy().tobytes()
 
 
 def load_rtm(uri: str, options: dict | None = None, expect: dict | None = None) -> FaissRTM:

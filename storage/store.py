@@ -146,6 +146,19 @@ class Store:
         else:
             self.fs.pipe_file(path, data)
 
+    def write_stream(self, rel: str, writer) -> None:
+        """write_atomic for a file too large to hold: `writer(f)` writes it to an open file. A
+        local file is written durably in place; for an object store it goes to a local temp
+        file first, then up in one upload (multipart where the store does that)."""
+        if self.is_local:
+            write_durable(self.full(rel), writer)
+            return
+        import tempfile
+        with tempfile.NamedTemporaryFile(prefix="patchscaler-") as tmp:
+            writer(tmp)
+            tmp.flush()
+            self.fs.put_file(tmp.name, self.full(rel))
+
     def files(self, sub: str = "") -> list[str]:
         """Relative names of every file under the root (or under `sub`), from one listing."""
         self.invalidate()
