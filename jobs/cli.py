@@ -5,6 +5,7 @@ ends with one line and a documented exit code whatever goes wrong; see EXIT_CODE
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -38,6 +39,7 @@ COMMANDS = {
     "train": "train the default model (stages or all)",
     "evaluate": "bicubic / GRM / PatchScaler PGS / uniform on HR photos",
     "plan": "split a cluster's GPUs among the pools for an archive, from measured work",
+    "status": "where an archive stands: every run into DST, each input's latest state",
 }
 
 
@@ -51,6 +53,41 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
     add_storage_args(p)
     p.add_argument("--progress-interval", type=float,
                    help="seconds between progress lines when stderr is not a terminal (default 30)")
+
+
+def add_status_args(p: argparse.ArgumentParser) -> None:
+    from pipeline.status import STATES
+    p.add_argument("dst", help="the DST of upscale runs (folder or URI)")
+    p.add_argument("--show", choices=("problems", "all") + STATES, default="problems",
+                   help="which inputs to list: problems (failed and interrupted, the default), all, or one state")
+    p.add_argument("--limit", type=int, default=50, help="list at most this many inputs (default 50)")
+    p.add_argument("--json", action="store_true", help="print the totals, runs and listed inputs as JSON")
+    add_storage_args(p)
+
+
+def status_main(a: argparse.Namespace) -> int:
+    """Exit 0 when no input's latest state is failed or interrupted, else 3."""
+    from pipeline.plan import UsageError, storage_error
+    from pipeline.status import archive_status, report_lines, totals
+    from storage import Store, options_for
+    dst = Store(a.dst, options_for(a.dst, storage_options(a)))
+    try:
+        found = dst.exists("_manifest")
+        st = archive_status(dst) if found else None
+    except Exception as e:
+        raise storage_error(e, f"DST {dst.uri()}", dst) from None
+    if not found:
+        raise UsageError(f"{dst.uri()}: no _manifest folder here: not the DST of an upscale run")
+    t = totals(st)
+    if a.json:
+        wanted = {"problems": ("failed", "interrupted"), "all": None}.get(a.show, (a.show,))
+        items = [{"input": k, "state": v[0], "reason": v[1], "run": v[2], "output": v[4]}
+                 for k, v in sorted(st["inputs"].items()) if wanted is None or v[0] in wanted][: a.limit]
+        print(json.dumps({"dst": dst.uri(), "totals": t, "runs": {k: vars(r) for k, r in st["runs"].items()},
+                          "inputs": items}, indent=1))
+    else:
+        print("\n".join(report_lines(dst, st, a.show, a.limit)))
+    return 3 if t["failed"] or t["interrupted"] else 0
 
 
 def upscale_main(a: argparse.Namespace) -> int:
@@ -129,6 +166,9 @@ def build_parser(cmd: str | None) -> argparse.ArgumentParser:
             from jobs.train import add_args
         elif name == "plan":
             from jobs.plan_pools import add_args
+        elif name == "status":
+            add_status_args(p)
+            continue
         else:
             from jobs.evaluate import add_args
         add_args(p)
@@ -212,6 +252,8 @@ def _run(a: argparse.Namespace) -> int:
     if a.cmd == "plan":
         from jobs.plan_pools import main as plan_main
         return plan_main(a)
+    if a.cmd == "status":
+        return status_main(a)
     if a.cmd == "evaluate":
         from jobs.evaluate import run as eval_run
         return eval_run(a)

@@ -319,12 +319,12 @@ def write_row(dst: Store, row: ManifestRow) -> None:
 ROWS_PER_GROUP = 2000   # manifest rows read, folded and written at a time
 
 
-def _loose_row_paths(dst: Store, sub: str = f"{MANIFEST_DIR}/rows") -> list[str]:
+def loose_row_paths(dst: Store, sub: str = f"{MANIFEST_DIR}/rows") -> list[str]:
     """Every loose row file under `sub` (also the flat layout of older versions), by name."""
     return sorted(rel for rel in dst.files(sub) if rel.endswith(".json"))
 
 
-def _read_loose(dst: Store, paths: list[str]):
+def read_loose(dst: Store, paths: list[str]):
     """(path, row) of these row files, one at a time."""
     for rel in paths:
         try:
@@ -333,12 +333,12 @@ def _read_loose(dst: Store, paths: list[str]):
             continue  # a row file being replaced right now, or not ours
 
 
-def _manifests(dst: Store) -> list[str]:
+def manifest_files(dst: Store) -> list[str]:
     return sorted(rel for rel in dst.files(MANIFEST_DIR)
                   if rel.endswith(".parquet") and posixpath.basename(rel).startswith("manifest-"))
 
 
-def _parquet_rows(dst: Store, rel: str, columns: list[str] | None = None):
+def manifest_rows(dst: Store, rel: str, columns: list[str] | None = None):
     """The rows of one manifest, a row group at a time."""
     f = pq.ParquetFile(io.BytesIO(dst.read(rel)))
     for batch in f.iter_batches(batch_size=ROWS_PER_GROUP, columns=columns):
@@ -353,12 +353,12 @@ def read_rows(dst: Store, columns: list[str] | None = RESUME_COLUMNS) -> dict[st
     """Latest record per input (`columns` of it): consolidated Parquet manifests, then loose row
     files."""
     latest: dict[str, dict] = {}
-    for rel in _manifests(dst):
+    for rel in manifest_files(dst):
         names = set(pq.read_schema(io.BytesIO(dst.read(rel))).names)
         cols = [c for c in columns if c in names] if columns else None
-        for r in _parquet_rows(dst, rel, cols):
+        for r in manifest_rows(dst, rel, cols):
             _keep_latest(latest, r)
-    for _, r in _read_loose(dst, _loose_row_paths(dst)):
+    for _, r in read_loose(dst, loose_row_paths(dst)):
         _keep_latest(latest, {k: r.get(k) for k in columns} if columns else r)
     return latest
 
@@ -382,14 +382,14 @@ def _fold(dst: Store, run_id: str, paths: list[str], fix=None) -> str:
     new_inputs: set[str] = set()
     with pq.ParquetWriter(buf, MANIFEST_SCHEMA) as w:
         for i in range(0, len(paths), ROWS_PER_GROUP):
-            rows = [fix(r) if fix else r for _, r in _read_loose(dst, paths[i:i + ROWS_PER_GROUP])]
+            rows = [fix(r) if fix else r for _, r in read_loose(dst, paths[i:i + ROWS_PER_GROUP])]
             rows.sort(key=lambda r: r["input"])
             new_inputs.update(r["input"] for r in rows)
             if rows:
                 w.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
         if old:
             kept = []
-            for r in _parquet_rows(dst, rel):
+            for r in manifest_rows(dst, rel):
                 if r["input"] not in new_inputs:
                     kept.append(r)
                 if len(kept) == ROWS_PER_GROUP:
@@ -409,7 +409,7 @@ def _fold(dst: Store, run_id: str, paths: list[str], fix=None) -> str:
 
 def consolidate(dst: Store, run_id: str) -> str | None:
     """Write this run's rows as one Parquet file and remove the loose row files it holds."""
-    mine = _loose_row_paths(dst, rows_dir(run_id))
+    mine = loose_row_paths(dst, rows_dir(run_id))
     if not mine:
         rel = f"{MANIFEST_DIR}/manifest-{run_id}.parquet"
         return dst.uri(rel) if dst.exists(rel) else None
@@ -424,7 +424,7 @@ def recover(dst: Store, run_id: str, files: set[str] | None = None) -> dict[str,
     still going would have its rows folded under it."""
     files = set(dst.files()) if files is None else files
     by_run: dict[str, list[str]] = {}
-    for p, r in _read_loose(dst, _loose_row_paths(dst)):   # run ids only are kept
+    for p, r in read_loose(dst, loose_row_paths(dst)):   # run ids only are kept
         if r.get("run_id") != run_id:
             by_run.setdefault(r.get("run_id") or "unknown", []).append(p)
 
