@@ -6,13 +6,13 @@
          T). Each size runs in a fresh process: peak RSS is a process's lifetime maximum.
   fps    two-stage farthest point sampling against exact FPS: the coverage radius (the largest
          distance from a candidate to its nearest chosen point; smaller is better) on 10^5
-         synthetic 128-d keys, and the wall time of both on 10^6 keys (keys only).
+         synthetic 128-d keys (-> 2000), and the wall time of both on 10^6 keys (-> 500; keys only).
   serve  an RTM of 2k, 20k and 200k synthetic entries (48x16x16 float16 values, IVF index)
          opened by a Ray actor as a Patch-DiT actor opens it: the actor's RSS after opening and
          after retrieving the top 4 for 20 000 patches, and the retrieval time per patch.
 
     OMP_WAIT_POLICY=PASSIVE python bench/rtm_scale.py build [--sizes 600,6000]
-    OMP_WAIT_POLICY=PASSIVE python bench/rtm_scale.py fps [--n 100000] [--big 1000000]
+    OMP_WAIT_POLICY=PASSIVE python bench/rtm_scale.py fps [--n 100000] [--big 1000000] [--big-size 500]
     OMP_WAIT_POLICY=PASSIVE python bench/rtm_scale.py serve [--entries 2000,20000,200000]
 
 Threads: 2 intra-op threads (`--threads`), OMP_WAIT_POLICY=PASSIVE (set here if unset).
@@ -109,12 +109,12 @@ def bench_fps(a) -> None:
               f"exact {exact:.4f} ({two / exact:.3f}x)", flush=True)
     x = keys(a.big, 1)
     t0 = time.perf_counter()
-    farthest_point_sampling(x, a.size)
+    farthest_point_sampling(x, a.big_size)
     t_exact = time.perf_counter() - t0
     t0 = time.perf_counter()
-    two_stage_fps(x, a.size, 16)
+    two_stage_fps(x, a.big_size, 16)
     t_two = time.perf_counter() - t0
-    print(f"{a.big} keys -> {a.size}, one process, {a.threads} threads: exact {t_exact:.0f} s, two-stage over "
+    print(f"{a.big} keys -> {a.big_size}, one process, {a.threads} threads: exact {t_exact:.0f} s, two-stage over "
           f"16 shards {t_two:.0f} s in sequence ({t_two / 16:.1f} s per shard-equivalent when the shards run "
           f"side by side as Ray tasks)")
 
@@ -191,7 +191,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="600,6000", help="build: dataset sizes (images)")
     ap.add_argument("--n", type=int, default=100_000, help="fps: keys for the coverage radius")
     ap.add_argument("--big", type=int, default=1_000_000, help="fps: keys for the timing")
-    ap.add_argument("--size", type=int, default=2000, help="fps: points chosen")
+    ap.add_argument("--size", type=int, default=2000, help="fps: points chosen from --n keys")
+    ap.add_argument("--big-size", type=int, default=500, help="fps: points chosen from --big keys")
     ap.add_argument("--entries", default="2000,20000,200000", help="serve: RTM sizes")
     ap.add_argument("--patches", type=int, default=20_000, help="serve: patches retrieved for")
     ap.add_argument("--threads", type=int, default=2)

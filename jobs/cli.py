@@ -46,8 +46,10 @@ COMMANDS = {
 def add_upscale_args(p: argparse.ArgumentParser) -> None:
     from pipeline.options import UpscaleOptions
     add_fields(p, UpscaleOptions)
-    p.add_argument("--engine", choices=["ray", "local"], default="ray",
-                   help="ray: the distributed pipeline (a local Ray unless --address); local: in-process")
+    p.add_argument("--engine", choices=["auto", "ray", "local"], default="auto",
+                   help="ray: the distributed pipeline (a local Ray unless --address); local: in-process; auto "
+                        f"(default): ray with --address, RAY_ADDRESS or a Ray-only option, else local on a host "
+                        f"with fewer than {AUTO_RAY_CPUS} CPUs and ray from {AUTO_RAY_CPUS} up (README 'Engines')")
     p.add_argument("--compile-backend", dest="compile", metavar="NAME",
                    help="the same as --compile with another torch.compile backend (e.g. cudagraphs)")
     add_storage_args(p)
@@ -90,6 +92,31 @@ def status_main(a: argparse.Namespace) -> int:
     return 3 if t["failed"] or t["interrupted"] else 0
 
 
+# below this many CPUs a single host runs the in-process engine by default: on 2 cores it was
+# faster than the Ray engine and needed a fifth of its memory (README 'Engines')
+AUTO_RAY_CPUS = 4
+
+
+def choose_engine(a: argparse.Namespace) -> tuple[str, str]:
+    """(engine, why) for --engine auto; an engine asked for is kept."""
+    if a.engine != "auto":
+        return a.engine, "asked for"
+    if a.address or os.environ.get("RAY_ADDRESS"):
+        return "ray", "a Ray cluster address is given"
+    ray_only = [flag for flag, on in (("--grm-gpus", a.grm_gpus), ("--dit-gpus", a.dit_gpus),
+                                      ("--grm-actors", a.grm_actors > 1), ("--hard-actors", a.hard_actors > 1),
+                                      ("--easy-actors", a.easy_actors > 1), ("--stitch-actors", a.stitch_actors > 1),
+                                      ("--pools auto", a.pools == "auto"), ("--grm-resources", a.grm_resources),
+                                      ("--hard-resources", a.hard_resources), ("--easy-resources", a.easy_resources))
+                if on]
+    if ray_only:
+        return "ray", f"{ray_only[0]} is an option of the Ray engine"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cpus < AUTO_RAY_CPUS:
+        return "local", f"{cpus} CPUs here: below {AUTO_RAY_CPUS} the in-process engine is the faster one"
+    return "ray", f"{cpus} CPUs here"
+
+
 def upscale_main(a: argparse.Namespace) -> int:
     from pipeline.options import UpscaleOptions
     from pipeline.progress import Progress
@@ -98,7 +125,10 @@ def upscale_main(a: argparse.Namespace) -> int:
     opts = from_args(UpscaleOptions, a, src_options=options_for(a.src, so), dst_options=options_for(a.dst, so),
                      rtm_options=options_for(a.rtm or "", so))
     progress = Progress(interval=a.progress_interval)
-    if a.engine == "local":
+    engine, why = choose_engine(a)
+    if a.engine == "auto":
+        logging.getLogger("patchscaler").info("engine: %s (%s; --engine ray|local chooses)", engine, why)
+    if engine == "local":
         from pipeline.local import run_local
         summary = run_local(opts, progress=progress)
     else:

@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
 . .venv/bin/activate
-patchscaler upscale patchscaler/samples out/samples "$@"
+patchscaler upscale patchscaler/samples out/samples --engine ray "$@"
 echo "outputs in out/samples, manifest and HTML report in out/samples/_manifest/"

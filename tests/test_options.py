@@ -123,3 +123,20 @@ def test_the_import_graph_has_no_circle_and_flows_one_way():
     for m in sorted(graph):
         visit(m)
     assert not cycles, cycles[:3]
+
+
+def test_engine_auto_fits_the_host(monkeypatch):
+    """--engine auto: Ray where a cluster or a Ray-only option asks for it, else by the host's
+    CPUs (the in-process engine below AUTO_RAY_CPUS)."""
+    from jobs import cli
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    def choose(*argv, cpus=2):
+        monkeypatch.setattr(cli.os, "sched_getaffinity", lambda _: set(range(cpus)))
+        return cli.choose_engine(_parser("upscale").parse_args(["upscale", "S", "D", *argv]))[0]
+    assert choose() == "local" and choose(cpus=cli.AUTO_RAY_CPUS) == "ray"
+    assert choose("--engine", "ray") == "ray" and choose("--engine", "local", cpus=64) == "local"
+    assert choose("--address", "auto") == "ray" and choose("--dit-gpus", "1") == "ray"
+    assert choose("--hard-actors", "2") == "ray" and choose("--pools", "auto") == "ray"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")       # inside `ray job submit`
+    assert choose() == "ray"
