@@ -25,6 +25,7 @@ import torch
 
 from patchscaler import flow
 from patchscaler.pieces import Piece
+from storage import StorageDown
 
 from .faults import maybe_die
 from .progress import mark, peak, report
@@ -219,6 +220,34 @@ class StitchWrite:
         row = {**row, "trace": json.dumps(trace)}
         piece = Piece.from_dict(json.loads(row["piece"])) if row["piece"] else None
         r = None
+        try:
+            r = self._stitch(row, rel, piece, version)   # may set row["trace"] (an assembled photo)
+        except StorageDown as e:     # the run stops on this row (graph.py): nothing more is written
+            r = self.job.stopped_row(rel, self.job.error_text(e))
+        if r is not None and r.status == "interrupted":
+            report(self.hub, "stitch", done=1)
+            return self._emit(r, row)
+        mark(self.hub, None, rel, _index(row))
+        report(self.hub, "stitch", done=1)
+        peak(self.hub, "stitch")
+        if r is None:   # the same columns as a photo's row (Ray Data blocks share one schema)
+            r = self.job.part_row(rel)
+        else:
+            report(self.hub, "photos", done=1)
+        return self._emit(r, row)
+
+    @staticmethod
+    def _emit(r, row: dict) -> dict:
+        out = {k: v for k, v in r.__dict__.items() if k != "group_counts"}
+        out["group_counts"] = json.dumps(r.group_counts)
+        out["trace"] = row.get("trace", "{}")
+        return {k: [v] for k, v in out.items()}
+
+    def _stitch(self, row: dict, rel: str, piece, version: str):
+        """The photo's row, None for a piece that did not finish its photo."""
+        if row["status"] != "ok" and self.job.storage_down(row["error"]):
+            return self.job.stopped_row(rel, row["error"])
+        r = None
         if piece is None or piece.whole:
             if row["status"] != "ok":
                 r = self.job.write_error(rel, row["error"], version, json.loads(row["naming"]))
@@ -229,6 +258,8 @@ class StitchWrite:
                     done = flow.Done(state.group_counts(self.model.cfg.pgs.num_groups), state.seconds, 1)
                     r = self.job.write_ok(rel, state.prep, image, done, json.loads(row["naming"]), self.model)
                     self.job.write_map(rel, [flow.owned_groups(state)], state.prep.size, self.model)
+                except StorageDown:
+                    raise
                 except Exception as e:
                     r = self.job.write_error(rel, e, version, json.loads(row["naming"]))
         else:
@@ -237,6 +268,8 @@ class StitchWrite:
                 try:
                     state = pickle.loads(row["state"])
                     info = self.job.write_part(rel, piece, flow.finish(self.model, state), state, self.model)
+                except StorageDown:
+                    raise
                 except Exception as e:
                     info = {"ok": False, "error": self.job.error_text(e)}
             info["trace"] = json.loads(row.get("trace") or "{}")
@@ -244,15 +277,5 @@ class StitchWrite:
             infos = ray.get(self.hub.piece_done.remote(rel, piece.index, piece.count, info))
             if infos is not None:
                 r = self.job.assemble(rel, infos, json.loads(row["naming"]), self.model)
-                row = {**row, "trace": json.dumps({"pieces": [i["trace"] for i in infos]})}
-        mark(self.hub, None, rel, _index(row))
-        report(self.hub, "stitch", done=1)
-        peak(self.hub, "stitch")
-        if r is None:   # the same columns as a photo's row (Ray Data blocks share one schema)
-            r = self.job.part_row(rel)
-        else:
-            report(self.hub, "photos", done=1)
-        out = {k: v for k, v in r.__dict__.items() if k != "group_counts"}
-        out["group_counts"] = json.dumps(r.group_counts)
-        out["trace"] = row.get("trace", "{}")
-        return {k: [v] for k, v in out.items()}
+                row["trace"] = json.dumps({"pieces": [i["trace"] for i in infos]})
+        return r

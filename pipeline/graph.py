@@ -31,7 +31,7 @@ from actors.progress import ProgressHub
 from actors.runtime import check_devices, init_ray, pool
 from actors.stages import DecodeGRM, PatchDiTPool, StitchWrite, split_pieces
 
-from .local import plan_line, summarize
+from .local import plan_line, stopped_by_storage, summarize
 from .options import UpscaleOptions
 from .plan import Plan, make_plan
 from .progress import PipelineProgress, Progress
@@ -141,13 +141,20 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
             log.info("%s stage: %s (GPU ids %s)", name, d["device"], ",".join(d["gpu_ids"]) or "none")
         hub = ray.remote(num_cpus=0)(ProgressHub).remote()
         ds = build_dataset(plan, hub)
+        down = None
         with PipelineProgress(hub, len(plan.pending), progress or Progress()) as pp:
             for r in ds.iter_rows():
                 if r["status"] == "part":
                     continue
+                if r["status"] == "interrupted" and ImageJob.storage_down(r["error"]):
+                    down = r["error"]      # the storage stayed down: stop here, not one error per photo
+                    break
                 r = dict(r)
                 r["group_counts"] = json.loads(r["group_counts"])
                 tally.add(r)
+        if down is not None:
+            ray.kill(hub)
+            raise stopped_by_storage(plan, tally, down.removeprefix("storage down: "))
         stages = pp.final
         for r in _lost(plan, tally.seen, ImageJob(plan.opts), ray.get(hub.stuck.remote()), stitcher):
             tally.add(r)

@@ -3,14 +3,16 @@ per image and per patch (a large photo shows its patches done, of how many, and 
 Used for single files, small folders and as the reference in tests and benchmarks."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 from patchscaler import flow
+from storage import StorageDown
 
 from . import steps
 from .options import UpscaleOptions
-from .plan import Plan, make_plan
+from .plan import Plan, StorageError, make_plan
 from .progress import Progress
 from .storage import ManifestRow, consolidate
 from .tally import Tally
@@ -51,6 +53,8 @@ def process_image(model, job: steps.ImageJob, rel: str, naming: dict | None = No
         row = job.write_ok(rel, prep, image, done, naming, model)
         job.write_map(rel, done.groups, prep.size, model)
         return row
+    except StorageDown:
+        raise   # not the photo's fault: the run stops (run_local), the next one redoes it
     except Exception as e:  # one bad image costs one record, never the job
         return job.write_error(rel, e, steps.model_version(model), naming)
     finally:
@@ -71,9 +75,13 @@ def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None
         job.hard_groups(model)  # a --hard-groups the model does not have fails here, as in the pipeline
         progress = progress or Progress()
         progress.add("images", "upscale", "img", len(plan.pending))
-        for rel in plan.pending:
-            tally.add(process_image(model, job, rel, plan.names.get(rel), progress))
-            progress.update("images")
+        try:
+            for rel in plan.pending:
+                tally.add(process_image(model, job, rel, plan.names.get(rel), progress))
+                progress.update("images")
+        except StorageDown as e:
+            progress.close()
+            raise stopped_by_storage(plan, tally, e) from None
         progress.close()
     manifest = consolidate(plan.dst, opts.run_id)
     summary = summarize(tally, plan, manifest, time.perf_counter() - t0, not_read)
@@ -81,6 +89,17 @@ def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None
         from .report import write_report
         summary["report"] = write_report(plan, tally)
     return summary
+
+
+def stopped_by_storage(plan: Plan, tally: Tally, e: Exception) -> StorageError:
+    """The run's end when the storage stays down: its rows folded if DST still answers (a
+    photo whose row was written but whose output was not becomes `interrupted` on the next
+    run), and one line for exit 4. The next run redoes only what is not written."""
+    with contextlib.suppress(Exception):
+        plan.dst.retry_budget = 0
+        consolidate(plan.dst, plan.opts.run_id)
+    return StorageError(f"{e}; stopped after {tally.ok} photo(s) written this run, {len(plan.pending) - len(tally)} "
+                        "not done: run the same command again when the storage is back")
 
 
 def plan_line(plan: Plan) -> str:

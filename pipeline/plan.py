@@ -70,7 +70,8 @@ def make_plan(opts: UpscaleOptions) -> Plan:
     if not RUN_ID.match(opts.run_id):
         raise UsageError(f"run id {opts.run_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
     try:
-        src, dst = Store(opts.src, opts.src_options), Store(opts.dst, opts.dst_options)
+        src, dst = (Store(opts.src, opts.src_options, opts.storage_retry),
+                    Store(opts.dst, opts.dst_options, opts.storage_retry))
     except (ValueError, ImportError, TypeError) as e:
         raise UsageError(f"cannot open SRC or DST: {one_line(e)}") from None
     why = overlap(src, dst)
@@ -95,7 +96,7 @@ def make_plan(opts: UpscaleOptions) -> Plan:
         name = posixpath.basename(src.path)
         parent = posixpath.dirname(src.path) or "/"
         opts = dataclasses.replace(opts, src=parent if src.is_local else f"{src.protocol}://{parent}")
-        src = Store(opts.src, opts.src_options)
+        src = Store(opts.src, opts.src_options, opts.storage_retry)
 
     try:
         if dst.is_local:

@@ -18,7 +18,7 @@ from patchscaler.config import override
 from patchscaler.model import Runtime
 from patchscaler.pieces import Piece, output_box, output_size, split
 
-from storage import Store, options_for
+from storage import StorageDown, Store, options_for
 
 from .options import UpscaleOptions
 from .storage import (ManifestRow, OutputCollision, UnsafePath, check_output_name, maps_dir, output_relpath, parts_dir,
@@ -74,7 +74,12 @@ def hard_groups(opts: UpscaleOptions, model) -> set[int]:
     return set(groups)
 
 
+STORAGE_DOWN = "storage down:"   # an error row's text for a photo the storage stopped: not its fault
+
+
 def error_text(err: Exception) -> str:
+    if isinstance(err, StorageDown):
+        return f"{STORAGE_DOWN} {err}"
     kind = "unsafe path" if isinstance(err, UnsafePath) else (
         "bad image" if isinstance(err, imageio.BadImage) else (
             "output name collision" if isinstance(err, OutputCollision) else type(err).__name__))
@@ -108,12 +113,12 @@ class ImageJob:
 
     def source(self) -> Store:
         if self.src is None:
-            self.src = Store(self.opts.src, self.opts.src_options)
+            self.src = Store(self.opts.src, self.opts.src_options, self.opts.storage_retry)
         return self.src
 
     def dest(self) -> Store:
         if self.dst is None:
-            self.dst = Store(self.opts.dst, self.opts.dst_options)
+            self.dst = Store(self.opts.dst, self.opts.dst_options, self.opts.storage_retry)
         return self.dst
 
     error_text = staticmethod(error_text)
@@ -230,6 +235,17 @@ class ImageJob:
             return self.write_error(rel, e, model_version(model), naming)
         finally:
             self.remove_parts(rel)
+
+    @staticmethod
+    def storage_down(error: str) -> bool:
+        """An error text that says the storage stopped the photo (error_text of StorageDown)."""
+        return error.startswith(STORAGE_DOWN)
+
+    def stopped_row(self, rel: str, text: str) -> ManifestRow:
+        """The row of a photo the storage stopped (its error begins with STORAGE_DOWN): not
+        recorded (the storage is down) and not a failure of the photo; the driver ends the run
+        on it (exit 4) and the next run redoes the photo."""
+        return ManifestRow(run_id=self.opts.run_id, input=rel, status="interrupted", error=text)
 
     def part_row(self, rel: str) -> ManifestRow:
         """The row a piece that is not its photo's last leaves: a photo row's columns, status

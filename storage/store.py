@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import posixpath
+import random
+import re
+import time
 from dataclasses import dataclass, field
 
 import fsspec
@@ -26,6 +29,41 @@ from patchscaler.files import (fsync_dir, makedirs_durable, read_bytes, write_by
 S3_CONNECT_TIMEOUT = 5
 S3_READ_TIMEOUT = 60
 S3_ATTEMPTS = 3
+# Past botocore's attempts, a transient fault on one object (a dropped connection, a timeout,
+# a 5xx answer, SlowDown throttling) is tried again with exponential backoff and full jitter,
+# 0.5 s doubling up to 15 s between tries, for up to `Store.retry_budget` seconds of waiting
+# per object operation (STORAGE_RETRY_S by default; `upscale --storage-retry`). Past that the
+# storage counts as down: StorageDown, and the run stops with exit 4.
+STORAGE_RETRY_S = 120.0
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 15.0
+_TRANSIENT_NAMES = ("EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
+                    "ClientConnectorError", "ServerDisconnectedError", "ClientOSError", "ClientPayloadError",
+                    "ServerTimeoutError", "IncompleteRead", "ResponseStreamingError", "TimeoutError",
+                    "ConnectionError", "ConnectionResetError", "ConnectionRefusedError", "ConnectionAbortedError",
+                    "BrokenPipeError")
+_TRANSIENT_TEXT = re.compile(r"SlowDown|Slow Down|ServiceUnavailable|Service Unavailable|InternalError|RequestTimeout|"
+                             r"Throttl|reduce your request rate|Internal Server Error|Bad Gateway|Gateway Time|"
+                             r"\b50[0234]\b", re.IGNORECASE)
+
+
+class StorageDown(OSError):
+    """The storage stayed unreachable for a whole retry budget."""
+
+
+def transient(e: BaseException) -> bool:
+    """A fault that a later try may not meet: connection, timeout, 5xx or throttling, anywhere in
+    the exception's chain. A missing object or a refused permission is not one."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (FileNotFoundError, PermissionError, StorageDown)):
+            return False
+        if type(e).__name__ in _TRANSIENT_NAMES or _TRANSIENT_TEXT.search(str(e)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 # fsspec option names that carry secrets: refused on the command line, never logged
 SECRET_OPTIONS = {"key", "secret", "token", "password", "username", "aws_access_key_id",
                   "aws_secret_access_key", "aws_session_token"}
@@ -83,6 +121,7 @@ class Store:
     """A root URI plus fsspec options (e.g. {"client_kwargs": {"endpoint_url": ...}} for S3)."""
     root: str
     options: dict = field(default_factory=dict)
+    retry_budget: float = STORAGE_RETRY_S     # seconds of backoff per object operation (S3 etc.)
 
     def __post_init__(self):
         proto = fsspec.core.split_protocol(self.root)[0]
@@ -126,25 +165,50 @@ class Store:
         if hasattr(self.fs, "invalidate_cache"):
             self.fs.invalidate_cache()
 
+    def retrying(self, what: str, fn):
+        """fn(), tried again on transient faults (see STORAGE_RETRY_S) until the budget is spent;
+        local files are not retried."""
+        if self.is_local:
+            return fn()
+        waited, delay = 0.0, RETRY_FIRST_S
+        while True:
+            try:
+                return fn()
+            except Exception as e:
+                if not transient(e):
+                    raise
+                if waited >= self.retry_budget:
+                    msg = " ".join(str(e).split())[:200]
+                    raise StorageDown(f"the storage at {self.endpoint or self.uri()} did not answer {what} for "
+                                      f"{waited:.0f} s of retries: {type(e).__name__}: {msg}") from e
+                pause = min(random.uniform(0, delay), self.retry_budget - waited)
+                time.sleep(pause)
+                waited += pause
+                delay = min(2 * delay, RETRY_MAX_S)
+                self.invalidate()
+
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.full(rel))
+        return self.retrying(f"a check of {rel}", lambda: self.fs.exists(self.full(rel)))
 
     def read(self, rel: str) -> bytes:
-        return self.fs.cat_file(self.full(rel))
+        return self.retrying(f"a read of {rel}", lambda: self.fs.cat_file(self.full(rel)))
 
     def read_head(self, rel: str, n: int) -> bytes:
         """The first `n` bytes (all of a shorter file)."""
-        with self.fs.open(self.full(rel), "rb") as f:
-            return f.read(n)
+        def head():
+            with self.fs.open(self.full(rel), "rb") as f:
+                return f.read(n)
+        return self.retrying(f"a read of {rel}", head)
 
     def write_atomic(self, rel: str, data: bytes) -> None:
         """Never leaves a partial object: local files are written durably (write_durable);
-        object stores commit a single PUT whole or not at all."""
+        object stores commit a single PUT whole or not at all (a PUT tried again replaces the
+        same object whole)."""
         path = self.full(rel)
         if self.is_local:
             write_durable(path, data)
         else:
-            self.fs.pipe_file(path, data)
+            self.retrying(f"a write of {rel}", lambda: self.fs.pipe_file(path, data))
 
     def write_stream(self, rel: str, writer) -> None:
         """write_atomic for a file too large to hold: `writer(f)` writes it to an open file. A
@@ -157,15 +221,15 @@ class Store:
         with tempfile.NamedTemporaryFile(prefix="patchscaler-") as tmp:
             writer(tmp)
             tmp.flush()
-            self.fs.put_file(tmp.name, self.full(rel))
+            self.retrying(f"a write of {rel}", lambda: self.fs.put_file(tmp.name, self.full(rel)))
 
     def files(self, sub: str = "") -> list[str]:
         """Relative names of every file under the root (or under `sub`), from one listing."""
-        self.invalidate()
-        base = self.full(sub)
-        if not self.fs.exists(base):
-            return []
-        return [self._rel(p) for p in self.fs.find(base)]
+        def listing():
+            self.invalidate()
+            base = self.full(sub)
+            return [self._rel(p) for p in self.fs.find(base)] if self.fs.exists(base) else []
+        return self.retrying(f"a listing of {sub or 'the root'}", listing)
 
     def _rel(self, p: str) -> str:
         p = p.rstrip("/")

@@ -140,3 +140,9 @@ def test_engine_auto_fits_the_host(monkeypatch):
     assert choose("--hard-actors", "2") == "ray" and choose("--pools", "auto") == "ray"
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")       # inside `ray job submit`
     assert choose() == "ray"
+
+
+def test_the_storage_retry_default_is_the_stores():
+    import storage
+    from pipeline.options import UpscaleOptions
+    assert UpscaleOptions("S", "D").storage_retry == storage.STORAGE_RETRY_S == storage.Store("/tmp").retry_budget
