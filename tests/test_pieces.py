@@ -67,7 +67,7 @@ def _psnr(a, b):
     return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
 
 
-@pytest.mark.parametrize("outscale", [4.0, 2.0, 1.5])
+@pytest.mark.parametrize("outscale", [4.0, 1.5])   # x2 is the same Lanczos path as x1.5
 def test_pieces_give_the_whole_photos_pixels_without_a_seam(esrgan_model, outscale):
     from jobs.metrics import blockiness
     prep = imageio.decode(encode(photo(180, 120, seed=4)))

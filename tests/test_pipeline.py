@@ -81,15 +81,16 @@ def test_pipeline_equals_oracle_on_corpus_and_resumes(ray_session, checkpoint, t
     assert "<img" in (tmp_path / "ray" / "_manifest" / "report-r1.html").read_text()
 
     # resume: a re-run skips every written image; the failures whose input has not changed are
-    # listed as still bad, not tried again; --retry-failed tries them
+    # listed as still bad, not tried again; --retry-failed tries them (the plan is the same code
+    # in both engines, so the in-process engine continues the Ray engine's DST)
     again = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r2"))
     assert again["skipped"] == summary["ok"] and again["ok"] == 0
     assert again["failed"] == 0 and len(again["still_bad"]) == summary["failed"]
-    retried = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r2b", retry_failed=True))
+    retried = run_local(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r2b", retry_failed=True))
     assert retried["failed"] == summary["failed"] and retried["ok"] == 0
     # a killed run: delete one output and its record goes stale -> only that image is redone
     os.unlink(tmp_path / "ray" / rows["photo_a.jpg"]["output"])
-    third = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r3"))
+    third = run_local(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r3"))
     assert {r["input"] for r in third["rows"] if r["status"] == "ok"} == {"photo_a.jpg"}
 
 

@@ -65,6 +65,7 @@ def test_storage_that_stays_down_stops_the_run_with_exit_4_and_the_next_run_resu
     proxy.fault("pass")
     proxy.on_put = None
     s3fs.S3FileSystem.clear_instance_cache()
-    assert main(_cmd(proxy, checkpoint, engine, "--run-id", "back")) == 0
+    # the next run (the plan is the same code in both engines: the in-process one here)
+    assert main(_cmd(proxy, checkpoint, "local", "--run-id", "back")) == 0
     assert _outputs(proxy) == {f"archive/out/p{i}.png": 1 for i in range(N)}    # the first ones not again
     proxy.shutdown()
