@@ -22,7 +22,8 @@ EXIT_CODES = """exit codes:
   2    bad usage: wrong arguments, SRC missing, no such bucket, DST inside SRC (or SRC
        inside DST), a secret in --storage-options
   3    some images failed: each has an error row in the manifest, every good image is written
-  4    storage unreachable or refusing: wrong endpoint, timeout, access denied, no credentials
+  4    storage unreachable or refusing: wrong endpoint, timeout, access denied, no credentials,
+       or down mid-run for longer than --storage-retry (finished images are kept)
   130  interrupted (Ctrl-C); run the same command again to resume
   143  terminated (SIGTERM: cron, systemd, `ray job stop`); 129 hung up (SIGHUP): the same as
        Ctrl-C, run the same command again to resume"""

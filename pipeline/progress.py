@@ -39,18 +39,41 @@ class _Stage:
         self.desc, self.unit, self.total = desc, unit, total
         self.done = 0
         self.t0 = self.last = time.monotonic()  # the first log line comes after one interval
+        self.first: tuple[float, int] | None = None   # (when, done) at the first finished unit
         self.shown = (0, total)  # what the last log line said: unchanged stages stay quiet
         self.bar = None
+        self.eta_note = ""       # said after the ETA, e.g. "(whole run)"
+        self.eta_of_run: float | None = None   # set on the stage that shows the whole run's ETA
+
+    def rate(self) -> float | None:
+        """Units per second since the first unit finished: start-up (Ray, model loads, the first
+        photo through every stage) is not work the rest of the run will repeat."""
+        if self.first is None:
+            return None
+        dt, dn = time.monotonic() - self.first[0], self.done - self.first[1]
+        if dn > 0 and dt > 0:
+            return dn / dt
+        el = self.first[0] - self.t0      # one unit so far: its own time is the best guess
+        return self.first[1] / el if el > 0 else None
+
+    def eta(self) -> float | None:
+        if self.eta_of_run is not None:
+            return self.eta_of_run if self.total is None or self.done < self.total else None
+        r = self.rate()
+        if r is None or self.total is None or self.total <= self.done:
+            return None
+        return (self.total - self.done) / r
 
     def line(self) -> str:
         el = time.monotonic() - self.t0
         total = "?" if self.total is None else self.total
         text = f"{self.desc}: {self.done}/{total} {self.unit}"
-        if self.done and el > 0:
-            rate = self.done / el
+        rate = self.rate()
+        if rate:
             text += f", {rate:.2f} {self.unit}/s" if rate >= 1 else f", {1 / rate:.1f} s/{self.unit}"
-            if self.total is not None and self.total > self.done:
-                text += f", ETA {_duration((self.total - self.done) / rate)}"
+        eta = self.eta()
+        if eta is not None:
+            text += f", ETA {_duration(eta)}{self.eta_note}"
         return text + f", {_duration(el)} elapsed"
 
 
@@ -78,12 +101,16 @@ class Progress:
             st.desc = desc
         if done is not None:
             st.done = min(done, st.total) if st.total is not None else done
+            if st.first is None and st.done > 0:
+                st.first = (time.monotonic(), st.done)
         if st.bar is not None:
             if total is not None:
                 st.bar.total = total
             if desc is not None:
                 st.bar.set_description(desc, refresh=False)
             st.bar.n = st.done
+            eta = st.eta()
+            st.bar.set_postfix_str(f"ETA {_duration(eta)}{st.eta_note}" if eta is not None else "", refresh=False)
             st.bar.refresh()
         elif (st.done, st.total) != st.shown and time.monotonic() - st.last >= self.interval:
             st.last, st.shown = time.monotonic(), (st.done, st.total)
@@ -122,11 +149,26 @@ class PipelineProgress:
             return self.images
         if unit == "piece":   # known once every header is read; until then at least one per photo
             return max(snap.get("pieces", [0, 0])[1], self.images)
-        return snap.get(key, [0, 0])[1]
+        # patches are known once the GRM has cut a piece: until every piece is cut, the total
+        # so far extrapolated over the pieces still to cut (the bar says "so far")
+        known = snap.get(key, [0, 0])[1]
+        cut, pieces = snap.get("grm", [0, 0])[0], self._total(snap, "grm", "piece")
+        return round(known * pieces / cut) if 0 < cut < pieces else known
 
     def _apply(self, snap: dict) -> None:
+        all_cut = snap.get("grm", [0, 0])[0] >= self._total(snap, "grm", "piece")
         for key, (label, unit) in STAGES.items():
-            self.p.set(key, done=snap.get(key, [0, 0])[0], total=self._total(snap, key, unit))
+            desc = f"{label} (total estimated until the GRM has cut every piece)" if unit == "patch" and not all_cut \
+                else label
+            self.p.set(key, done=snap.get(key, [0, 0])[0], total=self._total(snap, key, unit), desc=desc)
+        # the whole run ends when its slowest stage does: the photos' bar carries that ETA
+        photos = self.p.stages.get("photos")
+        if photos is None:
+            return
+        photos.eta_of_run = None
+        etas = [e for key, st in self.p.stages.items() if key in STAGES and (e := st.eta()) is not None]
+        if etas:
+            photos.eta_of_run, photos.eta_note = max(etas), " (whole run)"
 
     def _read(self) -> dict:
         import ray

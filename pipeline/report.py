@@ -1,20 +1,51 @@
-"""An HTML report per job: before/after thumbnails, the PGS group map over the output, stats.
-Written as `_manifest/report-<run_id>.html` beside the manifest, images inlined as data URIs
-so the report is one self-contained file."""
+"""The HTML report of a run, one self-contained file (`DST/_manifest/report-RUN.html`, images
+inlined), written by both engines; and the archive's own page (`DST/_manifest/status.html`,
+every run at once, from pipeline/status.py), rewritten at the end of each run.
+
+What an archivist needs of it: each photo before and after at the same display size, a slider
+over a region at 100 % (one output pixel per screen pixel) to see what was done, a link to the
+full output, transparency shown on a checkerboard, where the photo was hard (the difficulty map,
+with its legend), the time it took, and every failure with its reason."""
 from __future__ import annotations
 
 import base64
 import html
 import io
-import json
+import posixpath
 
 from PIL import Image, ImageDraw
 
 from .storage import MANIFEST_DIR, maps_dir, row_key
 
 COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240), (200, 80, 220), (40, 220, 220)]
-THUMB = 256
+SHOW = 360          # px: before and after are both shown this wide
+ZOOM = 240          # px: the slider's region, at 100 % of the output
 MAX_IMAGES = 50
+
+STYLE = """<style>
+body{font-family:sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:6px;vertical-align:top}
+th{background:#f2f2f2;text-align:left}
+.chk{background-color:#fff;background-image:linear-gradient(45deg,#ccc 25%,transparent 25%),
+linear-gradient(-45deg,#ccc 25%,transparent 25%),linear-gradient(45deg,transparent 75%,#ccc 75%),
+linear-gradient(-45deg,transparent 75%,#ccc 75%);background-size:16px 16px;
+background-position:0 0,0 8px,8px -8px,-8px 0}
+.pair img{display:block}
+.cmp{position:relative;display:inline-block;overflow:hidden}
+.cmp img{display:block;image-rendering:pixelated}
+.cmp .top{position:absolute;left:0;top:0;clip-path:inset(0 50% 0 0)}
+.cmp input{width:100%}
+.legend span{display:inline-block;padding:2px 8px;margin-right:6px;border-radius:3px}
+.failed{color:#a00}
+</style>"""
+
+SCRIPT = """<script>
+document.querySelectorAll('.cmp input').forEach(function (s) {
+  s.addEventListener('input', function () {
+    s.parentNode.querySelector('.top').style.clipPath = 'inset(0 ' + (100 - s.value) + '% 0 0)';
+  });
+});
+</script>"""
 
 
 def group_names(n: int) -> list[str]:
@@ -29,15 +60,19 @@ def _hex(c: tuple[int, int, int]) -> str:
 
 
 def _data_uri(im: Image.Image) -> str:
+    """PNG where there is transparency (shown over the checkerboard), else JPEG."""
     buf = io.BytesIO()
-    im.convert("RGB").save(buf, "JPEG", quality=80)
+    if im.mode in ("RGBA", "LA"):
+        im.save(buf, "PNG")
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    im.convert("RGB").save(buf, "JPEG", quality=88)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _thumb(data: bytes) -> Image.Image:
+def _open(data: bytes) -> Image.Image:
     im = Image.open(io.BytesIO(data))
-    im.thumbnail((THUMB, THUMB))
-    return im.convert("RGBA" if im.mode in ("RGBA", "LA") else "RGB")
+    im.load()
+    return im.convert("RGBA" if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info else "RGB")
 
 
 def group_overlay(out: Image.Image, gm: dict) -> Image.Image:
@@ -57,17 +92,55 @@ def group_overlay(out: Image.Image, gm: dict) -> Image.Image:
 def read_map(dst, run_id: str, rel: str) -> dict:
     """The photo's difficulty map as the stitcher wrote it (steps.ImageJob.write_map): patch
     positions, patch size, latent size and each patch's group; {} if there is none."""
+    import json
+
     from patchscaler import pgs
     try:
         with Image.open(io.BytesIO(dst.read(f"{maps_dir(run_id)}/{row_key(rel)}.png"))) as im:
             geo = json.loads(im.text["grid"])
-            groups = [int(g) for g in im.getdata()]
+            groups = list(im.get_flattened_data()) if hasattr(im, "get_flattened_data") else list(im.getdata())
     except Exception:
         return {}
     grid = pgs.make_grid(*geo["latent"], geo["patch"], geo["overlap"])
-    keep = [(p, g) for p, g in zip(grid.positions, groups) if g != 255]
+    keep = [(p, int(g)) for p, g in zip(grid.positions, groups) if g != 255]
     return {"positions": [p for p, _ in keep], "groups": [g for _, g in keep], "patch": geo["patch"],
             "latent": geo["latent"]}
+
+
+def _shown(im: Image.Image, width: int = SHOW) -> Image.Image:
+    """`im` at `width` px wide (the same display scale for before and after)."""
+    h = max(1, round(im.height * width / im.width))
+    return im.resize((width, h), Image.LANCZOS if im.width > width else Image.NEAREST)
+
+
+def _slider(before_up: Image.Image, after: Image.Image) -> str:
+    """Before (the input scaled to the output's size) and after over the output's busiest
+    region, 1:1, with a slider between them."""
+    side = min(ZOOM, after.width, after.height)
+    gray = after.convert("L").resize((max(1, after.width // 8), max(1, after.height // 8)))
+    # the region with most detail: the block of the 1/8 image with the largest local spread
+    best, at = -1.0, (0, 0)
+    step = max(1, side // 8)
+    px = gray.load()
+    for y in range(0, max(1, gray.height - step + 1), max(1, step // 2)):
+        for x in range(0, max(1, gray.width - step + 1), max(1, step // 2)):
+            vals = [px[x + i, y + j] for j in range(min(step, gray.height - y)) for i in range(min(step, gray.width - x))]
+            spread = max(vals) - min(vals)
+            if spread > best:
+                best, at = spread, (x * 8, y * 8)
+    x0, y0 = min(at[0], after.width - side), min(at[1], after.height - side)
+    box = (x0, y0, x0 + side, y0 + side)
+    return (f"<div class='cmp chk'><img src='{_data_uri(after.crop(box))}' alt='after, 100 %'>"
+            f"<img class='top' src='{_data_uri(before_up.crop(box))}' alt='before, 100 %'>"
+            f"<input type='range' min='0' max='100' value='50' aria-label='before / after'></div>"
+            "<br><small>slide: before (the input, each pixel enlarged) | after, 100 %</small>")
+
+
+def _legend(n: int) -> str:
+    return "<p class='legend'>Difficulty map: " + "".join(
+        f"<span style='background:#{_hex(COLOURS[g % len(COLOURS)])}'>{html.escape(name)}</span>"
+        for g, name in enumerate(group_names(n))) + " (each patch coloured by the group PGS gave it: hard patches " \
+        "get the most diffusion steps)</p>"
 
 
 def write_report(plan, tally) -> str:
@@ -75,41 +148,73 @@ def write_report(plan, tally) -> str:
     tally kept."""
     src, dst, opts = plan.src, plan.dst, plan.opts
     ok = [r for r in tally.rows if r["status"] == "ok"]
-    bad = tally.errors
-    tot = tally.groups
-    names = group_names(len(tot))
-    parts = [f"<h1>PatchScaler run {html.escape(opts.run_id)}</h1>",
-             f"<p>{tally.ok} written, {tally.failed} failed. Patches per group ({' / '.join(names)}): "
-             f"{' / '.join(str(t) for t in tot)}. Seed {opts.seed}.</p>",
-             "<p>Group colours: " + ", ".join(
-                 f"<span style='color:#{_hex(COLOURS[g % len(COLOURS)])}'>{n}</span>" for g, n in enumerate(names))
-             + ".</p>",
-             "<table border=1 cellpadding=4><tr><th>input</th><th>before</th><th>after</th><th>groups</th>"
-             "<th>size</th><th>patches per group</th><th>seconds grm / dit / stitch</th></tr>"]
+    secs = sum(tally.seconds.values())
+    parts = [f"<!doctype html><html lang=en><meta charset=utf-8><title>PatchScaler run {html.escape(opts.run_id)}"
+             f"</title>{STYLE}<h1>Run {html.escape(opts.run_id)}</h1>",
+             f"<p id=totals><b>{tally.ok}</b> photo(s) written, <b class=failed>{tally.failed}</b> failed, "
+             f"{len(plan.done)} already done before this run. Time per photo: "
+             f"{secs / max(1, tally.ok):.1f} s of model work on average. Seed {opts.seed}.</p>",
+             _legend(len(tally.groups) or 3),
+             "<table><tr><th>photo</th><th>before and after (same size)</th><th>a region at 100 %</th>"
+             "<th>difficulty map</th><th>size</th><th>time</th></tr>"]
     for r in ok[:MAX_IMAGES]:
+        link = posixpath.relpath(r["output"], MANIFEST_DIR)
         try:
-            before = _thumb(src.read(r["input"]))
-            after_full = Image.open(io.BytesIO(dst.read(r["output"])))
+            before = _open(src.read(r["input"]))
+            after = _open(dst.read(r["output"]))
+            before_up = before.resize(after.size, Image.NEAREST)
             gm = read_map(dst, opts.run_id, r["input"])
-            after = after_full.copy()
-            after.thumbnail((THUMB, THUMB))
-            ov = group_overlay(after, gm) if gm else after
-            cells = [f"<img src='{_data_uri(x)}'>" for x in (before, after, ov)]
+            pair = (f"<div class='pair'><div class='chk'><img src='{_data_uri(_shown(before))}' alt='before'></div>"
+                    f"<div class='chk'><img src='{_data_uri(_shown(after))}' alt='after'></div></div>")
+            cells = [pair, _slider(before_up, after),
+                     f"<img src='{_data_uri(_shown(group_overlay(after, gm), 200))}' alt='difficulty map'>"
+                     if gm else "-"]
         except Exception as e:  # a report never fails the job
-            cells = [html.escape(f"(no preview: {e})")] * 3
-        parts.append(f"<tr><td>{html.escape(r['input'])}</td><td>{cells[0]}</td><td>{cells[1]}</td><td>{cells[2]}</td>"
-                     f"<td>{r['width']}x{r['height']} &rarr; {r['out_width']}x{r['out_height']}</td>"
-                     f"<td>{'/'.join(str(c) for c in r['group_counts'])}</td>"
-                     f"<td>{r['sec_grm']:.2f} / {r['sec_dit']:.2f} / {r['sec_stitch']:.2f}</td></tr>")
+            cells = [html.escape(f"(no preview: {e})"), "", ""]
+        parts.append(f"<tr class=photo><td><a href='{html.escape(link)}'>{html.escape(r['input'])}</a></td>"
+                     + "".join(f"<td>{c}</td>" for c in cells)
+                     + f"<td>{r['width']} x {r['height']} &rarr; {r['out_width']} x {r['out_height']}</td>"
+                     f"<td>{r['sec_grm'] + r['sec_dit'] + r['sec_stitch']:.1f} s</td></tr>")
     parts.append("</table>")
     if tally.ok > MAX_IMAGES:
-        parts.append(f"<p>(first {MAX_IMAGES} of {tally.ok} shown)</p>")
-    if bad:
-        parts.append("<h2>Failed</h2><ul>" + "".join(
-            f"<li>{html.escape(i)}: {html.escape(e)}</li>" for i, e in bad) + "</ul>")
-        if tally.failed > len(bad):
-            parts.append(f"<p>(first {len(bad)} of {tally.failed} failures; the manifest has them all)</p>")
-    page = "<!doctype html><meta charset=utf-8><title>PatchScaler report</title>" + "\n".join(parts)
+        parts.append(f"<p>(the first {MAX_IMAGES} of {tally.ok} written photos are shown; the manifest has all)</p>")
+    if tally.errors:
+        parts.append("<h2 class=failed>Failed</h2><ul id=failures>" + "".join(
+            f"<li>{html.escape(i)}: {html.escape(e)}</li>" for i, e in tally.errors) + "</ul>")
+        if tally.failed > len(tally.errors):
+            parts.append(f"<p>(the first {len(tally.errors)} of {tally.failed} failures; the manifest has all)</p>")
+    parts.append("<p>The whole archive, every run: <a href='status.html'>status.html</a> "
+                 "(or <code>patchscaler status DST</code>).</p>" + SCRIPT)
     rel = f"{MANIFEST_DIR}/report-{opts.run_id}.html"
-    dst.write_atomic(rel, page.encode())
+    dst.write_atomic(rel, "\n".join(parts).encode())
+    write_status_page(dst)
+    return dst.uri(rel)
+
+
+def write_status_page(dst, limit: int = 500) -> str:
+    """DST/_manifest/status.html: every run into DST and each input's latest state (the
+    problems listed first, at most `limit` inputs; `patchscaler status` lists any)."""
+    from .status import STATES, archive_status, totals
+    st = archive_status(dst)
+    t = totals(st)
+    rows = sorted(st["inputs"].items(), key=lambda kv: (kv[1][0] == "written", kv[0]))[:limit]
+    parts = [f"<!doctype html><html lang=en><meta charset=utf-8><title>PatchScaler archive status</title>{STYLE}",
+             f"<h1>{html.escape(dst.uri())}</h1><p id=totals>" + ", ".join(f"<b>{t[s]}</b> {s}" for s in STATES)
+             + f" (inputs: {len(st['inputs'])})</p>",
+             "<h2>Runs</h2><table><tr><th>run</th><th>photos</th><th>reports</th></tr>"]
+    for run_id, r in sorted(st["runs"].items(), key=lambda kv: kv[1].first):
+        states = ", ".join(f"{n} {s}" for s, n in sorted(r.states.items()))
+        parts.append(f"<tr><td>{html.escape(run_id)}</td><td>{html.escape(states)}</td>"
+                     f"<td><a href='report-{html.escape(run_id)}.html'>report</a></td></tr>")
+    parts.append("</table><h2>Inputs</h2><table><tr><th>input</th><th>state</th><th>reason or output</th>"
+                 "<th>run</th></tr>")
+    for inp, (state, reason, run_id, _, output) in rows:
+        what = reason if state != "written" else output
+        parts.append(f"<tr class='{state.replace(' ', '-')}'><td>{html.escape(inp)}</td><td>{state}</td>"
+                     f"<td>{html.escape(what)}</td><td>{html.escape(run_id)}</td></tr>")
+    parts.append("</table>")
+    if len(st["inputs"]) > limit:
+        parts.append(f"<p>({limit} of {len(st['inputs'])} inputs shown, problems first)</p>")
+    rel = f"{MANIFEST_DIR}/status.html"
+    dst.write_atomic(rel, "\n".join(parts).encode())
     return dst.uri(rel)

@@ -10,7 +10,7 @@ FORBIDDEN = [
     (r"\b(this|that|a|each|every|next|last|previous|earlier|later|work|development|one) sessions?\b", "a work session"),
     (r"\bsessions? \d+", "a numbered work session"),
     (r"(?<![\w#/])issues? #?\d+", "an issue number of the project's tracker"),
-    (r"\.\./shared", "a development folder outside the repository"),
+    (r"\.\./shared|\bshared/data\b", "a development folder outside the repository"),
     (r"\blent\b", "a lent machine"),
 ]
 TEXT = {".py", ".md", ".sh", ".toml", ".yaml", ".yml", ".txt", ".cfg", ".csv", ".html", ".json", ""}
