@@ -19,6 +19,7 @@ def _bench(*args, tmp_path):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.bench
 def test_gpu_bench_runs_on_cpu_with_the_carried_int8_weights(tmp_path):
     pytest.importorskip("safetensors")
     from safetensors.torch import load_file

@@ -349,7 +349,8 @@ def test_evaluate_seeds_are_checked_on_the_command_line():
     from jobs.evaluate import add_args
     p = argparse.ArgumentParser()
     add_args(p)
-    assert p.parse_args(["--seeds", "0,1,2"]).seeds == [0, 1, 2] and p.parse_args([]).seeds is None
-    for bad in (["--seeds", "0,0"], ["--seeds", "0,,1"], ["--seeds", "a"], ["--seed", "1", "--seeds", "0,1"]):
+    assert p.parse_args(["SRC", "--seeds", "0,1,2"]).seeds == [0, 1, 2] and p.parse_args(["SRC"]).seeds is None
+    for bad in (["SRC", "--seeds", "0,0"], ["SRC", "--seeds", "0,,1"], ["SRC", "--seeds", "a"],
+                ["SRC", "--seed", "1", "--seeds", "0,1"], []):
         with pytest.raises(SystemExit):
             p.parse_args(bad)
