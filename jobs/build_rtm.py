@@ -71,7 +71,7 @@ def build(a) -> dict:
     from jobs.train_data import name_key
     from patchscaler.rtm_build import rtm_meta
     from patchscaler.upscale import build_default
-    from pipeline.storage import list_images
+    from pipeline.listing import list_images
     from rtm_index.build import crop_plan, encode_shard, gather_values, keys_matrix, new_scratch
     from rtm_index.fps import farthest_point_sampling, two_stage_fps
     from rtm_index.store import save_rtm

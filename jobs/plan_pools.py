@@ -38,7 +38,7 @@ def main(a) -> int:
     from patchscaler.model import Runtime, resolve_device
     from patchscaler.upscale import build_default
     from pipeline.sizing import measure, plan_text
-    from pipeline.storage import list_images
+    from pipeline.listing import list_images
     from jobs.args import storage_options
     from storage import Store, options_for
 

@@ -37,7 +37,7 @@ from .plan import Plan, make_plan
 from .progress import PipelineProgress, Progress
 from .steps import ImageJob, record_skipped
 from .tally import Tally
-from .storage import consolidate, remove_parts
+from .manifest import consolidate, remove_parts
 
 log = logging.getLogger("patchscaler")
 

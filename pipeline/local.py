@@ -14,7 +14,7 @@ from . import steps
 from .options import UpscaleOptions
 from .plan import Plan, StorageError, make_plan
 from .progress import Progress
-from .storage import ManifestRow, consolidate
+from .manifest import ManifestRow, consolidate
 from .tally import Tally
 
 log = logging.getLogger("patchscaler")

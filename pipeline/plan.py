@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from storage import Store, makedirs_durable
 
 from .options import UpscaleOptions, settings_key
-from .storage import (RUN_ID, done_inputs, input_signatures, known_bad, list_inputs, name_plans, output_owners,
-                      overlap, read_rows, recover, remove_parts)
+from .listing import input_signatures, list_inputs, overlap
+from .manifest import RUN_ID, done_inputs, known_bad, read_rows, recover, remove_parts
+from .naming import name_plans, output_owners
 
 log = logging.getLogger("patchscaler")
 
@@ -59,7 +60,7 @@ class Plan:
     skipped: list[tuple[str, str]]  # entries not read: (name, reason)
     done: set[str]
     pending: list[str]
-    names: dict[str, dict]          # input -> naming plan (storage.name_plans), with its "sig"
+    names: dict[str, dict]          # input -> naming plan (pipeline.naming.name_plans), with its "sig"
     recovered: dict[str, int] = field(default_factory=dict)
     sigs: dict[str, str] = field(default_factory=dict)       # input -> input_signatures
     redo: dict[str, str] = field(default_factory=dict)       # input -> why its output is made again

@@ -15,7 +15,7 @@ import posixpath
 
 from PIL import Image, ImageDraw
 
-from .storage import MANIFEST_DIR, maps_dir, row_key
+from .manifest import MANIFEST_DIR, maps_dir, row_key
 
 COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240), (200, 80, 220), (40, 220, 220)]
 SHOW = 360          # px: before and after are both shown this wide

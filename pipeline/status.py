@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from storage import Store
 
-from .storage import loose_row_paths, manifest_files, manifest_rows, read_loose
+from .manifest import loose_row_paths, manifest_files, manifest_rows, read_loose
 
 COLUMNS = ["run_id", "input", "output", "status", "error", "finished_at"]
 STATES = ("written", "failed", "interrupted", "not read")

@@ -21,8 +21,9 @@ from patchscaler.pieces import Piece, output_box, output_size, split
 from storage import StorageDown, Store, options_for
 
 from .options import UpscaleOptions
-from .storage import (ManifestRow, OutputCollision, UnsafePath, check_output_name, maps_dir, output_relpath, parts_dir,
-                      row_key, safe_relpath, write_row)
+from .listing import UnsafePath, safe_relpath
+from .manifest import ManifestRow, maps_dir, parts_dir, row_key, write_row
+from .naming import OutputCollision, check_output_name, output_relpath
 
 
 # what each stage needs of the model (checkpoint.PARTS; the codec always comes)

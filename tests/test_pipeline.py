@@ -162,7 +162,7 @@ def test_cli_single_file_and_exit_codes(checkpoint, tmp_path, capsys):
 
 
 def test_consolidate_merges_rows_of_a_resumed_run_id(tmp_path):
-    from pipeline.storage import ManifestRow, consolidate, write_row
+    from pipeline.manifest import ManifestRow, consolidate, write_row
     from storage import Store
     dst = Store(str(tmp_path))
     write_row(dst, ManifestRow(run_id="same", input="a.jpg"))

@@ -86,7 +86,7 @@ def test_name_plans_never_give_two_inputs_one_name():
     output name that the plan lets them write."""
     from itertools import product
 
-    from pipeline.storage import OutputCollision, check_output_name, name_plans, output_relpath
+    from pipeline.naming import OutputCollision, check_output_name, name_plans, output_relpath
     inputs = ["a.gif", "a.png", "a.jpg", "a.gif.png", "a", "b.tif", "b.TIF", "c.jpeg", "c.jpg.png",
               "d/x.png", "d/x.webp", "d/x.gif.png", "e.bmp"]
     plans = name_plans(inputs, owners={})
@@ -237,7 +237,7 @@ def test_ctrl_c_ends_with_one_line_and_exit_130(checkpoint, tmp_path):
 
 def test_next_run_folds_the_rows_a_killed_run_left(checkpoint, tmp_path):
     from pipeline.local import run_local
-    from pipeline.storage import ManifestRow, write_row
+    from pipeline.manifest import ManifestRow, write_row
     from storage import Store
     src, dst = tmp_path / "in", tmp_path / "out"
     write_tree(src, {"a.png": encode(photo(16, 16, seed=1)), "b.png": encode(photo(16, 16, seed=2))})

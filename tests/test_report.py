@@ -8,7 +8,6 @@ import io
 import shutil
 import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from PIL import Image

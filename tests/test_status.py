@@ -9,7 +9,7 @@ from helpers import encode, photo
 
 def test_status_shows_each_inputs_latest_state_across_runs(checkpoint, tmp_path, capsys):
     from jobs.cli import main
-    from pipeline.storage import ManifestRow, write_row
+    from pipeline.manifest import ManifestRow, write_row
     from storage import Store
     src, dst = tmp_path / "in", tmp_path / "out"
     src.mkdir()

@@ -23,8 +23,8 @@ def test_tally_counts_everything_and_keeps_a_bounded_sample():
 
 
 def test_manifest_is_folded_in_row_groups_and_a_resumed_run_keeps_its_rows(tmp_path, monkeypatch):
-    from pipeline import storage
-    from pipeline.storage import ManifestRow, consolidate, read_rows, write_row
+    from pipeline import manifest as storage
+    from pipeline.manifest import ManifestRow, consolidate, read_rows, write_row
     from storage import Store
     monkeypatch.setattr(storage, "ROWS_PER_GROUP", 7)
     dst = Store(str(tmp_path))
