@@ -16,6 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import shutil  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -92,7 +93,7 @@ def main() -> None:
                 shutil.rmtree(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    med = {e: sorted(w for w, _ in r)[len(r) // 2] for e, r in res.items()}
+    med = {e: statistics.median(w for w, _ in r) for e, r in res.items()}
     mem = {e: max(g for _, g in r) for e, r in res.items()}
     print(f"ray / local: wall {med['ray'] / med['local']:.2f}x ({med['ray']:.0f} s / {med['local']:.0f} s, "
           f"median), peak memory {mem['ray'] / mem['local']:.1f}x ({mem['ray']:.2f} / {mem['local']:.2f} GiB)")

@@ -7,8 +7,8 @@ in-process engine on the same photos.
 For a machine that has neither the Real-ESRGAN weights nor room for them beside the checkpoint,
 they can travel as int8 with a scale per output channel (17 MB):
 
-    python bench/gpu.py --make-carry .gl/x4plus-int8.safetensors        # where the weights are
-    PYTHONPATH=. python bench/gpu.py --grm-int8 .gl/x4plus-int8.safetensors --out OUT --ray
+    python bench/gpu.py --make-carry x4plus-int8.safetensors            # where the weights are
+    PYTHONPATH=. python bench/gpu.py --grm-int8 x4plus-int8.safetensors --out OUT --ray
 
 Dequantised weights give the same FLOPs, so the timings are those of the real model; the
 pixels differ slightly from fp32 Real-ESRGAN's (the quality figures are measured on CPU).

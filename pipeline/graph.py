@@ -40,6 +40,7 @@ from .tally import Tally
 from .manifest import consolidate, remove_parts
 
 log = logging.getLogger("patchscaler")
+SPLIT_TASKS = 2   # header-reading tasks at a time (they reserve no CPU: see _build_dataset)
 
 
 def build_dataset(plan: Plan, hub=None):
@@ -55,15 +56,18 @@ def build_dataset(plan: Plan, hub=None):
 
 def _build_dataset(plan: Plan, hub=None):
     import ray
+    from ray.data import TaskPoolStrategy
     opts, pending = plan.opts, plan.pending
     job = ImageJob(opts)
     items = [{"input": r, "naming": json.dumps(plan.names[r])} for r in pending]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
     # reading headers costs next to nothing: a task that reserves no CPU (a 1-CPU head whose
-    # actors hold it all must still run it)
+    # actors hold it all must still run it). Reserving nothing, it must be bounded otherwise:
+    # Ray Data would start a task, and a worker process, per block (a hundred and more processes
+    # of ~150 MB each on an archive); SPLIT_TASKS at a time keep ahead of the GRM pool.
     cfg = job.load_model("stitch").cfg
     ds = ds.map_batches(split_pieces, fn_kwargs={"job": job, "cfg": cfg, "hub": hub}, batch_size=1,
-                        num_cpus=0)
+                        num_cpus=0, compute=TaskPoolStrategy(size=SPLIT_TASKS))
     ds = one_row_per_block(ds)
     ds = ds.map_batches(DecodeGRM, fn_constructor_args=(job, hub),
                         **pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))

@@ -9,8 +9,10 @@
 checksums and that the codec and T version match the model that will use the RTM."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import mmap
 import os
 import posixpath
 import struct
@@ -149,6 +151,10 @@ def mapped_safetensors(path: str) -> dict[str, torch.Tensor]:
             out[name] = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype)
             continue
         arr = np.memmap(path, dtype=dtype, mode="c", offset=8 + n + begin, shape=shape)
+        # retrievals read scattered entries: no read-ahead, or each 24 KB entry read would
+        # bring its neighbours into memory too
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            arr._mmap.madvise(mmap.MADV_RANDOM)
         out[name] = torch.from_numpy(arr)
     return out
 

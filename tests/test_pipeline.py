@@ -4,6 +4,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +18,33 @@ ray = pytest.importorskip("ray")
 # its workers inherit it; inert until a test writes the file it names
 FAULTS = os.path.join(tempfile.mkdtemp(prefix="faults"), "faults.json")
 os.environ.setdefault("PATCHSCALER_FAULTS", FAULTS)
+
+
+class _WorkerCount(threading.Thread):
+    """The most Ray worker processes at once whose title names `what` (from /proc, every 20 ms)."""
+
+    def __init__(self, what: str):
+        super().__init__(daemon=True)
+        self.what, self.most, self.stop = what, 0, threading.Event()
+
+    def run(self):
+        while not self.stop.wait(0.02):
+            n = 0
+            for pid in os.listdir("/proc"):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        n += self.what.encode() in f.read()
+                except OSError:
+                    continue
+            self.most = max(self.most, n)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join()
 
 
 def opts_for(src, dst, ckpt, **kw):
@@ -35,7 +63,11 @@ def test_pipeline_equals_oracle_on_corpus_and_resumes(ray_session, checkpoint, t
     files["photo_b.png"] = encode(photo(33, 27, seed=6))
     src = tmp_path / "in"
     write_tree(src, files)
-    summary = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r1"))
+    with _WorkerCount("split_pieces") as split_workers:
+        summary = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r1"))
+    # the header split reserves no CPU, so only its own bound keeps it from a worker per photo
+    from pipeline.graph import SPLIT_TASKS
+    assert 1 <= split_workers.most <= SPLIT_TASKS, split_workers.most
     oracle = run_local(opts_for(str(src), str(tmp_path / "local"), checkpoint, run_id="l1"))
 
     expected = corpus()
