@@ -151,7 +151,8 @@ def print_summary(s: dict) -> None:
     if s.get("report"):
         print(f"{'report':<22}{s['report']}")
     if s.get("inputs") == 0:
-        print("  SRC has no images (names ending in .jpg .jpeg .png .webp .tif .tiff .bmp .gif)")
+        from pipeline.listing import EXTENSIONS_TEXT
+        print(f"  SRC has no images (names ending in {EXTENSIONS_TEXT})")
     for inp, err in s["errors"][:20]:
         print(f"  FAILED {inp}: {err}")
     if len(s["errors"]) > 20:

@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+from pipeline.listing import IMAGE_EXTENSIONS
+
+# the upscale job's names, but GIF: a 256-colour palette is no training photo
+IMAGE_EXT = tuple(e for e in IMAGE_EXTENSIONS if e != ".gif")
 
 
 def list_photos(folder: str | os.PathLike) -> list[Path]:

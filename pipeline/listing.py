@@ -17,7 +17,9 @@ from storage import Store
 
 from .manifest import MANIFEST_DIR
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+# the one list of the names a run reads (the CLI and the training data derive theirs from it)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+EXTENSIONS_TEXT = " ".join(IMAGE_EXTENSIONS)
 
 
 def list_inputs(store: Store) -> tuple[list[str], list[tuple[str, str]]]:

@@ -14,6 +14,7 @@ from . import steps
 from .options import UpscaleOptions
 from .plan import Plan, StorageError, make_plan
 from .progress import Progress
+from .listing import EXTENSIONS_TEXT
 from .manifest import ManifestRow, consolidate
 from .tally import Tally
 
@@ -113,7 +114,7 @@ def plan_line(plan: Plan) -> str:
     if plan.skipped:
         text += f"; {len(plan.skipped)} entries not read (see the manifest)"
     if not plan.inputs:
-        text += "; SRC has no images (names ending in .jpg .jpeg .png .webp .tif .tiff .bmp .gif)"
+        text += f"; SRC has no images (names ending in {EXTENSIONS_TEXT})"
     return text
 
 
