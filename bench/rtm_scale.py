@@ -8,8 +8,10 @@
          distance from a candidate to its nearest chosen point; smaller is better) on 10^5
          synthetic 128-d keys (-> 2000), and the wall time of both on 10^6 keys (-> 500; keys only).
   serve  an RTM of 2k, 20k and 200k synthetic entries (48x16x16 float16 values, IVF index)
-         opened by a Ray actor as a Patch-DiT actor opens it: the actor's RSS after opening and
-         after retrieving the top 4 for 20 000 patches, and the retrieval time per patch.
+         opened by a Ray actor as a Patch-DiT actor opens it: the actor's private memory
+         (RssAnon) after opening and after retrieving the top 4 for 20 000 patches, the file
+         pages it maps (RssFile: page cache, shared by the node's actors, dropped by the kernel
+         under pressure), and the retrieval time per patch.
 
     OMP_WAIT_POLICY=PASSIVE python bench/rtm_scale.py build [--sizes 600,6000]
     OMP_WAIT_POLICY=PASSIVE python bench/rtm_scale.py fps [--n 100000] [--big 1000000] [--big-size 500]
@@ -150,9 +152,12 @@ class Server:
         self.rtm = load_rtm(uri)
         self.open_s = time.perf_counter() - t0
 
-    def rss_gib(self) -> float:
+    def rss_gib(self) -> tuple[float, float]:
+        """(private memory, mapped file pages) in GiB: RssAnon, and RssFile, which is the shared
+        page cache (every actor on a node maps the same pages; the kernel can drop them)."""
         with open("/proc/self/status") as f:
-            return next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 2**20
+            kb = {x.split(":")[0]: int(x.split()[1]) for x in f if x.startswith(("RssAnon", "RssFile"))}
+        return kb["RssAnon"] / 2**20, kb["RssFile"] / 2**20
 
     def retrieve(self, patches: int, batch: int = 64) -> float:
         import torch
@@ -177,8 +182,9 @@ def bench_serve(a, tmp: Path) -> None:
         per_patch = ray.get(s.retrieve.remote(a.patches))
         rss1 = ray.get(s.rss_gib.remote())
         size = sum(f.stat().st_size for f in Path(uri).iterdir()) / 2**30
-        print(f"{n:>7} entries ({size:.2f} GiB on disk): actor RSS {rss0:.2f} GiB opened ({opened:.1f} s, with "
-              f"the checksum), {rss1:.2f} GiB after {a.patches} patches' top-4; {1e6 * per_patch:.0f} us per patch",
+        print(f"{n:>7} entries ({size:.2f} GiB on disk): actor private memory {rss0[0]:.2f} GiB opened "
+              f"({opened:.1f} s, with the checksum), {rss1[0]:.2f} GiB after {a.patches} patches' top-4 "
+              f"(mapped file pages {rss1[1]:.2f} GiB: shared page cache); {1e6 * per_patch:.0f} us per patch",
               flush=True)
         ray.kill(s)
         shutil.rmtree(tmp / "rtm")
