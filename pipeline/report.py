@@ -164,7 +164,8 @@ def write_report(plan, tally) -> str:
             after = _open(dst.read(r["output"]))
             before_up = before.resize(after.size, Image.NEAREST)
             gm = read_map(dst, opts.run_id, r["input"])
-            pair = (f"<div class='pair'><div class='chk'><img src='{_data_uri(_shown(before))}' alt='before'></div>"
+            pair = (f"<div class='pair'><small>before</small><div class='chk'>"
+                    f"<img src='{_data_uri(_shown(before))}' alt='before'></div><small>after</small>"
                     f"<div class='chk'><img src='{_data_uri(_shown(after))}' alt='after'></div></div>")
             cells = [pair, _slider(before_up, after),
                      f"<img src='{_data_uri(_shown(group_overlay(after, gm), 200))}' alt='difficulty map'>"

@@ -1,6 +1,6 @@
 """The README's picture: a bundled photo upscaled x4 three ways, side by side (bicubic |
-Real-ESRGAN alone | PatchScaler, the shipped model, seed 0), and below each a 2x zoom of the
-same region, so that the difference shows at the size a person looks at.
+Real-ESRGAN alone | PatchScaler, the shipped model, seed 0), and below each the same region
+(the red box, a quarter of each side) shown 4x, so that the difference shows.
 
     python scripts/make_picture.py [--photo skimage__coffee.jpg] [--out docs/comparison.jpg]
 
@@ -22,7 +22,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photo", default="skimage__coffee.jpg", help="a bundled sample (patchscaler/samples)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "comparison.jpg"))
-    ap.add_argument("--zoom-box", default="0.30,0.30,0.25", help="zoomed region: left, top (fractions), side")
+    ap.add_argument("--zoom-at", default="0.55,0.58", help="zoomed region's top-left corner (fractions of the "
+                    "width and height); the region is a quarter of each side, shown 4x")
     a = ap.parse_args()
 
     import numpy as np
@@ -44,15 +45,15 @@ def main() -> None:
     ours = ours.convert("RGB")
     W, H = ours.size
     bicubic = lr.resize((W, H), Image.BICUBIC)
-    panels = [("bicubic", bicubic), ("Real-ESRGAN x4plus alone", grm), ("PatchScaler (shipped model)", ours)]
+    panels = [("bicubic", bicubic), ("Real-ESRGAN x4plus alone", grm), ("PatchScaler, shipped model", ours)]
 
-    fx, fy, fs = (float(v) for v in a.zoom_box.split(","))
-    side = int(fs * min(W, H))
-    box = (int(fx * W), int(fy * H), int(fx * W) + side, int(fy * H) + side)
-    zoom = 2
+    fx, fy = (float(v) for v in a.zoom_at.split(","))
+    bw, bh = W // 4, H // 4
+    box = (int(fx * W), int(fy * H), int(fx * W) + bw, int(fy * H) + bh)
+    zoom = 4
     gap, label = 8, 22
-    tile_w = max(W, side * zoom)
-    sheet = Image.new("RGB", (len(panels) * tile_w + (len(panels) - 1) * gap, label + H + gap + side * zoom),
+    tile_w = W
+    sheet = Image.new("RGB", (len(panels) * tile_w + (len(panels) - 1) * gap, label + H + gap + bh * zoom),
                       "white")
     d = ImageDraw.Draw(sheet)
     for i, (name, im) in enumerate(panels):
@@ -60,7 +61,7 @@ def main() -> None:
         d.text((x + 4, 5), name, fill="black")
         sheet.paste(im, (x, label))
         d.rectangle([x + box[0], label + box[1], x + box[2], label + box[3]], outline=(230, 40, 40), width=2)
-        sheet.paste(im.crop(box).resize((side * zoom, side * zoom), Image.NEAREST), (x, label + H + gap))
+        sheet.paste(im.crop(box).resize((bw * zoom, bh * zoom), Image.NEAREST), (x, label + H + gap))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(a.out, quality=90)
     print(f"{a.out}: {sheet.size[0]}x{sheet.size[1]}, input {lr.size[0]}x{lr.size[1]} -> {W}x{H}; "
