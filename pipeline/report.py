@@ -153,7 +153,9 @@ def write_report(plan, tally) -> str:
              f"</title>{STYLE}<h1>Run {html.escape(opts.run_id)}</h1>",
              f"<p id=totals><b>{tally.ok}</b> photo(s) written, <b class=failed>{tally.failed}</b> failed, "
              f"{len(plan.done)} already done before this run. Time per photo: "
-             f"{secs / max(1, tally.ok):.1f} s of model work on average. Seed {opts.seed}.</p>",
+             f"{secs / max(1, tally.ok):.1f} s of model work on average. Seed {opts.seed}. Patches per "
+             f"difficulty group ({' / '.join(group_names(len(tally.groups)))}): "
+             f"{' / '.join(str(c) for c in tally.groups)}.</p>",
              _legend(len(tally.groups) or 3),
              "<table><tr><th>photo</th><th>before and after (same size)</th><th>a region at 100 %</th>"
              "<th>difficulty map</th><th>size</th><th>time</th></tr>"]
