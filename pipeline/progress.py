@@ -47,14 +47,12 @@ class _Stage:
 
     def rate(self) -> float | None:
         """Units per second since the first unit finished: start-up (Ray, model loads, the first
-        photo through every stage) is not work the rest of the run will repeat."""
+        photo through every stage) is not work the rest of the run will repeat. None until a
+        unit has finished after the first: no ETA is better than one that start-up inflates."""
         if self.first is None:
             return None
         dt, dn = time.monotonic() - self.first[0], self.done - self.first[1]
-        if dn > 0 and dt > 0:
-            return dn / dt
-        el = self.first[0] - self.t0      # one unit so far: its own time is the best guess
-        return self.first[1] / el if el > 0 else None
+        return dn / dt if dn > 0 and dt > 0 else None
 
     def eta(self) -> float | None:
         if self.eta_of_run is not None:
