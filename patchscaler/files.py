@@ -5,6 +5,7 @@ then the folder is fsync'd, so after a crash or power loss a path holds the old 
 whole new one; object stores commit a single PUT whole or not at all."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 
@@ -91,3 +92,12 @@ def read_bytes(path: str) -> bytes:
             return f.read()
     with open(path.removeprefix("file://"), "rb") as f:
         return f.read()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """A local file's SHA-256, read a block at a time (never held whole)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

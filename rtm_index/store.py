@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 import torch
 
+from patchscaler.files import sha256_file
 from storage import Store
 
 from .faiss_rtm import FaissRTM, build_index
@@ -99,7 +100,7 @@ def _verified_local(store: Store, name: str, digest: str) -> str:
     the file itself on a local store, else a copy in the cache (~/.cache/patchscaler/rtm)."""
     if store.is_local:
         path = store.full(name)
-        if _sha256_file(path) != digest:
+        if sha256_file(path) != digest:
             raise RTMMismatch(f"{store.uri(name)}: checksum mismatch (corrupt or partial copy)")
         return path
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "patchscaler", "rtm")
@@ -118,14 +119,6 @@ def _verified_local(store: Store, name: str, digest: str) -> str:
         raise RTMMismatch(f"{store.uri(name)}: checksum mismatch (corrupt or partial copy)")
     os.replace(tmp, path)
     return path
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 _DTYPES = {"F16": np.float16, "F32": np.float32, "BF16": None, "U8": np.uint8}

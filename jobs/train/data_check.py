@@ -6,23 +6,16 @@ was made)."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.util
 import sys
 from pathlib import Path
 
-# beside the shipped checkpoint, found without importing patchscaler (and torch)
+from patchscaler.files import sha256_file
+
+# beside the shipped checkpoint (patchscaler/weights/)
 LIST = Path(importlib.util.find_spec("patchscaler").origin).parent / "weights" / "training_data.csv"
 FOLDERS = ("train", "textures")
 COLUMNS = ("file", "source", "bytes", "sha256")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def source_of(name: str) -> str:
@@ -37,7 +30,7 @@ def describe(data: str | Path) -> list[dict]:
         for p in sorted((Path(data) / folder).iterdir()) if (Path(data) / folder).is_dir() else []:
             if p.is_file() and not p.name.startswith("."):
                 rows.append({"file": f"{folder}/{p.name}", "source": source_of(p.name),
-                             "bytes": p.stat().st_size, "sha256": sha256(p)})
+                             "bytes": p.stat().st_size, "sha256": sha256_file(p)})
     return rows
 
 
