@@ -4,6 +4,7 @@ shipped geometry, a bicubic GRM and a one-block Patch-DiT: the work per photo is
 what grows is what the driver holds per photo). For each size, in a fresh process: the
 driver's peak RSS (the driver only: the actors are other processes) and the wall time; then
 the same command again, which finds every photo done (resume): its wall time and peak RSS.
+The runs use the default --wave (2000 photos per Ray Data run), so 20 000 photos are 10 waves.
 
     OMP_WAIT_POLICY=PASSIVE python bench/archive_scale.py [--sizes 2000,20000] [--px 16]
 

@@ -43,7 +43,8 @@ log = logging.getLogger("patchscaler")
 SPLIT_TASKS = 2   # header-reading tasks at a time (they reserve no CPU: see _build_dataset)
 
 
-def build_dataset(plan: Plan, hub=None):
+def build_dataset(plan: Plan, hub=None, inputs: list[str] | None = None):
+    """The graph over `inputs` (default: every pending input of the plan)."""
     import warnings
 
     import ray
@@ -51,13 +52,13 @@ def build_dataset(plan: Plan, hub=None):
         # Ray 2.60 deprecates ray_remote_args_fn, the one way to bound an actor's task retries
         # (actors/runtime.py); nothing a user can act on
         warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*")
-        return _build_dataset(plan, hub)
+        return _build_dataset(plan, hub, plan.pending if inputs is None else inputs)
 
 
-def _build_dataset(plan: Plan, hub=None):
+def _build_dataset(plan: Plan, hub, pending: list[str]):
     import ray
     from ray.data import TaskPoolStrategy
-    opts, pending = plan.opts, plan.pending
+    opts = plan.opts
     job = ImageJob(opts)
     items = [{"input": r, "naming": json.dumps(plan.names[r])} for r in pending]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
@@ -68,7 +69,7 @@ def _build_dataset(plan: Plan, hub=None):
     cfg = job.load_model("stitch").cfg
     ds = ds.map_batches(split_pieces, fn_kwargs={"job": job, "cfg": cfg, "hub": hub}, batch_size=1,
                         num_cpus=0, compute=TaskPoolStrategy(size=SPLIT_TASKS))
-    ds = one_row_per_block(ds)
+    ds = one_row_per_block(ds, TaskPoolStrategy(size=SPLIT_TASKS))
     ds = ds.map_batches(DecodeGRM, fn_constructor_args=(job, hub),
                         **pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
     rows = opts.dit_images or (8 if opts.dit_gpus else 1)  # a GPU wants many patches per call
@@ -81,16 +82,21 @@ def _build_dataset(plan: Plan, hub=None):
     return ds
 
 
-def one_row_per_block(ds):
+def one_row_per_block(ds, compute):
     """A streaming repartition to one row per block, so that a photo's pieces go to different
-    actors. Its tasks reserve 1 CPU by default, which a 2-core host whose actors already hold
-    more than one CPU (or a 1-CPU head whose actors hold it all) cannot give: the run would wait
-    forever; it reserves none. Ray 2.60's `repartition` takes no
-    resources, so they are set on its logical operator (checked by tests/test_pieces.py)."""
+    actors. Ray 2.60's `repartition` takes neither resources nor a pool size; both are set on
+    its logical operator (checked by tests/test_pieces.py), the same as the header split's, so
+    that Ray Data fuses the two into one task. Left to its defaults it reserves 1 CPU per task,
+    which a 2-core host whose actors already hold more than one CPU (or a 1-CPU head whose
+    actors hold it all) cannot give: the run would wait forever. Reserving none and unbounded,
+    it would start a task, and a fresh worker process, per block: on an archive of small photos
+    the workers' start-up took most of the CPU (300 ms per photo, most of it not ours)."""
     ds = ds.repartition(target_num_rows_per_block=1)
-    args = getattr(getattr(getattr(ds, "_logical_plan", None), "dag", None), "ray_remote_args", None)
-    if isinstance(args, dict):
+    op = getattr(getattr(ds, "_logical_plan", None), "dag", None)
+    args = getattr(op, "ray_remote_args", None)
+    if isinstance(args, dict) and hasattr(op, "compute"):
         args["num_cpus"] = 0
+        object.__setattr__(op, "compute", compute)
     else:
         log.warning("Ray Data's repartition changed: its tasks reserve a whole CPU each")
     return ds
@@ -144,18 +150,14 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         for name, d in devices.items():
             log.info("%s stage: %s (GPU ids %s)", name, d["device"], ",".join(d["gpu_ids"]) or "none")
         hub = ray.remote(num_cpus=0)(ProgressHub).remote()
-        ds = build_dataset(plan, hub)
         down = None
         with PipelineProgress(hub, len(plan.pending), progress or Progress()) as pp:
-            for r in ds.iter_rows():
-                if r["status"] == "part":
-                    continue
-                if r["status"] == "interrupted" and ImageJob.storage_down(r["error"]):
-                    down = r["error"]      # the storage stayed down: stop here, not one error per photo
+            for wave in waves(plan.pending, opts.wave):
+                if len(wave) < len(plan.pending):
+                    log.info("wave of %d photos (%s ...)", len(wave), wave[0])
+                down = _run_wave(build_dataset(plan, hub, wave), tally)
+                if down is not None:
                     break
-                r = dict(r)
-                r["group_counts"] = json.loads(r["group_counts"])
-                tally.add(r)
         if down is not None:
             ray.kill(hub)
             raise stopped_by_storage(plan, tally, down.removeprefix("storage down: "))
@@ -174,6 +176,28 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         from .report import write_report
         summary["report"] = write_report(plan, tally)
     return summary
+
+
+def waves(pending: list[str], size: int):
+    """The pending inputs in consecutive runs of at most `size`. Ray Data keeps state per block
+    for the whole of a run (each queued piece's block and its statistics: ~45 KB per photo on
+    the driver, measured), so an archive is run as waves and the driver's memory is bounded by a
+    wave, not by the archive; the actors start anew for each wave."""
+    for i in range(0, len(pending), max(1, size)):
+        yield pending[i:i + size]
+
+
+def _run_wave(ds, tally: Tally) -> str | None:
+    """Count one wave's manifest rows; the error of a storage that stayed down, if one came back."""
+    for r in ds.iter_rows():
+        if r["status"] == "part":
+            continue
+        if r["status"] == "interrupted" and ImageJob.storage_down(r["error"]):
+            return r["error"]      # the storage stayed down: stop here, not one error per photo
+        r = dict(r)
+        r["group_counts"] = json.loads(r["group_counts"])
+        tally.add(r)
+    return None
 
 
 def _lost(plan: Plan, seen: set[str], job: ImageJob, stuck: dict[str, str], model) -> list[dict]:

@@ -81,6 +81,11 @@ class UpscaleOptions:
     easy_actors: int = opt(1, "Ray: Patch-DiT actors for simple and medium patches (default 1)",
                            type=values.positive_int)
     stitch_actors: int = opt(1, "Ray: stitch + write actors (default 1)", type=values.positive_int)
+    # the photos of one Ray Data run: an archive runs as consecutive waves, so what Ray Data keeps
+    # per block (queued pieces, per-block stats) is bounded by a wave, not by the archive
+    wave: int = opt(2000, "Ray: photos per wave (default 2000): an archive runs as consecutive Ray Data runs of "
+                    "this many photos, so the driver's memory does not grow with the archive; each wave starts "
+                    "its actors anew (seconds)", type=values.positive_int, metavar="N")
     actor_cpus: float = opt(0.25, "Ray: CPUs each actor reserves (default 0.25; whole CPUs on a 2-core host "
                             "stall the pipeline)", type=float)
     grm_gpus: float = opt(0.0, "Ray: GPUs each GRM actor reserves (fractions share one)", type=float)

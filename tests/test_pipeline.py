@@ -63,11 +63,13 @@ def test_pipeline_equals_oracle_on_corpus_and_resumes(ray_session, checkpoint, t
     files["photo_b.png"] = encode(photo(33, 27, seed=6))
     src = tmp_path / "in"
     write_tree(src, files)
-    with _WorkerCount("split_pieces") as split_workers:
+    with _WorkerCount("split_pieces") as split_workers, _WorkerCount("ray::StreamingRepartition") as alone:
         summary = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r1"))
-    # the header split reserves no CPU, so only its own bound keeps it from a worker per photo
+    # the header split reserves no CPU, so only its own bound keeps it from a worker per photo;
+    # the repartition after it runs in the same tasks (fused), not in workers of its own
     from pipeline.graph import SPLIT_TASKS
     assert 1 <= split_workers.most <= SPLIT_TASKS, split_workers.most
+    assert alone.most == 0, alone.most
     oracle = run_local(opts_for(str(src), str(tmp_path / "local"), checkpoint, run_id="l1"))
 
     expected = corpus()
@@ -126,8 +128,10 @@ def test_pipeline_equals_oracle_on_corpus_and_resumes(ray_session, checkpoint, t
     assert {r["input"] for r in third["rows"] if r["status"] == "ok"} == {"photo_a.jpg"}
 
 
-def test_s3_in_and_out_through_moto_server(ray_session, checkpoint, s3_endpoint):
+def test_s3_in_and_out_through_moto_server(ray_session, checkpoint, s3_endpoint, caplog):
+    """Also in waves of 2 photos (--wave): the 3 read inputs in 2 Ray Data runs, one row each."""
     s3, endpoint, so = s3_endpoint
+    caplog.set_level("INFO", logger="patchscaler")
     s3.create_bucket(Bucket="archive")
     s3.create_bucket(Bucket="results")
     s3.put_object(Bucket="archive", Key="photos/a.jpg", Body=encode(photo(24, 20), "JPEG"))
@@ -136,7 +140,8 @@ def test_s3_in_and_out_through_moto_server(ray_session, checkpoint, s3_endpoint)
     s3.put_object(Bucket="archive", Key="photos/x/../../escape.jpg", Body=encode(photo(8, 8), "JPEG"))
     from pipeline.graph import run_pipeline
     s = run_pipeline(opts_for("s3://archive/photos", "s3://results/out", checkpoint,
-                              src_options=so, dst_options=so, run_id="s3run"))
+                              src_options=so, dst_options=so, run_id="s3run", wave=2))
+    assert caplog.text.count("wave of ") == 2
     rows = {r["input"]: r for r in s["rows"]}
     assert rows["a.jpg"]["status"] == "ok" and rows["deep/b.png"]["status"] == "ok"
     assert rows["broken.png"]["status"] == "error"
@@ -146,6 +151,8 @@ def test_s3_in_and_out_through_moto_server(ray_session, checkpoint, s3_endpoint)
     # the key with '..' is not read, and the manifest says so (not a silent skip)
     assert [(n, "unsafe key" in why) for n, why in s["not_read"]] == [("x/../../escape.jpg", True)]
     body = s3.get_object(Bucket="results", Key="out/_manifest/manifest-s3run.parquet")["Body"].read()
+    manifest = [r["input"] for r in pq.read_table(io.BytesIO(body)).to_pylist()]
+    assert sorted(manifest) == sorted(["a.jpg", "deep/b.png", "broken.png", "x/../../escape.jpg"])
     manifest = {r["input"]: r for r in pq.read_table(io.BytesIO(body)).to_pylist()}
     assert manifest["x/../../escape.jpg"]["status"] == "skipped"
     img = Image.open(io.BytesIO(s3.get_object(Bucket="results", Key="out/a.jpg")["Body"].read()))

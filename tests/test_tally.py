@@ -43,3 +43,11 @@ def test_manifest_is_folded_in_row_groups_and_a_resumed_run_keeps_its_rows(tmp_p
     latest = read_rows(dst)
     assert set(latest["a05.png"]) == set(storage.RESUME_COLUMNS)   # resume reads what it needs only
     assert json.dumps(latest["a31.png"])
+
+
+def test_waves_cut_the_pending_inputs_in_order_and_cover_each_once():
+    from pipeline.graph import waves
+    pending = [f"p{i:03d}.png" for i in range(7)]
+    assert [len(w) for w in waves(pending, 3)] == [3, 3, 1]
+    assert [x for w in waves(pending, 3) for x in w] == pending
+    assert list(waves(pending, 2000)) == [pending] and list(waves([], 5)) == []
