@@ -25,26 +25,34 @@ EXTENSIONS_TEXT = " ".join(IMAGE_EXTENSIONS)
 def list_inputs(store: Store) -> tuple[list[str], list[tuple[str, str]]]:
     """(inputs, skipped): the relative names of the images under the root, sorted, and
     the entries that are not read, each with its reason (see the module's rules)."""
+    inputs, skipped, _ = scan_inputs(store)
+    return inputs, skipped
+
+
+def scan_inputs(store: Store) -> tuple[list[str], list[tuple[str, str]], dict[str, str]]:
+    """(inputs, skipped, signatures) from one listing: `list_inputs`, and for each input what
+    says it is still the one an output was made from (`input_signatures`). An object store is
+    listed a page at a time, and only names and signatures are kept."""
     store.invalidate()
     if store.is_local:
-        inputs, skipped = _walk_local(store.path)
-    else:
-        inputs, skipped = [], []
-        for p in store.fs.find(store.path):
-            rel = p[len(store.path) + 1:] if p.startswith(store.path + "/") else p
-            parts = rel.split("/")
-            if parts[0] == MANIFEST_DIR or not _is_image_name(rel):
-                continue
-            try:
-                safe_relpath(rel)
-            except UnsafePath as e:
-                skipped.append((rel, f"{e}: not read"))
-                continue
-            if any(s.startswith(".") for s in parts):
-                skipped.append((rel, "hidden name: not read"))
-                continue
-            inputs.append(rel)
-    return sorted(inputs), sorted(skipped)
+        inputs, skipped, sigs = _walk_local(store.path)
+        return sorted(inputs), sorted(skipped), sigs
+    inputs, skipped, sigs = [], [], {}
+    for rel, sig in store.walk():
+        parts = rel.split("/")
+        if parts[0] == MANIFEST_DIR or not _is_image_name(rel):
+            continue
+        try:
+            safe_relpath(rel)
+        except UnsafePath as e:
+            skipped.append((rel, f"{e}: not read"))
+            continue
+        if any(s.startswith(".") for s in parts):
+            skipped.append((rel, "hidden name: not read"))
+            continue
+        inputs.append(rel)
+        sigs[rel] = sig
+    return sorted(inputs), sorted(skipped), sigs
 
 def list_images(store: Store) -> list[str]:
     """The inputs of `list_inputs` (a single file: [""])."""
@@ -61,12 +69,12 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _walk_local(root: str) -> tuple[list[str], list[tuple[str, str]]]:
+def _walk_local(root: str) -> tuple[list[str], list[tuple[str, str]], dict[str, str]]:
     """Local listing that never leaves SRC: symlinks are followed only when their target
     resolves inside SRC, and a folder link is entered only if it does not loop back to a
-    folder being walked."""
+    folder being walked. Each input's signature comes from the stat the walk makes anyway."""
     real_root = os.path.realpath(root)
-    inputs, skipped = [], []
+    inputs, skipped, sigs = [], [], {}
 
     def walk(folder: str, prefix: str, chain: tuple[str, ...]):
         try:
@@ -104,9 +112,14 @@ def _walk_local(root: str) -> tuple[list[str], list[tuple[str, str]]]:
                 walk(e.path, rel + "/", chain + (real,))
             elif stat.S_ISREG(st.st_mode) and _is_image_name(e.name):
                 inputs.append(rel)
+                sigs[rel] = _local_signature(st)
 
     walk(root, "", (real_root,))
-    return inputs, skipped
+    return inputs, skipped, sigs
+
+
+def _local_signature(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def overlap(src: Store, dst: Store) -> str | None:
@@ -146,20 +159,17 @@ def input_signatures(store: Store, inputs: list[str]) -> dict[str, str]:
     """What says an input is still the one an output was made from, without reading it: a local
     file's size and modification time (a replaced or edited file gets a new mtime; reading every
     photo to hash it would cost a nightly run as much I/O as the archive), an object's ETag (the
-    store's own content tag: a new upload of other bytes gets a new one) and size. One listing
-    with details for object stores, one stat per local file."""
+    store's own content tag: a new upload of other bytes gets a new one) and size. `scan_inputs`
+    gives these for a whole listing; this is for named inputs ("" = the root is the file)."""
     out = {}
-    if store.is_local:
-        for rel in inputs:
+    for rel in inputs:
+        path = store.full(rel)
+        if store.is_local:
             with contextlib.suppress(OSError):
-                st = os.stat(store.full(rel))
-                out[rel] = f"{st.st_size}:{st.st_mtime_ns}"
-        return out
-    wanted = set(inputs)
-    base = store.path if not store.fs.isfile(store.path) else posixpath.dirname(store.path)
-    for p, info in store.fs.find(base, detail=True).items():
-        rel = p[len(base) + 1:] if p.startswith(base + "/") else p
-        if rel in wanted or (inputs == [""] and p.rstrip("/") == store.path):
+                out[rel] = _local_signature(os.stat(path))
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            info = store.retrying(f"a check of {rel or store.path}", lambda: store.fs.info(path))
             tag = str(info.get("ETag") or info.get("etag") or info.get("mtime") or "").strip('"')
-            out[rel if rel in wanted else ""] = f"{info.get('size', '')}:{tag}"
+            out[rel] = f"{info.get('size', '')}:{tag}"
     return out

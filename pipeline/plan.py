@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from storage import Store, makedirs_durable
 
 from .options import UpscaleOptions, settings_key
-from .listing import input_signatures, list_inputs, overlap
+from .listing import input_signatures, overlap, scan_inputs
 from .manifest import RUN_ID, done_inputs, known_bad, read_rows, recover, remove_parts
 from .naming import name_plans, output_owners
 
@@ -112,11 +112,10 @@ def make_plan(opts: UpscaleOptions) -> Plan:
         log.warning("folded %d manifest rows that run %s left behind into manifest-%s.parquet", n, run, run)
 
     try:
-        inputs, skipped = ([name], []) if source_file else list_inputs(src)
-    except Exception as e:
-        raise storage_error(e, f"SRC {src.uri()}", src) from None
-    try:
-        sigs = input_signatures(src, inputs)
+        if source_file:
+            inputs, skipped, sigs = [name], [], input_signatures(src, [name])
+        else:
+            inputs, skipped, sigs = scan_inputs(src)
     except Exception as e:
         raise storage_error(e, f"SRC {src.uri()}", src) from None
     opts = dataclasses.replace(opts, settings=settings_key(opts, _model_version(opts)))

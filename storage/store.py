@@ -224,12 +224,40 @@ class Store:
             self.retrying(f"a write of {rel}", lambda: self.fs.put_file(tmp.name, self.full(rel)))
 
     def files(self, sub: str = "") -> list[str]:
-        """Relative names of every file under the root (or under `sub`), from one listing."""
+        """Relative names of every file under the root (or under `sub`)."""
+        if self.protocol in ("s3", "s3a"):
+            return [rel for rel, _ in self.walk(sub)]
+
         def listing():
             self.invalidate()
             base = self.full(sub)
             return [self._rel(p) for p in self.fs.find(base)] if self.fs.exists(base) else []
         return self.retrying(f"a listing of {sub or 'the root'}", listing)
+
+    def walk(self, sub: str = "", page_size: int = 1000):
+        """(relative name, content tag "size:ETag") of every object under the root (or `sub`), a
+        listing page at a time: an S3 prefix of a million objects is never held whole (s3fs's
+        `find` builds and caches every object's info), and each page is retried like any other
+        call. Other stores: their `find`, tagged with size and modification time."""
+        base = self.full(sub)
+        if self.protocol not in ("s3", "s3a"):
+            for p, info in self.retrying(f"a listing of {sub or 'the root'}",
+                                         lambda: self.fs.find(base, detail=True) if self.fs.exists(base) else {}).items():
+                yield self._rel(p), f"{info.get('size', '')}:{info.get('mtime') or ''}"
+            return
+        bucket, _, key = base.partition("/")
+        args = {"Bucket": bucket, "Prefix": key.strip("/") + "/" if key.strip("/") else "", "MaxKeys": page_size}
+        while True:
+            page = self.retrying(f"a listing of {sub or 'the root'}",
+                                 lambda: self.fs.call_s3("list_objects_v2", **args))
+            for c in page.get("Contents", []):
+                if c["Key"].endswith("/"):             # a folder marker, not an object
+                    continue
+                etag = str(c.get("ETag", "")).strip('"')
+                yield self._rel(f"{bucket}/{c['Key']}"), f"{c.get('Size', '')}:{etag}"
+            if not page.get("IsTruncated"):
+                return
+            args["ContinuationToken"] = page["NextContinuationToken"]
 
     def _rel(self, p: str) -> str:
         p = p.rstrip("/")
