@@ -70,6 +70,12 @@ def test_pipeline_equals_oracle_on_corpus_and_resumes(ray_session, checkpoint, t
     from pipeline.graph import SPLIT_TASKS
     assert 1 <= split_workers.most <= SPLIT_TASKS, split_workers.most
     assert alone.most == 0, alone.most
+    # what reaches the driver per photo is its manifest row and a short trace: no group map, no
+    # state (the report reads the maps from DST)
+    from pipeline.manifest import MANIFEST_SCHEMA
+    for r in summary["rows"]:
+        assert set(r) == set(MANIFEST_SCHEMA.names) | {"trace"}, set(r) ^ set(MANIFEST_SCHEMA.names)
+        assert len(json.dumps(r, default=str)) < 4000, r["input"]
     oracle = run_local(opts_for(str(src), str(tmp_path / "local"), checkpoint, run_id="l1"))
 
     expected = corpus()
