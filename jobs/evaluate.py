@@ -378,8 +378,9 @@ def markdown(s: dict) -> str:
               f"- confidence vs true per-patch error, Spearman rho (pooled): {s['confidence_spearman_pooled']:.3f}; "
               f"per-photo mean {s['confidence_spearman_per_image_mean']:.3f}",
               f"- group fractions (simple ... hard): {s['group_fractions']}",
-              f"- PGS vs uniform: {p['psnr_db']:+.3f} dB PSNR, NIQE {100 * p['niqe_relative']:+.2f} %, "
-              f"diffusion time ratio {p['diffusion_time_ratio']:.3f}",
+              (f"- PGS vs uniform: {p['psnr_db']:+.3f} dB PSNR, NIQE {100 * p['niqe_relative']:+.2f} %, "
+               f"diffusion time ratio {p['diffusion_time_ratio']:.3f}" if p['psnr_db'] == p['psnr_db']   # not NaN
+               else "- PGS vs uniform: not measured (--no-uniform)"),
               f"- PatchScaler (PGS) vs GRM only: {g['psnr_db']:+.3f} dB PSNR, NIQE {g['niqe']:+.3f} "
               f"(95 % interval {g['niqe_ci95'][0]:+.2f} .. {g['niqe_ci95'][1]:+.2f}), sharpness {g['sharpness']:+.3f}",
               f"- PatchScaler (PGS) vs GRM + colour fix: {c['psnr_db']:+.3f} dB PSNR, NIQE {c['niqe']:+.3f} "

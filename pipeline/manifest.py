@@ -13,6 +13,7 @@ import json
 import os
 import posixpath
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -159,9 +160,15 @@ def read_rows(dst: Store, columns: list[str] | None = RESUME_COLUMNS) -> dict[st
     return latest
 
 
+SHARED = ("run_id", "status", "settings", "model_version")   # a few values shared by many rows
+
+
 def _keep_latest(latest: dict, r: dict) -> None:
     if r.get("status") == "skipped":
         return  # a skipped entry was never read: it says nothing about an output
+    for k in SHARED:   # one copy of each, not one per row (a million-row resume holds them all)
+        if isinstance(r.get(k), str):
+            r[k] = sys.intern(r[k])
     old = latest.get(r["input"])
     if old is None or (r.get("finished_at") or 0) >= (old.get("finished_at") or 0):
         latest[r["input"]] = r

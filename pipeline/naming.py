@@ -15,7 +15,7 @@ class OutputCollision(ValueError):
     """The output name an input would get is held by another input's output."""
 
 
-def name_plans(inputs: list[str], owners: dict[str, str]) -> dict[str, dict]:
+def name_plans(inputs: list[str], owners: dict[str, str], only: list[str] | None = None) -> dict[str, dict]:
     """For each input, what its output may be called, decided from all names before the run:
 
     keep_ext: the output keeps the input's extension when the format changes (another input
@@ -28,7 +28,7 @@ def name_plans(inputs: list[str], owners: dict[str, str]) -> dict[str, dict]:
     Then no two inputs of a run can write the same name: an unchanged name is the input's own
     (unique); a changed name stem+ext is used only when no other input has that stem and no
     input is named like the stem; a kept-extension name input+ext is refused when it is an
-    input's name."""
+    input's name. Plans are made for `only` (default: every input), decided from all of them."""
     stems: dict[str, int] = {}
     for r in inputs:
         s = posixpath.splitext(r)[0]
@@ -37,11 +37,13 @@ def name_plans(inputs: list[str], owners: dict[str, str]) -> dict[str, dict]:
     by_stem: dict[str, list[tuple[str, str]]] = {}
     for out, owner in owners.items():
         by_stem.setdefault(posixpath.splitext(out)[0], []).append((out, owner))
-    by_input_stem: dict[str, list[str]] = {}
+    by_input_stem: dict[str, list[str]] = {}   # only stems that are an input's whole name
     for r in inputs:
-        by_input_stem.setdefault(posixpath.splitext(r)[0], []).append(r)
+        s = posixpath.splitext(r)[0]
+        if s in names:
+            by_input_stem.setdefault(s, []).append(r)
     plans = {}
-    for r in inputs:
+    for r in (inputs if only is None else only):
         stem = posixpath.splitext(r)[0]
         keep = stems[stem] > 1 or stem in names
         taken = {o: w for s in ((stem, r) if keep else (stem,)) for o, w in by_stem.get(s, []) if w != r}

@@ -14,7 +14,7 @@ from storage import Store, makedirs_durable
 
 from .options import UpscaleOptions, settings_key
 from .listing import input_signatures, overlap, scan_inputs
-from .manifest import RUN_ID, done_inputs, known_bad, read_rows, recover, remove_parts
+from .manifest import MANIFEST_DIR, RUN_ID, done_inputs, known_bad, read_rows, recover, remove_parts
 from .naming import name_plans, output_owners
 
 log = logging.getLogger("patchscaler")
@@ -102,7 +102,8 @@ def make_plan(opts: UpscaleOptions) -> Plan:
     try:
         if dst.is_local:
             makedirs_durable(dst.path)
-        files = set(dst.files())
+        # the outputs there (what resume and naming ask about), not the manifests' own files
+        files = {f for f in dst.files() if not f.startswith(MANIFEST_DIR + "/")}
         recovered = recover(dst, opts.run_id, files)
         remove_parts(dst)   # pieces of photos a killed run did not finish: they are redone whole
         rows = read_rows(dst)
@@ -122,7 +123,7 @@ def make_plan(opts: UpscaleOptions) -> Plan:
     done, redo = done_inputs(dst, files, rows, sigs, opts.settings) if opts.resume else (set(), {})
     still_bad = {} if opts.retry_failed or not opts.resume else known_bad(rows, sigs)
     pending = [r for r in inputs if r not in done and r not in still_bad]
-    names = name_plans(inputs, output_owners(rows, files))
+    names = name_plans(inputs, output_owners(rows, files), only=pending)
     redo = {r: why for r, why in redo.items() if r not in still_bad}
     naming = {r: {**names[r], "sig": sigs.get(r, ""), **({"redo": redo[r]} if r in redo else {})} for r in pending}
     return Plan(opts, src, dst, inputs, skipped, done, pending, naming, recovered, sigs, redo, still_bad)

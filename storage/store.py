@@ -10,6 +10,7 @@ gets the endpoint."""
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import random
 import re
@@ -227,6 +228,10 @@ class Store:
         """Relative names of every file under the root (or under `sub`)."""
         if self.protocol in ("s3", "s3a"):
             return [rel for rel, _ in self.walk(sub)]
+
+        if self.is_local:     # names only: fsspec's find builds an info dict per file first
+            base = self.full(sub)
+            return [self._rel(os.path.join(d, f)) for d, _, names in os.walk(base) for f in names]
 
         def listing():
             self.invalidate()
