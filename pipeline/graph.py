@@ -152,9 +152,11 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         hub = ray.remote(num_cpus=0)(ProgressHub).remote()
         down = None
         with PipelineProgress(hub, len(plan.pending), progress or Progress()) as pp:
-            for wave in waves(plan.pending, opts.wave):
-                if len(wave) < len(plan.pending):
-                    log.info("wave of %d photos (%s ...)", len(wave), wave[0])
+            count = -(-len(plan.pending) // opts.wave)
+            for i, wave in enumerate(waves(plan.pending, opts.wave)):
+                if count > 1:
+                    log.info("wave %d of %d: %d photo%s, from %s", i + 1, count, len(wave),
+                             "" if len(wave) == 1 else "s", wave[0])
                 down = _run_wave(build_dataset(plan, hub, wave), tally)
                 if down is not None:
                     break

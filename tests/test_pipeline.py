@@ -147,7 +147,7 @@ def test_s3_in_and_out_through_moto_server(ray_session, checkpoint, s3_endpoint,
     from pipeline.graph import run_pipeline
     s = run_pipeline(opts_for("s3://archive/photos", "s3://results/out", checkpoint,
                               src_options=so, dst_options=so, run_id="s3run", wave=2))
-    assert caplog.text.count("wave of ") == 2
+    assert "wave 1 of 2: 2 photos" in caplog.text and "wave 2 of 2: 1 photo, from" in caplog.text
     rows = {r["input"]: r for r in s["rows"]}
     assert rows["a.jpg"]["status"] == "ok" and rows["deep/b.png"]["status"] == "ok"
     assert rows["broken.png"]["status"] == "error"
