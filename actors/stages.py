@@ -82,9 +82,11 @@ def split_pieces(batch: dict, job, cfg, hub=None) -> dict:
         except Exception as e:
             out.append({**base, "piece": "", "status": "error", "error": job.error_text(e)})
             report(hub, "pieces", total=1)
+            report(hub, "headers", done=1)
             continue
         out += [{**base, "piece": json.dumps(p.to_dict()), "status": "ok", "error": ""} for p in parts]
         report(hub, "pieces", total=len(parts))
+        report(hub, "headers", done=1)
     return _columns(out)
 
 

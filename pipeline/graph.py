@@ -152,8 +152,9 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         hub = ray.remote(num_cpus=0)(ProgressHub).remote()
         down = None
         with PipelineProgress(hub, len(plan.pending), progress or Progress()) as pp:
-            count = -(-len(plan.pending) // opts.wave)
-            for i, wave in enumerate(waves(plan.pending, opts.wave)):
+            size = max(1, opts.wave)
+            count = -(-len(plan.pending) // size)
+            for i, wave in enumerate(waves(plan.pending, size)):
                 if count > 1:
                     log.info("wave %d of %d: %d photo%s, from %s", i + 1, count, len(wave),
                              "" if len(wave) == 1 else "s", wave[0])
@@ -185,7 +186,8 @@ def waves(pending: list[str], size: int):
     for the whole of a run (each queued piece's block and its statistics: ~45 KB per photo on
     the driver, measured), so an archive is run as waves and the driver's memory is bounded by a
     wave, not by the archive; the actors start anew for each wave."""
-    for i in range(0, len(pending), max(1, size)):
+    size = max(1, size)
+    for i in range(0, len(pending), size):
         yield pending[i:i + size]
 
 

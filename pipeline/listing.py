@@ -13,7 +13,7 @@ import os
 import posixpath
 import stat
 
-from storage import Store
+from storage import Store, content_tag
 
 from .manifest import MANIFEST_DIR
 
@@ -169,7 +169,5 @@ def input_signatures(store: Store, inputs: list[str]) -> dict[str, str]:
                 out[rel] = _local_signature(os.stat(path))
             continue
         with contextlib.suppress(FileNotFoundError):
-            info = store.retrying(f"a check of {rel or store.path}", lambda: store.fs.info(path))
-            tag = str(info.get("ETag") or info.get("etag") or info.get("mtime") or "").strip('"')
-            out[rel] = f"{info.get('size', '')}:{tag}"
+            out[rel] = content_tag(store.retrying(f"a check of {rel or store.path}", lambda: store.fs.info(path)))
     return out

@@ -142,11 +142,22 @@ class PipelineProgress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
 
+    def _pieces(self, snap: dict) -> tuple[int, bool]:
+        """(the run's pieces, whether that is known): known once every photo's header is read
+        (the split reports each photo it reads); until then the pieces so far and, for the photos
+        still to read, as many each as the read ones had (at least one). Photos run in waves, so
+        the headers of later waves are read only when their wave starts."""
+        known, read = snap.get("pieces", [0, 0])[1], snap.get("headers", [0, 0])[0]
+        if read >= self.images:
+            return known, True
+        per = known / read if read else 1.0
+        return max(self.images, round(known + per * (self.images - read))), False
+
     def _total(self, snap: dict, key: str, unit: str) -> int:
         if unit == "img":
             return self.images
-        if unit == "piece":   # known once every header is read; until then at least one per photo
-            return max(snap.get("pieces", [0, 0])[1], self.images)
+        if unit == "piece":
+            return self._pieces(snap)[0]
         # patches are known once the GRM has cut a piece: until every piece is cut, the total
         # so far extrapolated over the pieces still to cut (the bar says "so far")
         known = snap.get(key, [0, 0])[1]
@@ -154,7 +165,8 @@ class PipelineProgress:
         return round(known * pieces / cut) if 0 < cut < pieces else known
 
     def _apply(self, snap: dict) -> None:
-        all_cut = snap.get("grm", [0, 0])[0] >= self._total(snap, "grm", "piece")
+        pieces, certain = self._pieces(snap)
+        all_cut = certain and snap.get("grm", [0, 0])[0] >= pieces
         for key, (label, unit) in STAGES.items():
             desc = f"{label} (total estimated until the GRM has cut every piece)" if unit == "patch" and not all_cut \
                 else label

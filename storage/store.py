@@ -117,6 +117,14 @@ def cli_options(storage_options: dict | None = None, s3_endpoint: str | None = N
     return so
 
 
+def content_tag(info: dict) -> str:
+    """What says an object is still the one an output was made from, from its listing or info:
+    "size:ETag" (the store's own content tag: a new upload of other bytes gets a new one; GCS and
+    Azure call it etag), the modification time where a store has no tag."""
+    tag = str(info.get("ETag") or info.get("etag") or info.get("mtime") or "").strip('"')
+    return f"{info.get('size', '')}:{tag}"
+
+
 @dataclass
 class Store:
     """A root URI plus fsspec options (e.g. {"client_kwargs": {"endpoint_url": ...}} for S3)."""
@@ -243,12 +251,13 @@ class Store:
         """(relative name, content tag "size:ETag") of every object under the root (or `sub`), a
         listing page at a time: an S3 prefix of a million objects is never held whole (s3fs's
         `find` builds and caches every object's info), and each page is retried like any other
-        call. Other stores: their `find`, tagged with size and modification time."""
+        call. Other object stores: their `find`, each object tagged as `content_tag` says. (Local
+        inputs are signed by pipeline/listing.py's walk, from their stat.)"""
         base = self.full(sub)
         if self.protocol not in ("s3", "s3a"):
             for p, info in self.retrying(f"a listing of {sub or 'the root'}",
                                          lambda: self.fs.find(base, detail=True) if self.fs.exists(base) else {}).items():
-                yield self._rel(p), f"{info.get('size', '')}:{info.get('mtime') or ''}"
+                yield self._rel(p), content_tag(info)
             return
         bucket, _, key = base.partition("/")
         args = {"Bucket": bucket, "Prefix": key.strip("/") + "/" if key.strip("/") else "", "MaxKeys": page_size}
@@ -256,10 +265,8 @@ class Store:
             page = self.retrying(f"a listing of {sub or 'the root'}",
                                  lambda: self.fs.call_s3("list_objects_v2", **args))
             for c in page.get("Contents", []):
-                if c["Key"].endswith("/"):             # a folder marker, not an object
-                    continue
-                etag = str(c.get("ETag", "")).strip('"')
-                yield self._rel(f"{bucket}/{c['Key']}"), f"{c.get('Size', '')}:{etag}"
+                if not c["Key"].endswith("/"):         # else a folder marker, not an object
+                    yield self._rel(f"{bucket}/{c['Key']}"), content_tag({"size": c.get("Size", ""), **c})
             if not page.get("IsTruncated"):
                 return
             args["ContinuationToken"] = page["NextContinuationToken"]

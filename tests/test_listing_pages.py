@@ -52,3 +52,10 @@ def test_local_listing_signs_each_input_from_the_walk(tmp_path):
     assert sigs == input_signatures(Store(str(tmp_path / "in")), inputs)
     st = os.stat(tmp_path / "in" / "a.png")
     assert sigs["a.png"] == f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def test_an_objects_tag_is_its_etag_whatever_the_store_calls_it():
+    from storage import content_tag
+    assert content_tag({"size": 3, "ETag": '"abc"', "mtime": 9}) == "3:abc"      # S3
+    assert content_tag({"size": 3, "etag": "CJ7x", "mtime": 9}) == "3:CJ7x"      # GCS, Azure
+    assert content_tag({"size": 3, "mtime": 9}) == "3:9"                          # no tag at all

@@ -51,3 +51,21 @@ def test_waves_cut_the_pending_inputs_in_order_and_cover_each_once():
     assert [len(w) for w in waves(pending, 3)] == [3, 3, 1]
     assert [x for w in waves(pending, 3) for x in w] == pending
     assert list(waves(pending, 2000)) == [pending] and list(waves([], 5)) == []
+
+
+def test_progress_knows_the_pieces_only_when_every_wave_has_read_its_headers():
+    """Photos run in waves, so later waves' headers are read late: the piece total is extrapolated
+    from the photos read so far, and the patch totals stay 'estimated' until all are read."""
+    from pipeline.progress import PipelineProgress, Progress
+    pp = PipelineProgress(None, 4000, Progress(interval=3600))
+    # the first wave of 2000 photos, 2 pieces each, all cut by the GRM
+    wave1 = {"headers": [2000, 0], "pieces": [0, 4000], "grm": [4000, 0], "easy": [0, 90_000]}
+    assert pp._pieces(wave1) == (8000, False)
+    pp._apply(wave1)
+    assert "estimated" in pp.p.stages["easy"].desc and pp.p.stages["grm"].total == 8000
+    done = {"headers": [4000, 0], "pieces": [0, 8000], "grm": [8000, 0], "easy": [0, 180_000]}
+    assert pp._pieces(done) == (8000, True)
+    pp._apply(done)
+    assert "estimated" not in pp.p.stages["easy"].desc
+    # before any header is read: one piece per photo at least
+    assert pp._pieces({}) == (4000, False)
