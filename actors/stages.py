@@ -81,12 +81,10 @@ def split_pieces(batch: dict, job, cfg, hub=None) -> dict:
             parts = job.pieces(row["input"], cfg)
         except Exception as e:
             out.append({**base, "piece": "", "status": "error", "error": job.error_text(e)})
-            report(hub, "pieces", total=1)
-            report(hub, "headers", done=1)
+            report(hub, "pieces", done=1, total=1)     # done: photos whose header is read
             continue
         out += [{**base, "piece": json.dumps(p.to_dict()), "status": "ok", "error": ""} for p in parts]
-        report(hub, "pieces", total=len(parts))
-        report(hub, "headers", done=1)
+        report(hub, "pieces", done=1, total=len(parts))
     return _columns(out)
 
 

@@ -182,11 +182,10 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
 
 
 def waves(pending: list[str], size: int):
-    """The pending inputs in consecutive runs of at most `size`. Ray Data keeps state per block
+    """The pending inputs in consecutive runs of at most `size` (>= 1). Ray Data keeps state per block
     for the whole of a run (each queued piece's block and its statistics: ~45 KB per photo on
     the driver, measured), so an archive is run as waves and the driver's memory is bounded by a
     wave, not by the archive; the actors start anew for each wave."""
-    size = max(1, size)
     for i in range(0, len(pending), size):
         yield pending[i:i + size]
 

@@ -144,10 +144,10 @@ class PipelineProgress:
 
     def _pieces(self, snap: dict) -> tuple[int, bool]:
         """(the run's pieces, whether that is known): known once every photo's header is read
-        (the split reports each photo it reads); until then the pieces so far and, for the photos
+        (the split counts each photo it reads as a "pieces" unit done); until then the pieces so far and, for the photos
         still to read, as many each as the read ones had (at least one). Photos run in waves, so
         the headers of later waves are read only when their wave starts."""
-        known, read = snap.get("pieces", [0, 0])[1], snap.get("headers", [0, 0])[0]
+        read, known = snap.get("pieces", [0, 0])
         if read >= self.images:
             return known, True
         per = known / read if read else 1.0

@@ -59,11 +59,11 @@ def test_progress_knows_the_pieces_only_when_every_wave_has_read_its_headers():
     from pipeline.progress import PipelineProgress, Progress
     pp = PipelineProgress(None, 4000, Progress(interval=3600))
     # the first wave of 2000 photos, 2 pieces each, all cut by the GRM
-    wave1 = {"headers": [2000, 0], "pieces": [0, 4000], "grm": [4000, 0], "easy": [0, 90_000]}
+    wave1 = {"pieces": [2000, 4000], "grm": [4000, 0], "easy": [0, 90_000]}
     assert pp._pieces(wave1) == (8000, False)
     pp._apply(wave1)
     assert "estimated" in pp.p.stages["easy"].desc and pp.p.stages["grm"].total == 8000
-    done = {"headers": [4000, 0], "pieces": [0, 8000], "grm": [8000, 0], "easy": [0, 180_000]}
+    done = {"pieces": [4000, 8000], "grm": [8000, 0], "easy": [0, 180_000]}
     assert pp._pieces(done) == (8000, True)
     pp._apply(done)
     assert "estimated" not in pp.p.stages["easy"].desc
