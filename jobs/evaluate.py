@@ -40,7 +40,6 @@ import argparse
 import fnmatch
 import io
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -99,31 +98,8 @@ def _u8(x: torch.Tensor) -> np.ndarray:
     return (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    buf = io.BytesIO()
-    Image.fromarray(_u8(x)).save(buf, format="JPEG", quality=quality)
-    a = np.array(Image.open(buf).convert("RGB"))
-    return torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
-
-
-def classical_degrade(hr: torch.Tensor, g: torch.Generator, scale: int = 4) -> torch.Tensor:
-    """The classical family: isotropic Gaussian blur (sigma uniform in [0.8, 3.0]), bicubic
-    downscale by `scale` (antialiased, as MATLAB's imresize), JPEG (quality uniform in [50, 95])."""
-    sigma = 0.8 + 2.2 * float(torch.rand((), generator=g))
-    quality = int(round(50 + 45 * float(torch.rand((), generator=g))))
-    k = 2 * math.ceil(3 * sigma) + 1
-    r = torch.arange(k, dtype=torch.float32) - k // 2
-    w = torch.exp(-0.5 * (r / sigma) ** 2)
-    w = w / w.sum()
-    x = F.pad(hr.float(), (k // 2,) * 4, mode="reflect")
-    x = F.conv2d(x, w.view(1, 1, 1, k).expand(3, 1, 1, k), groups=3)
-    x = F.conv2d(x, w.view(1, 1, k, 1).expand(3, 1, k, 1), groups=3)
-    x = F.interpolate(x, scale_factor=1 / scale, mode="bicubic", antialias=True, align_corners=False)
-    return _jpeg(x.clamp(0, 1), quality)
-
-
 def synthetic_lr(hr: torch.Tensor, name: str, seed: int, family: str = "training") -> torch.Tensor:
-    from patchscaler.degrade import degrade
+    from patchscaler.degrade import classical_degrade, degrade
     from .train_data import name_key
     g = torch.Generator().manual_seed(seed * 7919 + name_key(name))
     if family == "classical":

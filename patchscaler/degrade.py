@@ -166,3 +166,25 @@ def degrade(hr: torch.Tensor, g: torch.Generator, cfg: DegradeConfig | None = No
     else:
         x = resize_sinc(jpeg(x, q))
     return (x.clamp(0, 1) * 255).round() / 255
+
+
+@torch.no_grad()
+def classical_degrade(hr: torch.Tensor, g: torch.Generator, scale: int = 4) -> torch.Tensor:
+    """The classical family, the one the evaluation holds beside the training family: isotropic
+    Gaussian blur (sigma uniform in [0.8, 3.0]), bicubic downscale by `scale` (antialiased, as
+    MATLAB's imresize), JPEG (quality uniform in [50, 95]). (1, 3, H, W) -> (1, 3, H/s, W/s)."""
+    sigma = 0.8 + 2.2 * float(torch.rand((), generator=g))
+    quality = int(round(50 + 45 * float(torch.rand((), generator=g))))
+    k = 2 * math.ceil(3 * sigma) + 1
+    r = torch.arange(k, dtype=torch.float32) - k // 2
+    w = torch.exp(-0.5 * (r / sigma) ** 2)
+    w = w / w.sum()
+    x = F.pad(hr.float(), (k // 2,) * 4, mode="reflect")
+    x = F.conv2d(x, w.view(1, 1, 1, k).expand(3, 1, 1, k), groups=3)
+    x = F.conv2d(x, w.view(1, 1, k, 1).expand(3, 1, k, 1), groups=3)
+    x = F.interpolate(x, scale_factor=1 / scale, mode="bicubic", antialias=True, align_corners=False)
+    arr = (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
+    dec = np.array(Image.open(buf).convert("RGB"))
+    return torch.from_numpy(dec).permute(2, 0, 1)[None].float() / 255

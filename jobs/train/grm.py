@@ -1,0 +1,123 @@
+"""Stage `grm`: the compact GRM, distilled from Real-ESRGAN x4plus.
+
+x4plus (RRDBNet, ~18 M multiply-adds per LR pixel) was half of the method's time. The compact
+GRM is SRVGGNetCompact (a plain stack of 3x3 convs of 64 channels with PReLU and a pixel
+shuffle, ~0.6-1.2 M multiply-adds per LR pixel) trained to reproduce x4plus's pixels:
+
+  teacher   x4plus's outputs on seeded LR crops of every training photo and texture, half of
+            them degraded by the training family (Real-ESRGAN second order), half by the
+            classical one (blur + bicubic + JPEG), so the student sees the inputs it will get;
+            computed once and cached per image (WORK/grm_data/), like `prepare`'s.
+  student   starts from realesr-animevideov3-x4 (same architecture; deeper students start
+            from it too, the extra convs set to the identity so the start is the same function)
+            and learns  L1(pixels) + w * L1(high-pass): x4plus's look is in its high
+            frequencies, and plain L1 on a student that cannot reproduce every texture averages
+            them away (smooth pictures). The weight was chosen by measurement (MODEL_CARD.md).
+
+The stage is resumable (its state every --save-every steps) and ends in grm.done.safetensors,
+which `prepare` then runs as the GRM: the rest of the model is fitted to the compact GRM."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+TEACHER = "rrdb"
+
+
+def data_path(work: str, name: str) -> str:
+    return os.path.join(work, "grm_data", f"{Path(name).stem}.safetensors")
+
+
+@torch.no_grad()
+def teacher_crops(teacher, path: Path, crop: int, count: int, seed: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """`count` seeded HR crops of one photo, degraded (even crops: training family, odd:
+    classical), and the teacher's x4 output of each: uint8 lr (n, 3, c/4, c/4), sr (n, 3, c, c)."""
+    from jobs.train_data import load_rgb, name_key
+    from patchscaler.degrade import classical_degrade, degrade
+    img = load_rgb(path)
+    H, W = img.shape[-2:]
+    key = name_key(path.name)
+    rng = np.random.default_rng([seed, key, 17])
+    g = torch.Generator().manual_seed(seed * 1_000_033 + key)
+    c = min(crop, H, W) // 16 * 16
+    ys, xs = rng.integers(0, H - c + 1, count), rng.integers(0, W - c + 1, count)
+    lr = torch.cat([(degrade if i % 2 == 0 else classical_degrade)(img[None, :, y:y + c, x:x + c], g)
+                    for i, (y, x) in enumerate(zip(ys, xs))])
+    sr = torch.cat([teacher(lr[i:i + 8].to(dtype).contiguous(memory_format=torch.channels_last)).float()
+                    for i in range(0, len(lr), 8)])
+    u8 = lambda x: (x.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()  # noqa: E731
+    return {"lr": u8(lr), "sr": u8(sr)}
+
+
+def make_teacher_data(images: list[Path], work: str, crop: int, count: int, seed: int,
+                      bf16: bool = False, progress: bool = True) -> None:
+    """The teacher's outputs for every image's crops, one file per image (resumable). bf16: run
+    x4plus in bf16 (3x faster on a CPU with AMX; 53 dB from its fp32 output, far below what the
+    student can reproduce)."""
+    from tqdm import tqdm
+    from patchscaler.realesrgan import load_backbone
+    os.makedirs(os.path.join(work, "grm_data"), exist_ok=True)
+    pending = [p for p in images if not os.path.exists(data_path(work, p.name))]
+    if not pending:
+        return
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    teacher = load_backbone(TEACHER).to(dtype).to(memory_format=torch.channels_last)
+    for p in tqdm(pending, desc="grm: x4plus on the crops", disable=not progress):
+        t = teacher_crops(teacher, p, crop, count, seed, dtype)
+        tmp = data_path(work, p.name) + ".part"
+        save_file(t, tmp)
+        os.replace(tmp, data_path(work, p.name))
+
+
+class TeacherPairs:
+    """Every cached (LR, x4plus output) crop in memory, uint8."""
+
+    def __init__(self, work: str, images: list[Path]):
+        shards = [load_file(data_path(work, p.name)) for p in images]
+        s = min(t["lr"].shape[-1] for t in shards)
+        cut = lambda x, n: x[..., :n, :n]  # noqa: E731
+        self.lr = torch.cat([cut(t["lr"], s) for t in shards])
+        self.sr = torch.cat([cut(t["sr"], s * 4) for t in shards])
+        self.size = s
+
+    def __len__(self) -> int:
+        return self.lr.shape[0]
+
+    def batch(self, rng: np.random.Generator, n: int, size: int):
+        """n random crops of `size` LR px with a random flip/rotation: float (lr, sr)."""
+        idx = rng.integers(0, len(self), n)
+        ys, xs = rng.integers(0, self.size - size + 1, n), rng.integers(0, self.size - size + 1, n)
+        rot, flip = rng.integers(0, 4, n), rng.integers(0, 2, n)
+        lrs, srs = [], []
+        for i, y, x, r, f in zip(idx, ys, xs, rot, flip):
+            a = self.lr[i, :, y:y + size, x:x + size]
+            b = self.sr[i, :, 4 * y:4 * (y + size), 4 * x:4 * (x + size)]
+            a, b = torch.rot90(a, int(r), (1, 2)), torch.rot90(b, int(r), (1, 2))
+            lrs.append(a.flip(2) if f else a)
+            srs.append(b.flip(2) if f else b)
+        return torch.stack(lrs).float() / 255, torch.stack(srs).float() / 255
+
+
+def high_pass(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    """x minus its Gaussian blur: the detail band where x4plus's look lives."""
+    k = int(2 * round(3 * sigma) + 1)
+    r = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
+    w = torch.exp(-0.5 * (r / sigma) ** 2)
+    w = w / w.sum()
+    c = x.shape[1]
+    b = F.pad(x, (k // 2,) * 4, mode="reflect")
+    b = F.conv2d(b, w.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    b = F.conv2d(b, w.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+    return x - b
+
+
+def distil_loss(out: torch.Tensor, target: torch.Tensor, hf_weight: float) -> torch.Tensor:
+    loss = (out - target).abs().mean()
+    if hf_weight:
+        loss = loss + hf_weight * (high_pass(out) - high_pass(target)).abs().mean()
+    return loss
