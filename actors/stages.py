@@ -25,7 +25,7 @@ import torch
 
 from patchscaler import flow
 from patchscaler.pieces import Piece
-from storage import StorageDown
+from storage import StorageError
 
 from .faults import maybe_die
 from .progress import mark, peak, report
@@ -80,7 +80,7 @@ def split_pieces(batch: dict, job, cfg, hub=None) -> dict:
         try:
             parts = job.pieces(row["input"], cfg)
         except Exception as e:
-            out.append({**base, "piece": "", "status": "error", "error": job.error_text(e)})
+            out.append({**base, "piece": "", "status": job.failed_status(e), "error": job.error_text(e)})
             report(hub, "pieces", done=1, total=1)     # done: photos whose header is read
             continue
         out += [{**base, "piece": json.dumps(p.to_dict()), "status": "ok", "error": ""} for p in parts]
@@ -115,7 +115,7 @@ class DecodeGRM:
             state = flow.begin(self.model, prep, piece, {"decode": t_dec})
         except Exception as e:
             report(self.hub, "grm", done=1)
-            return {k: [v] for k, v in {**row, "status": "error", "error": self.job.error_text(e),
+            return {k: [v] for k, v in {**row, "status": self.job.failed_status(e), "error": self.job.error_text(e),
                                         "trace": json.dumps(trace)}.items()}
         groups = state.coarse.groups
         n_hard = sum(int((groups == g).sum()) for g in self.hard)
@@ -222,7 +222,7 @@ class StitchWrite:
         r = None
         try:
             r = self._stitch(row, rel, piece, version)   # may set row["trace"] (an assembled photo)
-        except StorageDown as e:     # the run stops on this row (graph.py): nothing more is written
+        except StorageError as e:     # the run stops on this row (graph.py): nothing more is written
             r = self.job.stopped_row(rel, self.job.error_text(e))
         if r is not None and r.status == "interrupted":
             report(self.hub, "stitch", done=1)
@@ -245,7 +245,7 @@ class StitchWrite:
 
     def _stitch(self, row: dict, rel: str, piece, version: str):
         """The photo's row, None for a piece that did not finish its photo."""
-        if row["status"] != "ok" and self.job.storage_down(row["error"]):
+        if row["status"] == "interrupted":    # the storage stopped it in an earlier stage
             return self.job.stopped_row(rel, row["error"])
         r = None
         if piece is None or piece.whole:
@@ -258,7 +258,7 @@ class StitchWrite:
                     done = flow.Done(state.group_counts(self.model.cfg.pgs.num_groups), state.seconds, 1)
                     r = self.job.write_ok(rel, state.prep, image, done, json.loads(row["naming"]), self.model)
                     self.job.write_map(rel, [flow.owned_groups(state)], state.prep.size, self.model)
-                except StorageDown:
+                except StorageError:
                     raise
                 except Exception as e:
                     r = self.job.write_error(rel, e, version, json.loads(row["naming"]))
@@ -268,7 +268,7 @@ class StitchWrite:
                 try:
                     state = pickle.loads(row["state"])
                     info = self.job.write_part(rel, piece, flow.finish(self.model, state), state, self.model)
-                except StorageDown:
+                except StorageError:
                     raise
                 except Exception as e:
                     info = {"ok": False, "error": self.job.error_text(e)}

@@ -1,4 +1,4 @@
-"""Command lines built from the options dataclasses (patchscaler/options.py says why), and the
+"""Command lines built from the options dataclasses (pipeline/fields.py says why), and the
 storage arguments every job that reads or writes URIs shares. A leaf module: the jobs import
 it, it imports none of them."""
 from __future__ import annotations
@@ -9,11 +9,12 @@ import dataclasses
 _ARGPARSE_KEYS = ("type", "choices", "metavar", "action", "const", "required", "nargs", "dest")
 
 
-def add_fields(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One argument per field of `cls` that was declared with `opt()`, in field order."""
+def add_fields(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None) -> None:
+    """One argument per field of `cls` that was declared with `opt()`, in field order; `only`:
+    just these (another command sharing some of a job's options)."""
     for f in dataclasses.fields(cls):
         meta = f.metadata.get("cli")
-        if meta is None or f.name in skip:
+        if meta is None or f.name in skip or (only is not None and f.name not in only):
             continue
         kw = {k: meta[k] for k in _ARGPARSE_KEYS if k in meta}
         kw["help"] = meta.get("help") or None

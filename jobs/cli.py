@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             raise  # long jobs of their own: their tracebacks stay
         if verbose:
             logging.getLogger("patchscaler").exception("failed")
-        from pipeline.plan import StorageError, UsageError, one_line
+        from pipeline.plan import UsageError, one_line
+        from storage import StorageError
         if isinstance(e, (UsageError, StorageError)):
             return _fail(e.exit_code, str(e))
         if type(e).__name__ in ("DeviceError", "NoCUDA"):

@@ -78,7 +78,9 @@ def add_args(p) -> None:
     p.add_argument("--match", default="*", help="only photos whose file name matches one of these comma-separated globs")
     p.add_argument("--degradation", choices=DEGRADATIONS, default="training",
                    help="training: Real-ESRGAN second-order; classical: Gaussian blur + bicubic + JPEG")
-    p.add_argument("--checkpoint", help="default: the shipped checkpoint")
+    from jobs.args import add_fields
+    from pipeline.options import UpscaleOptions
+    add_fields(p, UpscaleOptions, only=("checkpoint",))
     p.add_argument("--crop", type=int, default=384, help="HR centre crop (NIQE needs > 192)")
     seed = p.add_mutually_exclusive_group()
     seed.add_argument("--seed", type=int, default=0, help="the seed of the degradation and the sampling (default 0)")
@@ -89,8 +91,7 @@ def add_args(p) -> None:
     p.add_argument("--panels", type=int, default=4, help="photos in side_by_side.png")
     p.add_argument("--no-uniform", dest="uniform", action="store_false",
                    help="skip uniform sampling (the slowest row; PGS vs uniform is then not reported)")
-    p.add_argument("--taus", help="override the checkpoint's shortcut points, e.g. 100,250,500")
-    p.add_argument("--steps", help="override the checkpoint's steps per group, e.g. 2,5,10")
+    add_fields(p, UpscaleOptions, only=("taus", "steps"))
 
 
 def _u8(x: torch.Tensor) -> np.ndarray:
@@ -382,9 +383,9 @@ def run(a) -> int:
         raise SystemExit(f"no photos to evaluate in {a.src}")
     model = build_default(a.checkpoint)
     if a.taus:
-        model.cfg.pgs.taus = tuple(int(x) for x in a.taus.split(","))
+        model.cfg.pgs.taus = tuple(a.taus)
     if a.steps:
-        model.cfg.pgs.steps = tuple(int(x) for x in a.steps.split(","))
+        model.cfg.pgs.steps = tuple(a.steps)
     model.configure(Runtime())
     os.makedirs(a.out, exist_ok=True)
     rows, qmaps, errs, panels, tiles, drops = [], [], [], [], [], []

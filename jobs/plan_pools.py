@@ -15,14 +15,11 @@ def add_args(p) -> None:
                    help="accelerators to split among the pools (0: plan CPU actors, --workers)")
     p.add_argument("--workers", type=int, default=3, help="actors to split when --gpus is 0 (default %(default)s)")
     p.add_argument("--sample", type=int, default=3, help="images of SRC to measure, spread over the listing")
-    p.add_argument("--checkpoint", help="model checkpoint (path or URI); default: the shipped one")
-    p.add_argument("--device", default="auto",
-                   help="auto (default): cuda if torch sees one, else cpu (run it on a GPU node to plan GPU "
-                        "pools); or a torch device")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16-dit", "bf16"], default="auto",
-                   help="as in upscale: auto is bf16-dit where the device computes bf16 natively, else fp32")
-    p.add_argument("--hard-groups", help="groups served by the hard pool, e.g. 2 (default: the checkpoint's)")
-    from jobs.args import add_storage_args
+    # the model's options are upscale's own (measured here with the in-process device rule:
+    # run it on a GPU node to plan GPU pools)
+    from jobs.args import add_fields, add_storage_args
+    from pipeline.options import UpscaleOptions
+    add_fields(p, UpscaleOptions, only=("checkpoint", "device", "precision", "hard_groups"))
     add_storage_args(p)
 
 
@@ -60,7 +57,7 @@ def main(a) -> int:
         log.warning("planning %d GPUs on %s: the split follows this machine's relative timings; run plan on "
                     "a GPU node for the cluster's own", a.gpus, device)
     model = build_default(a.checkpoint).configure(Runtime(device=device, precision=a.precision))
-    hard = tuple(int(g) for g in a.hard_groups.split(",")) if a.hard_groups else (model.cfg.pgs.num_groups - 1,)
+    hard = tuple(a.hard_groups) if a.hard_groups else (model.cfg.pgs.num_groups - 1,)
     log.info("measuring %d of %d images on %s (%s)", len(preps), len(names), device, model.runtime.precision)
     profile = measure(model, preps)
     workers = a.gpus if a.gpus else a.workers

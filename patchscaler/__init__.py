@@ -17,5 +17,23 @@ from .config import PatchScalerConfig, tiny_config
 from .model import PatchScaler, Runtime
 from .upscale import load_default, upscale
 
-__version__ = "0.6.1"
+
+def _version() -> str:
+    """The package's version, from its installed metadata; from pyproject.toml beside the
+    package when it runs from a source tree that was never installed."""
+    from importlib import metadata
+    try:
+        return metadata.version("patchscaler")
+    except metadata.PackageNotFoundError:
+        import re
+        here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
+        try:
+            with open(here, encoding="utf-8") as f:
+                found = re.search(r'^version\s*=\s*"([^"]+)"', f.read(), re.MULTILINE)
+        except OSError:
+            found = None
+        return found.group(1) if found else "unknown"
+
+
+__version__ = _version()
 __all__ = ["PatchScaler", "PatchScalerConfig", "Runtime", "load_default", "tiny_config", "upscale"]

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import pgs
 from .codec import make_codec
 from .colorfix import wavelet_color_fix
 from .fusion import fuse
@@ -155,13 +154,6 @@ class PatchScaler(nn.Module):
         with self.runtime.autocast("grm"):
             y, c = self.grm(lr, self.codec, origin=origin, on_tile=on_tile)
         return y[0].float().cpu().contiguous(), c[0, 0].float().cpu().contiguous()
-
-    def plan(self, latent: torch.Tensor, conf: torch.Tensor):
-        """Cut the coarse latent into patches and group them by Qmap (paper Eq. 5)."""
-        p = self.cfg.pgs
-        grid = pgs.make_grid(latent.shape[-2], latent.shape[-1], p.patch_size, p.overlap)
-        q = pgs.qmap(conf, grid)
-        return grid, pgs.cut(latent, grid), q, pgs.assign_groups(q, p.thresholds)
 
     # --- stage 2: Patch-DiT ---------------------------------------------------------------
     @torch.no_grad()

@@ -5,8 +5,8 @@ latent (the last row/column of patches is aligned to the far edge; a latent smal
 is replicate-padded). Qmap is the mean confidence of each patch over its valid pixels, and
 patches are grouped by descending thresholds: q > g[0] -> group 0 (simple), q > g[1] ->
 group 1 (medium), ..., else the last group (hard). After refinement, patches are blended
-back with smooth, symmetric weights accumulated in float32 and normalised, so the weights
-sum to one at every pixel and an identity model returns its input."""
+back with these smooth, symmetric weights, normalised so that they sum to one at every pixel
+and an identity model returns its input (flow.latents)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -87,20 +87,6 @@ def blend_weights(patch: int, overlap: int) -> torch.Tensor:
     k = torch.arange(patch, dtype=torch.float32) + 0.5
     w = torch.minimum(torch.ones(patch), torch.minimum(k / ramp, (patch - k) / ramp))
     return w[:, None] * w[None, :]
-
-
-def stitch(patches: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
-    """(N, C, V, V) patches -> (C, H, W) float32 latent, overlaps blended."""
-    V = grid.patch
-    ph, pw = grid.padded
-    C = patches.shape[1]
-    acc = torch.zeros(C, ph, pw, dtype=torch.float32)
-    wsum = torch.zeros(1, ph, pw, dtype=torch.float32)
-    w = blend_weights(V, grid.overlap)
-    for p, (y, x) in zip(patches.float(), grid.positions):
-        acc[:, y:y + V, x:x + V] += p * w
-        wsum[:, y:y + V, x:x + V] += w
-    return (acc / wsum)[:, :grid.height, :grid.width]
 
 
 def batches(indices: list[int], max_batch: int) -> list[list[int]]:

@@ -163,7 +163,7 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
                     break
         if down is not None:
             ray.kill(hub)
-            raise stopped_by_storage(plan, tally, down.removeprefix("storage down: "))
+            raise stopped_by_storage(plan, tally, down)
         stages = pp.final
         for r in _lost(plan, tally.seen, ImageJob(plan.opts), ray.get(hub.stuck.remote()), stitcher):
             tally.add(r)
@@ -195,7 +195,7 @@ def _run_wave(ds, tally: Tally) -> str | None:
     for r in ds.iter_rows():
         if r["status"] == "part":
             continue
-        if r["status"] == "interrupted" and ImageJob.storage_down(r["error"]):
+        if r["status"] == "interrupted":    # only the storage stops a photo in the stages
             return r["error"]      # the storage stayed down: stop here, not one error per photo
         r = dict(r)
         r["group_counts"] = json.loads(r["group_counts"])

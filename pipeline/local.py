@@ -8,11 +8,11 @@ import logging
 import time
 
 from patchscaler import flow
-from storage import StorageDown
+from storage import StorageError
 
 from . import steps
 from .options import UpscaleOptions
-from .plan import Plan, StorageError, make_plan
+from .plan import Plan, make_plan
 from .progress import Progress
 from .listing import EXTENSIONS_TEXT
 from .manifest import ManifestRow, consolidate
@@ -54,7 +54,7 @@ def process_image(model, job: steps.ImageJob, rel: str, naming: dict | None = No
         row = job.write_ok(rel, prep, image, done, naming, model)
         job.write_map(rel, done.groups, prep.size, model)
         return row
-    except StorageDown:
+    except StorageError:
         raise   # not the photo's fault: the run stops (run_local), the next one redoes it
     except Exception as e:  # one bad image costs one record, never the job
         return job.write_error(rel, e, steps.model_version(model), naming)
@@ -80,7 +80,7 @@ def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None
             for rel in plan.pending:
                 tally.add(process_image(model, job, rel, plan.names.get(rel), progress))
                 progress.update("images")
-        except StorageDown as e:
+        except StorageError as e:
             progress.close()
             raise stopped_by_storage(plan, tally, e) from None
         progress.close()

@@ -15,7 +15,7 @@ import posixpath
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,55 +25,54 @@ from storage import Store
 MANIFEST_DIR = "_manifest"
 
 
-MANIFEST_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("input", pa.string()), ("output", pa.string()),
-    ("status", pa.string()), ("error", pa.string()), ("notes", pa.string()),
-    ("width", pa.int32()), ("height", pa.int32()), ("out_width", pa.int32()), ("out_height", pa.int32()),
-    ("n_simple", pa.int32()), ("n_medium", pa.int32()), ("n_hard", pa.int32()),
-    ("group_counts", pa.list_(pa.int32())),
-    ("sec_decode", pa.float64()), ("sec_grm", pa.float64()), ("sec_dit", pa.float64()),
-    ("sec_stitch", pa.float64()), ("sec_write", pa.float64()),
-    ("model_version", pa.string()), ("seed", pa.int64()), ("finished_at", pa.float64()),
-    ("outscale", pa.float64()), ("pieces", pa.int32()),
-    ("input_sig", pa.string()), ("settings", pa.string()),
-])
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+_STR, _I32, _F64 = pa.string(), pa.int32(), pa.float64()
+
+
+def column(arrow: pa.DataType, default=MISSING, factory=MISSING):
+    """A manifest column: a ManifestRow field that also carries its Parquet type."""
+    return field(default=default, default_factory=factory, metadata={"arrow": arrow})
 
 
 @dataclass
 class ManifestRow:
-    run_id: str
-    input: str
-    output: str = ""
-    status: str = "ok"          # ok | error | skipped (not read, see the listing rules) | interrupted
-    error: str = ""
-    notes: str = ""
-    width: int = 0
-    height: int = 0
-    out_width: int = 0
-    out_height: int = 0
-    n_simple: int = 0
-    n_medium: int = 0
-    n_hard: int = 0
-    group_counts: list = field(default_factory=list)
-    sec_decode: float = 0.0
-    sec_grm: float = 0.0
-    sec_dit: float = 0.0
-    sec_stitch: float = 0.0
-    sec_write: float = 0.0
-    model_version: str = ""
-    seed: int = 0
-    finished_at: float = 0.0
-    outscale: float = 4.0       # the output's scale
-    pieces: int = 1             # pieces the photo was processed in (patchscaler/pieces.py)
-    input_sig: str = ""         # the input as it was read (input_signatures): a later run redoes a changed one
-    settings: str = ""          # the output-relevant settings' key (pipeline.options.settings_key)
+    """One image's row in one run; its fields, in order, are the manifest's columns."""
+    run_id: str = column(_STR)
+    input: str = column(_STR)
+    output: str = column(_STR, "")
+    status: str = column(_STR, "ok")    # ok | error | skipped (not read, see the listing rules) | interrupted
+    error: str = column(_STR, "")
+    notes: str = column(_STR, "")
+    width: int = column(_I32, 0)
+    height: int = column(_I32, 0)
+    out_width: int = column(_I32, 0)
+    out_height: int = column(_I32, 0)
+    n_simple: int = column(_I32, 0)
+    n_medium: int = column(_I32, 0)
+    n_hard: int = column(_I32, 0)
+    group_counts: list = column(pa.list_(_I32), factory=list)
+    sec_decode: float = column(_F64, 0.0)
+    sec_grm: float = column(_F64, 0.0)
+    sec_dit: float = column(_F64, 0.0)
+    sec_stitch: float = column(_F64, 0.0)
+    sec_write: float = column(_F64, 0.0)
+    model_version: str = column(_STR, "")
+    seed: int = column(pa.int64(), 0)
+    finished_at: float = column(_F64, 0.0)
+    outscale: float = column(_F64, 4.0)    # the output's scale
+    pieces: int = column(_I32, 1)          # pieces the photo was processed in (patchscaler/pieces.py)
+    input_sig: str = column(_STR, "")      # the input as it was read (input_signatures): a later run redoes a changed one
+    settings: str = column(_STR, "")       # the output-relevant settings' key (pipeline.options.settings_key)
 
     def set_groups(self, counts: list[int]):
         self.group_counts = [int(c) for c in counts]
         self.n_simple = self.group_counts[0] if counts else 0
         self.n_hard = self.group_counts[-1] if len(counts) > 1 else 0
         self.n_medium = sum(self.group_counts[1:-1]) if len(counts) > 2 else 0
+
+
+MANIFEST_SCHEMA = pa.schema([(f.name, f.metadata["arrow"]) for f in fields(ManifestRow)])
 
 
 def row_key(input_rel: str) -> str:

@@ -7,6 +7,8 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from storage.store import STORAGE_RETRY_S
+
 from . import fields as values
 from .fields import opt
 
@@ -47,11 +49,10 @@ class UpscaleOptions:
     max_pixels: int = opt(16_000_000, "refuse larger inputs (input pixels, default 16 M: the guard against "
                           "decompression bombs; the in-process engine holds the decoded input, 12 bytes per pixel, "
                           "and the output, 16 x 3 bytes per input pixel at x4)", type=values.positive_int)
-    # storage.STORAGE_RETRY_S (not imported: --help must not load storage and torch)
-    storage_retry: float = opt(120.0, "seconds of retries (exponential backoff with jitter) a read or "
+    storage_retry: float = opt(STORAGE_RETRY_S, "seconds of retries (exponential backoff with jitter) a read or "
                                "write of one object may take through dropped connections, timeouts, 5xx and "
                                "SlowDown answers before the storage counts as down and the run stops with exit 4 "
-                               "(default 120)", type=float, metavar="S")
+                               f"(default {STORAGE_RETRY_S:g})", type=float, metavar="S")
     # "auto": in-process, cuda if torch sees it, else cpu; a Ray stage, cuda if it reserved GPUs
     # (--grm-gpus, --dit-gpus), else cpu. An explicit device overrides for in-process runs and
     # the stages with GPUs (patchscaler.model.resolve_device)

@@ -10,7 +10,8 @@ import logging
 import posixpath
 from dataclasses import dataclass, field
 
-from storage import Store, makedirs_durable
+from patchscaler.files import makedirs_durable
+from storage import StorageError, Store
 
 from .options import UpscaleOptions, settings_key
 from .listing import input_signatures, overlap, scan_inputs
@@ -23,11 +24,6 @@ log = logging.getLogger("patchscaler")
 class UsageError(Exception):
     """The command cannot work as given (exit 2)."""
     exit_code = 2
-
-
-class StorageError(Exception):
-    """SRC or DST cannot be reached, read or written (exit 4)."""
-    exit_code = 4
 
 
 def one_line(e: BaseException, limit: int = 300) -> str:

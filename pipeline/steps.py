@@ -18,7 +18,7 @@ from patchscaler.config import override
 from patchscaler.model import Runtime
 from patchscaler.pieces import Piece, output_box, output_size, split
 
-from storage import StorageDown, Store, options_for
+from storage import StorageError, Store, options_for
 
 from .options import UpscaleOptions
 from .listing import UnsafePath, safe_relpath
@@ -75,12 +75,9 @@ def hard_groups(opts: UpscaleOptions, model) -> set[int]:
     return set(groups)
 
 
-STORAGE_DOWN = "storage down:"   # an error row's text for a photo the storage stopped: not its fault
-
-
 def error_text(err: Exception) -> str:
-    if isinstance(err, StorageDown):
-        return f"{STORAGE_DOWN} {err}"
+    if isinstance(err, StorageError):
+        return str(err)
     kind = "unsafe path" if isinstance(err, UnsafePath) else (
         "bad image" if isinstance(err, imageio.BadImage) else (
             "output name collision" if isinstance(err, OutputCollision) else type(err).__name__))
@@ -238,12 +235,13 @@ class ImageJob:
             self.remove_parts(rel)
 
     @staticmethod
-    def storage_down(error: str) -> bool:
-        """An error text that says the storage stopped the photo (error_text of StorageDown)."""
-        return error.startswith(STORAGE_DOWN)
+    def failed_status(err: Exception) -> str:
+        """A failed row's status: "interrupted" when the storage stopped the photo (not its
+        fault: the run stops on it), else "error"."""
+        return "interrupted" if isinstance(err, StorageError) else "error"
 
     def stopped_row(self, rel: str, text: str) -> ManifestRow:
-        """The row of a photo the storage stopped (its error begins with STORAGE_DOWN): not
+        """The row of a photo the storage stopped (status "interrupted", failed_status): not
         recorded (the storage is down) and not a failure of the photo; the driver ends the run
         on it (exit 4) and the next run redoes the photo."""
         return ManifestRow(run_id=self.opts.run_id, input=rel, status="interrupted", error=text)

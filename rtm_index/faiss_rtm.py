@@ -77,11 +77,3 @@ class FaissRTM:
         s, i = self.search(queries, k)
         # only the rows retrieved are read (the values may be a memory-mapped file)
         return self.values[i.clamp_min(0)].float(), s
-
-
-def recall_at_k(approx: FaissRTM, exact: FaissRTM, queries: torch.Tensor, k: int) -> float:
-    """Fraction of the exact top-k that the approximate index also returns."""
-    _, a = approx.search(queries, k)
-    _, e = exact.search(queries, k)
-    hits = sum(len(set(a[r].tolist()) & set(e[r].tolist())) for r in range(len(e)))
-    return hits / e.numel()

@@ -1,10 +1,6 @@
-"""Storage on any fsspec URI: `Store`, S3 options and the options rule, durable writes."""
-from .store import (S3_ATTEMPTS, S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT, SECRET_OPTIONS, STORAGE_RETRY_S, StorageDown,
-                    Store, cli_options, content_tag,
-                    fsync_dir, makedirs_durable, options_for, parse_storage_options, read_bytes, s3_options,
-                    transient, write_bytes_atomic, write_durable)
+"""Storage on any fsspec URI: `Store`, S3 options and the options rule, the one storage failure."""
+from .store import (S3_ATTEMPTS, S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT, SECRET_OPTIONS, STORAGE_RETRY_S, StorageError,
+                    Store, cli_options, content_tag, options_for, parse_storage_options, s3_options, transient)
 
-__all__ = ["S3_ATTEMPTS", "S3_CONNECT_TIMEOUT", "S3_READ_TIMEOUT", "SECRET_OPTIONS", "STORAGE_RETRY_S", "StorageDown",
-           "Store", "cli_options", "content_tag",
-           "fsync_dir", "makedirs_durable", "options_for", "parse_storage_options", "read_bytes", "s3_options",
-           "transient", "write_bytes_atomic", "write_durable"]
+__all__ = ["S3_ATTEMPTS", "S3_CONNECT_TIMEOUT", "S3_READ_TIMEOUT", "SECRET_OPTIONS", "STORAGE_RETRY_S", "StorageError",
+           "Store", "cli_options", "content_tag", "options_for", "parse_storage_options", "s3_options", "transient"]

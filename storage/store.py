@@ -1,7 +1,8 @@
 """Storage for everything above the method: a root on any fsspec URI (local folders,
 s3://, ...) with bounded S3 calls and writes that never leave a partial object, and the rules
-for the options each URI gets. Everything imports storage from here (the method's own
-package keeps its durable writes in patchscaler/files.py, re-exported here).
+for the options each URI gets. Everything above the method imports storage from here; local
+writes use the method's own durable writes (patchscaler/files.py), imported where they are
+used, so that importing storage (the command line's --help does) loads no torch.
 
 Options rule: fsspec options (an S3 endpoint, a profile, --storage-options) apply to URIs
 only; a local path gets none (`options_for`). Each URI of a job (SRC, DST, --rtm) gets them
@@ -19,9 +20,6 @@ from dataclasses import dataclass, field
 
 import fsspec
 
-from patchscaler.files import (fsync_dir, makedirs_durable, read_bytes, write_bytes_atomic,  # noqa: F401
-                               write_durable)
-
 # Every S3 call is bounded: botocore waits at most S3_CONNECT_TIMEOUT seconds per connection
 # attempt and makes at most S3_ATTEMPTS attempts (its "standard" retry mode: dropped
 # connections, timeouts, throttling, with backoff); s3fs adds no retries of its own on top.
@@ -34,7 +32,7 @@ S3_ATTEMPTS = 3
 # a 5xx answer, SlowDown throttling) is tried again with exponential backoff and full jitter,
 # 0.5 s doubling up to 15 s between tries, for up to `Store.retry_budget` seconds of waiting
 # per object operation (STORAGE_RETRY_S by default; `upscale --storage-retry`). Past that the
-# storage counts as down: StorageDown, and the run stops with exit 4.
+# storage counts as down: StorageError, and the run stops with exit 4.
 STORAGE_RETRY_S = 120.0
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 15.0
 _TRANSIENT_NAMES = ("EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
@@ -47,8 +45,11 @@ _TRANSIENT_TEXT = re.compile(r"SlowDown|Slow Down|ServiceUnavailable|Service Una
                              r"\b50[0234]\b", re.IGNORECASE)
 
 
-class StorageDown(OSError):
-    """The storage stayed unreachable for a whole retry budget."""
+class StorageError(OSError):
+    """SRC, DST or an RTM cannot be reached, read or written: refused before the run, or
+    unreachable for a whole retry budget during it. Not the photo's fault: the run stops with
+    one line and exit 4, and the next run redoes only what is not written."""
+    exit_code = 4
 
 
 def transient(e: BaseException) -> bool:
@@ -57,7 +58,7 @@ def transient(e: BaseException) -> bool:
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, (FileNotFoundError, PermissionError, StorageDown)):
+        if isinstance(e, (FileNotFoundError, PermissionError, StorageError)):
             return False
         if type(e).__name__ in _TRANSIENT_NAMES or _TRANSIENT_TEXT.search(str(e)):
             return True
@@ -188,7 +189,7 @@ class Store:
                     raise
                 if waited >= self.retry_budget:
                     msg = " ".join(str(e).split())[:200]
-                    raise StorageDown(f"the storage at {self.endpoint or self.uri()} did not answer {what} for "
+                    raise StorageError(f"the storage at {self.endpoint or self.uri()} did not answer {what} for "
                                       f"{waited:.0f} s of retries: {type(e).__name__}: {msg}") from e
                 pause = min(random.uniform(0, delay), self.retry_budget - waited)
                 time.sleep(pause)
@@ -215,6 +216,7 @@ class Store:
         same object whole)."""
         path = self.full(rel)
         if self.is_local:
+            from patchscaler.files import write_durable
             write_durable(path, data)
         else:
             self.retrying(f"a write of {rel}", lambda: self.fs.pipe_file(path, data))
@@ -224,6 +226,7 @@ class Store:
         local file is written durably in place; for an object store it goes to a local temp
         file first, then up in one upload (multipart where the store does that)."""
         if self.is_local:
+            from patchscaler.files import write_durable
             write_durable(self.full(rel), writer)
             return
         import tempfile

@@ -4,13 +4,34 @@ import torch
 from patchscaler import pgs
 
 
+def _whole_image_state(z: torch.Tensor, grid):
+    """A whole image's state as flow.begin leaves it: every patch of the grid, nothing refined."""
+    from patchscaler import flow
+    n = len(grid)
+    coarse = flow.Coarse(grid, (0, 0), pgs._pad(z, grid).half(), torch.arange(n),
+                         torch.tensor(grid.positions, dtype=torch.long).reshape(-1, 2), torch.zeros(n),
+                         torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool))
+    return flow.InFlight(None, None, (0, 0, 0, 0), coarse)
+
+
 @pytest.mark.parametrize("hw", [(37, 53), (16, 16), (5, 3), (1, 1), (16, 40)])
 def test_identity_model_reproduces_input(hw):
+    # the blend the method runs (flow's refined detail, then flow.latents): patches refined to
+    # themselves give back the coarse latent, and a change shared by every patch comes through
+    # whole at every pixel (the weights sum to one)
+    from patchscaler import flow
     z = torch.randn(12, *hw)
     grid = pgs.make_grid(*hw, 16, 4)
-    out = pgs.stitch(pgs.cut(z, grid), grid)
-    assert out.shape == z.shape and out.dtype == torch.float32
-    assert torch.allclose(out, z, atol=1e-6)
+    for change in (0.0, 0.25):
+        state = _whole_image_state(z, grid)
+        detail = flow._Detail(state)
+        for i in range(len(grid)):
+            detail.add(i, torch.full((12, 16, 16), change))
+        detail.close()
+        coarse, out = flow.latents(state)
+        assert out.shape == z.shape and out.dtype == torch.float32
+        assert torch.allclose(coarse, z.half().float())
+        assert torch.allclose(out, coarse + change, atol=1e-6 if change == 0 else 2 / flow.DETAIL_SCALE)
 
 
 def test_grid_covers_every_pixel_with_overlap():
@@ -31,7 +52,7 @@ def test_blend_weights_symmetric_positive_and_partition_of_unity(patch, overlap)
     s = one[patch - overlap:] + one[:overlap]
     assert torch.allclose(s, torch.ones(overlap), atol=1e-6), s
     # 2-D: on a grid of whole strides the raw weights already sum to one at every pixel away
-    # from the image border, so stitch's normalisation changes only the border and the last,
+    # from the image border, so the blend's normalisation (flow.latents) changes only the border and the last,
     # edge-aligned patches
     side = patch + 3 * (patch - overlap)
     grid = pgs.make_grid(side, side, patch, overlap)

@@ -10,9 +10,17 @@ import torch
 
 from helpers import encode, photo
 from patchscaler.rtm import RTM, coverage_radius, farthest_point_sampling
-from rtm_index.faiss_rtm import FaissRTM, recall_at_k
+from rtm_index.faiss_rtm import FaissRTM
 from rtm_index.fps import two_stage_fps
 from rtm_index.store import RTMMismatch, load_rtm, save_rtm
+
+
+def recall_at_k(approx: FaissRTM, exact: FaissRTM, queries: torch.Tensor, k: int) -> float:
+    """Fraction of the exact top-k that the approximate index also returns."""
+    _, a = approx.search(queries, k)
+    _, e = exact.search(queries, k)
+    hits = sum(len(set(a[r].tolist()) & set(e[r].tolist())) for r in range(len(e)))
+    return hits / e.numel()
 
 
 def test_two_stage_fps_covers_almost_as_well_as_exact():
