@@ -7,7 +7,7 @@ manifest.
 Each takes the run's `job` (pipeline.steps.ImageJob: its model, decode, pieces, output and
 manifest row, handed in by the graph) and moves one piece through `patchscaler.flow`.
 
-Row columns: input (str), naming (str: JSON of the input's naming plan, pipeline.naming.name_plans),
+Row columns: input (str), naming (str: JSON of the input's naming rules, pipeline.naming.naming_rules),
 piece (str: JSON of its pieces.Piece, "" when the photo could not be split), status (str:
 ok, error, or "part" for a piece written to scratch whose photo another stitcher finishes),
 error (str), state (bytes: the piece's `flow.InFlight`, pickled between our own stages of one

@@ -44,7 +44,7 @@ ray.shutdown()
 
 from patchscaler.model import PatchScaler, Runtime, patch_noise  # noqa: E402
 from patchscaler.config import PatchScalerConfig, GRMConfig  # noqa: E402
-from rtm_index.faiss_rtm import FaissRTM  # noqa: E402
+from patchscaler.rtm import FaissRTM  # noqa: E402
 
 cfg = PatchScalerConfig(grm=GRMConfig(backbone="unet"))
 model = PatchScaler(cfg).configure(Runtime())

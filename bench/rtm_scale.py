@@ -90,7 +90,7 @@ def bench_fps(a) -> None:
     import numpy as np
     import torch
     torch.set_num_threads(a.threads)
-    from patchscaler.rtm import farthest_point_sampling
+    from rtm_index.fps import farthest_point_sampling
     from rtm_index.fps import two_stage_fps
 
     def keys(n: int, seed: int) -> torch.Tensor:
@@ -126,7 +126,7 @@ def synthetic_rtm(folder: Path, n: int) -> str:
     import numpy as np
     import torch
 
-    from rtm_index.store import save_rtm
+    from rtm_index.format import save_rtm
     path = folder / f"values{n}.bin"
     values = np.memmap(path, dtype=np.float16, mode="w+", shape=(n, 48, 16, 16))
     rng = np.random.default_rng(n)
@@ -147,7 +147,7 @@ class Server:
     def __init__(self, uri: str):
         import torch
         torch.set_num_threads(1)
-        from rtm_index.store import load_rtm
+        from rtm_index.format import load_rtm
         t0 = time.perf_counter()
         self.rtm = load_rtm(uri)
         self.open_s = time.perf_counter() - t0

@@ -2,7 +2,7 @@
 folder or bucket of HR images with Ray Data, in memory that follows the candidate count, not
 the dataset (rtm_index/build.py):
 
-    listing -> crop plan (which seeded crops of which image are candidates)
+    listing -> candidate slots (which seeded crops of which image are candidates)
             -> feature actor pool (read, decode, the kept crops, codec latents -> values written
                in shard files under DST/_build/, T keys returned)
             -> farthest point sampling over the keys (exact, or two-stage: a Ray task per shard)
@@ -66,21 +66,20 @@ def add_args(p):
 
 
 def build(a) -> dict:
-    """Build an RTM (rtm_index/build.py has the steps and why): crop plan -> feature shards ->
+    """Build an RTM (rtm_index/build.py has the steps and why): candidate slots -> feature shards ->
     FPS over the keys -> the chosen values gathered from the shards -> DST/rtm-VERSION/."""
     from jobs.train_data import name_key
-    from patchscaler.rtm_build import rtm_meta
     from patchscaler.upscale import build_default
     from pipeline.listing import list_images
-    from rtm_index.build import crop_plan, encode_shard, gather_values, keys_matrix, new_scratch
+    from rtm_index.build import candidate_slots, encode_shard, gather_values, keys_matrix, new_scratch, rtm_meta
     from rtm_index.fps import farthest_point_sampling, two_stage_fps
-    from rtm_index.store import save_rtm
+    from rtm_index.format import save_rtm
     from storage import Store, options_for
     t0 = time.perf_counter()
     so = storage_options(a)
     src, dst = Store(a.src, options_for(a.src, so)), Store(a.dst, options_for(a.dst, so))
     inputs = list_images(src)
-    keep = crop_plan(len(inputs), a.crops_per_image, a.candidates, a.seed)
+    keep = candidate_slots(len(inputs), a.crops_per_image, a.candidates, a.seed)
     items = [{"input": r, "key": name_key(r), "keep": k.astype(np.int64).tobytes(), "crops": a.crops_per_image,
               "seed": a.seed} for r, k in zip(inputs, keep) if len(k)]
     del keep
@@ -96,7 +95,7 @@ def build(a) -> dict:
                 rows += encode_shard(model, dst, scratch, items[i:i + SHARD_IMAGES], src.read)
             map_shards = None
         else:
-            from actors.rtm import CropFeatures, fps_shard
+            from actors.rtm_build import CropFeatures, fps_shard
             from actors.runtime import init_ray, pool
             ray = init_ray(a.address)
             ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1000)))

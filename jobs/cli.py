@@ -70,7 +70,7 @@ def add_status_args(p: argparse.ArgumentParser) -> None:
 
 def status_main(a: argparse.Namespace) -> int:
     """Exit 0 when no input's latest state is failed or interrupted, else 3."""
-    from pipeline.plan import UsageError, storage_error
+    from pipeline.worklist import UsageError, storage_error
     from pipeline.status import archive_status, report_lines, totals
     from storage import Store, options_for
     dst = Store(a.dst, options_for(a.dst, storage_options(a)))
@@ -197,7 +197,7 @@ def build_parser(cmd: str | None) -> argparse.ArgumentParser:
         elif name == "train":
             from jobs.train import add_args
         elif name == "plan":
-            from jobs.plan_pools import add_args
+            from jobs.pool_split import add_args
         elif name == "status":
             add_status_args(p)
             continue
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             raise  # long jobs of their own: their tracebacks stay
         if verbose:
             logging.getLogger("patchscaler").exception("failed")
-        from pipeline.plan import UsageError, one_line
+        from pipeline.worklist import UsageError, one_line
         from storage import StorageError
         if isinstance(e, (UsageError, StorageError)):
             return _fail(e.exit_code, str(e))
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(a: argparse.Namespace) -> int:
     if a.cmd == "upscale":
         if a.checkpoint and "://" not in a.checkpoint and not os.path.exists(a.checkpoint):
-            from pipeline.plan import UsageError
+            from pipeline.worklist import UsageError
             raise UsageError(f"--checkpoint {a.checkpoint} does not exist")
         return upscale_main(a)
     if a.cmd == "train":
@@ -283,7 +283,7 @@ def _run(a: argparse.Namespace) -> int:
         except DataError as e:
             return _fail(2, str(e))
     if a.cmd == "plan":
-        from jobs.plan_pools import main as plan_main
+        from jobs.pool_split import main as plan_main
         return plan_main(a)
     if a.cmd == "status":
         return status_main(a)

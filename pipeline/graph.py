@@ -1,6 +1,6 @@
 """The upscale job as one streaming Ray Data graph (wired here and nowhere else):
 
-    plan (driver, plan.py: SRC/DST checks, killed runs' rows folded, listing, resume, output names)
+    worklist (driver, worklist.py: SRC/DST checks, killed runs' rows folded, listing, resume, output names)
       -> split_pieces task           read each header: one row per piece (patchscaler/pieces.py)
       -> (streaming repartition: one piece per block, so a photo's pieces spread over the actors)
       -> DecodeGRM actor pool        read bytes, decode the piece's crop, GRM, Qmap groups
@@ -31,9 +31,9 @@ from actors.progress import ProgressHub
 from actors.runtime import check_devices, init_ray, pool
 from actors.stages import DecodeGRM, PatchDiTPool, StitchWrite, split_pieces
 
-from .local import plan_line, stopped_by_storage, summarize
+from .local import worklist_line, stopped_by_storage, summarize
 from .options import UpscaleOptions
-from .plan import Plan, make_plan
+from .worklist import Worklist, make_worklist
 from .progress import PipelineProgress, Progress
 from .steps import ImageJob, record_skipped
 from .tally import Tally
@@ -43,8 +43,8 @@ log = logging.getLogger("patchscaler")
 SPLIT_TASKS = 2   # header-reading tasks at a time (they reserve no CPU: see _build_dataset)
 
 
-def build_dataset(plan: Plan, hub=None, inputs: list[str] | None = None):
-    """The graph over `inputs` (default: every pending input of the plan)."""
+def build_dataset(work: Worklist, hub=None, inputs: list[str] | None = None):
+    """The graph over `inputs` (default: every pending input of the worklist)."""
     import warnings
 
     import ray
@@ -52,15 +52,15 @@ def build_dataset(plan: Plan, hub=None, inputs: list[str] | None = None):
         # Ray 2.60 deprecates ray_remote_args_fn, the one way to bound an actor's task retries
         # (actors/runtime.py); nothing a user can act on
         warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*")
-        return _build_dataset(plan, hub, plan.pending if inputs is None else inputs)
+        return _build_dataset(work, hub, work.pending if inputs is None else inputs)
 
 
-def _build_dataset(plan: Plan, hub, pending: list[str]):
+def _build_dataset(work: Worklist, hub, pending: list[str]):
     import ray
     from ray.data import TaskPoolStrategy
-    opts = plan.opts
+    opts = work.opts
     job = ImageJob(opts)
-    items = [{"input": r, "naming": json.dumps(plan.names[r])} for r in pending]
+    items = [{"input": r, "naming": json.dumps(work.names[r])} for r in pending]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
     # reading headers costs next to nothing: a task that reserves no CPU (a 1-CPU head whose
     # actors hold it all must still run it). Reserving nothing, it must be bounded otherwise:
@@ -102,17 +102,17 @@ def one_row_per_block(ds, compute):
     return ds
 
 
-def auto_pools(plan: Plan, sample: int = 2) -> UpscaleOptions:
+def auto_pools(work: Worklist, sample: int = 2) -> UpscaleOptions:
     """The options with the GRM / hard / easy actor counts re-split (same total) from the work
     measured in this process on the first `sample` pending images (pipeline/sizing.py)."""
     import dataclasses
 
     from .sizing import measure, split
-    opts = plan.opts
+    opts = work.opts
     job = ImageJob(opts)
     model = job.load_model(None)
     preps = []
-    for rel in plan.pending[: sample * 2]:
+    for rel in work.pending[: sample * 2]:
         try:
             preps.append(job.decode(rel)[0])
         except Exception:  # a bad image is no sample; its row comes from the run itself
@@ -131,17 +131,17 @@ def auto_pools(plan: Plan, sample: int = 2) -> UpscaleOptions:
 
 def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict:
     t0 = time.perf_counter()
-    plan = make_plan(opts)
-    log.info("%s", plan_line(plan))
-    not_read = record_skipped(plan)
+    work = make_worklist(opts)
+    log.info("%s", worklist_line(work))
+    not_read = record_skipped(work)
     tally, stages, peaks = Tally(), {}, {}
-    if plan.pending:
+    if work.pending:
         # a --hard-groups the model does not have fails here, before Ray starts, not in the actors
         job = ImageJob(opts)
         stitcher = job.load_model("stitch")   # the stitcher's parts: the checkpoint's config, no networks
         job.hard_groups(stitcher)
         if opts.pools == "auto":
-            plan.opts = opts = auto_pools(plan)
+            work.opts = opts = auto_pools(work)
         ray = init_ray(opts.address, opts.verbose)
         own = not (opts.address or os.environ.get("RAY_ADDRESS"))
         devices = check_devices({"GRM": (opts.grm_gpus, opts.grm_resources),
@@ -151,33 +151,33 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
             log.info("%s stage: %s (GPU ids %s)", name, d["device"], ",".join(d["gpu_ids"]) or "none")
         hub = ray.remote(num_cpus=0)(ProgressHub).remote()
         down = None
-        with PipelineProgress(hub, len(plan.pending), progress or Progress()) as pp:
+        with PipelineProgress(hub, len(work.pending), progress or Progress()) as pp:
             size = max(1, opts.wave)
-            count = -(-len(plan.pending) // size)
-            for i, wave in enumerate(waves(plan.pending, size)):
+            count = -(-len(work.pending) // size)
+            for i, wave in enumerate(waves(work.pending, size)):
                 if count > 1:
                     log.info("wave %d of %d: %d photo%s, from %s", i + 1, count, len(wave),
                              "" if len(wave) == 1 else "s", wave[0])
-                down = _run_wave(build_dataset(plan, hub, wave), tally)
+                down = _run_wave(build_dataset(work, hub, wave), tally)
                 if down is not None:
                     break
         if down is not None:
             ray.kill(hub)
-            raise stopped_by_storage(plan, tally, down)
+            raise stopped_by_storage(work, tally, down)
         stages = pp.final
-        for r in _lost(plan, tally.seen, ImageJob(plan.opts), ray.get(hub.stuck.remote()), stitcher):
+        for r in _lost(work, tally.seen, ImageJob(work.opts), ray.get(hub.stuck.remote()), stitcher):
             tally.add(r)
         peaks = ray.get(hub.peak_memory.remote())
         log.info("peak memory per actor: %s", ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
         ray.kill(hub)
-        remove_parts(plan.dst, opts.run_id)
-    manifest = consolidate(plan.dst, opts.run_id)
-    summary = summarize(tally, plan, manifest, time.perf_counter() - t0, not_read)
+        remove_parts(work.dst, opts.run_id)
+    manifest = consolidate(work.dst, opts.run_id)
+    summary = summarize(tally, work, manifest, time.perf_counter() - t0, not_read)
     summary["stages"] = stages
     summary["actor_peaks"] = peaks
     if opts.report and len(tally):
         from .report import write_report
-        summary["report"] = write_report(plan, tally)
+        summary["report"] = write_report(work, tally)
     return summary
 
 
@@ -203,17 +203,17 @@ def _run_wave(ds, tally: Tally) -> str | None:
     return None
 
 
-def _lost(plan: Plan, seen: set[str], job: ImageJob, stuck: dict[str, str], model) -> list[dict]:
+def _lost(work: Worklist, seen: set[str], job: ImageJob, stuck: dict[str, str], model) -> list[dict]:
     """Error rows for the photos that came back with no row: a piece of theirs killed its actor
     on both tries (a crash in a decoder, the kernel's OOM killer) and was dropped."""
     out = []
-    for rel in plan.pending:
+    for rel in work.pending:
         if rel in seen:
             continue
         stage = stuck.get(rel, "an unknown stage")
         log.warning("%s: its worker died twice in the %s stage; recorded as failed", rel, stage)
         r = job.write_error(rel, f"actor died: processing it killed its worker in the {stage} stage "
-                                 "(twice); a crash or the out-of-memory killer", model.cfg.version, plan.names.get(rel))
+                                 "(twice); a crash or the out-of-memory killer", model.cfg.version, work.names.get(rel))
         job.remove_parts(rel)
         out.append({**r.__dict__})
     return out

@@ -12,7 +12,7 @@ from storage import StorageError
 
 from . import steps
 from .options import UpscaleOptions
-from .plan import Plan, make_plan
+from .worklist import Worklist, make_worklist
 from .progress import Progress
 from .listing import EXTENSIONS_TEXT
 from .manifest import ManifestRow, consolidate
@@ -66,63 +66,63 @@ def process_image(model, job: steps.ImageJob, rel: str, naming: dict | None = No
 
 def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None) -> dict:
     t0 = time.perf_counter()
-    plan = make_plan(opts)
-    log.info("%s", plan_line(plan))
-    not_read = steps.record_skipped(plan)
+    work = make_worklist(opts)
+    log.info("%s", worklist_line(work))
+    not_read = steps.record_skipped(work)
     tally = Tally()
-    if plan.pending:
-        job = steps.ImageJob(plan.opts, plan.src, plan.dst)
+    if work.pending:
+        job = steps.ImageJob(work.opts, work.src, work.dst)
         model = model or job.load_model()
         job.hard_groups(model)  # a --hard-groups the model does not have fails here, as in the pipeline
         progress = progress or Progress()
-        progress.add("images", "upscale", "img", len(plan.pending))
+        progress.add("images", "upscale", "img", len(work.pending))
         try:
-            for rel in plan.pending:
-                tally.add(process_image(model, job, rel, plan.names.get(rel), progress))
+            for rel in work.pending:
+                tally.add(process_image(model, job, rel, work.names.get(rel), progress))
                 progress.update("images")
         except StorageError as e:
             progress.close()
-            raise stopped_by_storage(plan, tally, e) from None
+            raise stopped_by_storage(work, tally, e) from None
         progress.close()
-    manifest = consolidate(plan.dst, opts.run_id)
-    summary = summarize(tally, plan, manifest, time.perf_counter() - t0, not_read)
+    manifest = consolidate(work.dst, opts.run_id)
+    summary = summarize(tally, work, manifest, time.perf_counter() - t0, not_read)
     if opts.report and len(tally):
         from .report import write_report
-        summary["report"] = write_report(plan, tally)
+        summary["report"] = write_report(work, tally)
     return summary
 
 
-def stopped_by_storage(plan: Plan, tally: Tally, e: Exception) -> StorageError:
+def stopped_by_storage(work: Worklist, tally: Tally, e: Exception) -> StorageError:
     """The run's end when the storage stays down: its rows folded if DST still answers (a
     photo whose row was written but whose output was not becomes `interrupted` on the next
     run), and one line for exit 4. The next run redoes only what is not written."""
     with contextlib.suppress(Exception):
-        plan.dst.retry_budget = 0
-        consolidate(plan.dst, plan.opts.run_id)
-    return StorageError(f"{e}; stopped after {tally.ok} photo(s) written this run, {len(plan.pending) - len(tally)} "
+        work.dst.retry_budget = 0
+        consolidate(work.dst, work.opts.run_id)
+    return StorageError(f"{e}; stopped after {tally.ok} photo(s) written this run, {len(work.pending) - len(tally)} "
                         "not done: run the same command again when the storage is back")
 
 
-def plan_line(plan: Plan) -> str:
-    text = (f"{len(plan.inputs)} inputs in {plan.src.uri()}, {len(plan.done)} already done, "
-            f"{len(plan.pending)} to do (run {plan.opts.run_id})")
-    changed = sum("input changed" in why for why in plan.redo.values())
-    if plan.redo:
-        text += f"; of those, {changed} changed since their output and {len(plan.redo) - changed} with other settings"
-    if plan.still_bad:
-        text += f"; {len(plan.still_bad)} still bad and unchanged, not tried again (--retry-failed tries them)"
-    if plan.skipped:
-        text += f"; {len(plan.skipped)} entries not read (see the manifest)"
-    if not plan.inputs:
+def worklist_line(work: Worklist) -> str:
+    text = (f"{len(work.inputs)} inputs in {work.src.uri()}, {len(work.done)} already done, "
+            f"{len(work.pending)} to do (run {work.opts.run_id})")
+    changed = sum("input changed" in why for why in work.redo.values())
+    if work.redo:
+        text += f"; of those, {changed} changed since their output and {len(work.redo) - changed} with other settings"
+    if work.still_bad:
+        text += f"; {len(work.still_bad)} still bad and unchanged, not tried again (--retry-failed tries them)"
+    if work.skipped:
+        text += f"; {len(work.skipped)} entries not read (see the manifest)"
+    if not work.inputs:
         text += f"; SRC has no images (names ending in {EXTENSIONS_TEXT})"
     return text
 
 
-def summarize(tally: Tally, plan: Plan, manifest: str | None, seconds: float, not_read: list = ()) -> dict:
+def summarize(tally: Tally, work: Worklist, manifest: str | None, seconds: float, not_read: list = ()) -> dict:
     """The run's summary. `rows`: the first Tally.KEEP_ROWS rows whole (every row is in the
     manifest); `errors`: the first Tally.MAX_ERRORS, `failed` counts them all."""
-    return {"ok": tally.ok, "failed": tally.failed, "skipped": len(plan.done), "inputs": len(plan.inputs),
-            "still_bad": sorted(plan.still_bad.items()), "redone": dict(plan.redo),
-            "not_read": [(r.input, r.error) for r in not_read], "recovered": plan.recovered,
+    return {"ok": tally.ok, "failed": tally.failed, "skipped": len(work.done), "inputs": len(work.inputs),
+            "still_bad": sorted(work.still_bad.items()), "redone": dict(work.redo),
+            "not_read": [(r.input, r.error) for r in not_read], "recovered": work.recovered,
             "manifest": manifest, "seconds": seconds, "patches_per_group": list(tally.groups),
             "errors": list(tally.errors), "rows": tally.rows}

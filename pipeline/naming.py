@@ -15,7 +15,7 @@ class OutputCollision(ValueError):
     """The output name an input would get is held by another input's output."""
 
 
-def name_plans(inputs: list[str], owners: dict[str, str], only: list[str] | None = None) -> dict[str, dict]:
+def naming_rules(inputs: list[str], owners: dict[str, str], only: list[str] | None = None) -> dict[str, dict]:
     """For each input, what its output may be called, decided from all names before the run:
 
     keep_ext: the output keeps the input's extension when the format changes (another input
@@ -28,7 +28,7 @@ def name_plans(inputs: list[str], owners: dict[str, str], only: list[str] | None
     Then no two inputs of a run can write the same name: an unchanged name is the input's own
     (unique); a changed name stem+ext is used only when no other input has that stem and no
     input is named like the stem; a kept-extension name input+ext is refused when it is an
-    input's name. Plans are made for `only` (default: every input), decided from all of them."""
+    input's name. Rules are made for `only` (default: every input), decided from all of them."""
     stems: dict[str, int] = {}
     for r in inputs:
         s = posixpath.splitext(r)[0]
@@ -42,15 +42,15 @@ def name_plans(inputs: list[str], owners: dict[str, str], only: list[str] | None
         s = posixpath.splitext(r)[0]
         if s in names:
             by_input_stem.setdefault(s, []).append(r)
-    plans = {}
+    rules = {}
     for r in (inputs if only is None else only):
         stem = posixpath.splitext(r)[0]
         keep = stems[stem] > 1 or stem in names
         taken = {o: w for s in ((stem, r) if keep else (stem,)) for o, w in by_stem.get(s, []) if w != r}
         if keep:
             taken.update({n: n for n in by_input_stem.get(r, []) if n != r})
-        plans[r] = {"keep_ext": keep, "taken": taken}
-    return plans
+        rules[r] = {"keep_ext": keep, "taken": taken}
+    return rules
 
 
 def output_relpath(input_rel: str, fmt: str, keep_ext: bool = False) -> str:
@@ -65,8 +65,8 @@ def output_relpath(input_rel: str, fmt: str, keep_ext: bool = False) -> str:
     return (rel if keep_ext else stem) + WRITABLE[fmt]
 
 
-def check_output_name(input_rel: str, out_rel: str, plan: dict | None) -> str:
-    owner = (plan or {}).get("taken", {}).get(out_rel)
+def check_output_name(input_rel: str, out_rel: str, rules: dict | None) -> str:
+    owner = (rules or {}).get("taken", {}).get(out_rel)
     if owner is not None:
         what = "is another input's name" if owner == out_rel else f"already holds the output of {owner}"
         raise OutputCollision(f"{input_rel} would be written as {out_rel}, which {what}; "

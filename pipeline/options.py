@@ -109,7 +109,7 @@ class UpscaleOptions:
     report: bool = opt(True, "write no HTML report", flags=("--no-report",), action="store_false")
     verbose: bool = opt(False, "Ray's own logs and progress bars, and tracebacks for errors",
                         flags=("-v", "--verbose"), action="store_true")
-    settings: str = ""                # settings_key of this run (set by the plan)
+    settings: str = ""                # settings_key of this run (set by the worklist)
 
 
 def settings_key(opts: UpscaleOptions, model_version: str) -> str:

@@ -78,7 +78,7 @@ def images_per_hour(work: dict[str, float], sizes: dict[str, int]) -> float:
     return 3600.0 / slowest if slowest > 0 else float("inf")
 
 
-def plan_text(profile: WorkProfile, hard_groups, workers: int) -> str:
+def pool_split_text(profile: WorkProfile, hard_groups, workers: int) -> str:
     """The planner's report: work per image per pool, the measured split and a fixed 1:1:1
     split of the same workers, each with its images/hour."""
     work = profile.pool_work(hard_groups)

@@ -49,7 +49,7 @@ def load_model(opts: UpscaleOptions, parts=None, stage: str | None = None):
                  compile=opts.compile)
     model = build_default(opts.checkpoint, parts)
     if opts.rtm and (parts is None or "rtm" in parts):
-        from rtm_index.store import expectations, load_rtm
+        from rtm_index.format import expectations, load_rtm
         model.rtm = load_rtm(opts.rtm, options_for(opts.rtm, opts.rtm_options), expect=expectations(model))
     p = model.cfg.pgs
     if opts.thresholds or opts.taus or opts.steps:
@@ -89,13 +89,13 @@ def record(dst: Store, row: ManifestRow) -> ManifestRow:
     return row
 
 
-def record_skipped(plan) -> list[ManifestRow]:
+def record_skipped(work) -> list[ManifestRow]:
     """A `skipped` row for every listed entry that is not read (its reason in `error`), and for
     every input still bad since an earlier run."""
-    return [record(plan.dst, ManifestRow(run_id=plan.opts.run_id, input=rel, status="skipped", error=reason,
-                                         seed=plan.opts.seed, input_sig=plan.sigs.get(rel, ""),
-                                         settings=plan.opts.settings))
-            for rel, reason in [*plan.skipped, *sorted(plan.still_bad.items())]]
+    return [record(work.dst, ManifestRow(run_id=work.opts.run_id, input=rel, status="skipped", error=reason,
+                                         seed=work.opts.seed, input_sig=work.sigs.get(rel, ""),
+                                         settings=work.opts.settings))
+            for rel, reason in [*work.skipped, *sorted(work.still_bad.items())]]
 
 
 @dataclass

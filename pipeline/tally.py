@@ -16,7 +16,7 @@ class Tally:
         self.seconds = {"grm": 0.0, "dit": 0.0, "stitch": 0.0}
         self.errors: list[tuple[str, str]] = []
         self.rows: list[dict] = []
-        self.seen: set[str] = set()     # inputs with a row (names only: the plan holds them anyway)
+        self.seen: set[str] = set()     # inputs with a row (names only: the worklist holds them anyway)
 
     def add(self, r) -> None:
         r = r if isinstance(r, dict) else dict(r.__dict__)

@@ -1,7 +1,11 @@
-"""The RTM build's steps at dataset scale (paper Algorithm 1), so that no process holds more
-than the candidates' keys, whatever the dataset's size:
+"""Building an RTM (paper Algorithm 1): random HR crops -> codec latents (RTM-values) -> T
+keys -> farthest point sampling.
 
-1. `crop_plan`: which crops of which image are candidates, chosen before any feature is
+In process, for small image sets (`rtm_from_images`: the untrained default model's RTM, tests).
+At dataset scale (`patchscaler build-rtm`, jobs/build_rtm.py), the steps below, so that no
+process holds more than the candidates' keys, whatever the dataset's size:
+
+1. `candidate_slots`: which crops of which image are candidates, chosen before any feature is
    computed. Every image has `crops_per_image` seeded crop positions (its slots, in listing
    order); when there are more slots than `--candidates`, a seeded sample of the slots is
    kept. So the work and the memory follow the candidate count, not the dataset, and an
@@ -25,12 +29,65 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from patchscaler import imageio
-from patchscaler.rtm_build import crop_size, encode_crops, random_crops
+from patchscaler.rtm import RTM
+
+from .fps import farthest_point_sampling
+
+# --- in process -----------------------------------------------------------------------------
+
+def random_crops(prep: imageio.Prepared, crop: int, count: int, rng: np.random.Generator) -> torch.Tensor:
+    """`count` random crop x crop RGB crops (count, 3, crop, crop); none if the image is smaller."""
+    img = prep.rgb[0]
+    H, W = img.shape[-2:]
+    if H < crop or W < crop:
+        return torch.empty(0, 3, crop, crop)
+    ys = rng.integers(0, H - crop + 1, count)
+    xs = rng.integers(0, W - crop + 1, count)
+    return torch.stack([img[:, y:y + crop, x:x + crop] for y, x in zip(ys, xs)])
+
+
+@torch.no_grad()
+def encode_crops(model, crops: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB crops -> (keys (n, d) unit vectors, values (n, C, V, V) latents)."""
+    keys, values = [], []
+    for i in range(0, crops.shape[0], batch):
+        z = model.codec.encode(crops[i:i + batch].to(model.device))
+        keys.append(model.texture(z).float().cpu())
+        values.append(z.float().cpu())
+    return torch.cat(keys), torch.cat(values)
+
+
+def crop_size(model) -> int:
+    return model.cfg.pgs.patch_size * model.codec.factor
+
+
+def rtm_from_images(model, images: list[bytes], crops_per_image: int = 64, size: int = 2000,
+                    seed: int = 0) -> RTM:
+    rng = np.random.default_rng(seed)
+    crops = []
+    for data in images:
+        try:
+            crops.append(random_crops(imageio.decode(data), crop_size(model), crops_per_image, rng))
+        except imageio.BadImage:
+            continue
+    keys, values = encode_crops(model, torch.cat(crops))
+    chosen = farthest_point_sampling(keys, size)
+    return RTM(keys[chosen], values[chosen].half(), rtm_meta(model, keys.shape[0], len(chosen), seed))
+
+
+def rtm_meta(model, candidates: int, size: int, seed: int) -> dict:
+    c = model.cfg
+    return {"codec": c.codec.kind, "codec_factor": c.codec.factor, "patch_size": c.pgs.patch_size,
+            "texture_version": c.texture.version, "feature_dim": c.texture.feature_dim,
+            "candidates": candidates, "size": size, "seed": seed}
+
+
+# --- at dataset scale -------------------------------------------------------------------------
 
 SCRATCH = "_build"   # under DST: shard files of builds in progress
 
 
-def crop_plan(n_images: int, crops_per_image: int, candidates: int, seed: int) -> list[np.ndarray]:
+def candidate_slots(n_images: int, crops_per_image: int, candidates: int, seed: int) -> list[np.ndarray]:
     """For each image (listing order), the indices of its crop slots that are candidates."""
     k, slots = crops_per_image, n_images * crops_per_image
     every = np.arange(k)

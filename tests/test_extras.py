@@ -25,6 +25,7 @@ def test_upscale_runs_without_faiss(tmp_path):
 
 
 def test_faiss_rtm_names_the_extra_when_faiss_is_missing(tmp_path):
-    r = _python("import rtm_index.faiss_rtm\n", tmp_path)
+    r = _python("import torch\nfrom patchscaler.rtm import FaissRTM\nFaissRTM(torch.zeros(2, 4), torch.zeros(2, 1))\n",
+                tmp_path)
     assert r.returncode != 0
     assert "patchscaler[cpu]" in r.stderr and "patchscaler[gpu]" in r.stderr, r.stderr[-2000:]

@@ -81,22 +81,22 @@ def test_colliding_names_keep_their_extension_and_never_overwrite(checkpoint, tm
     assert (dst / "e.png").read_bytes() == before
 
 
-def test_name_plans_never_give_two_inputs_one_name():
+def test_naming_rules_never_give_two_inputs_one_name():
     """Every input and every format an output may get: no two inputs of a run share an
-    output name that the plan lets them write."""
+    output name that the naming rules let them write."""
     from itertools import product
 
-    from pipeline.naming import OutputCollision, check_output_name, name_plans, output_relpath
+    from pipeline.naming import OutputCollision, check_output_name, naming_rules, output_relpath
     inputs = ["a.gif", "a.png", "a.jpg", "a.gif.png", "a", "b.tif", "b.TIF", "c.jpeg", "c.jpg.png",
               "d/x.png", "d/x.webp", "d/x.gif.png", "e.bmp"]
-    plans = name_plans(inputs, owners={})
+    rules = naming_rules(inputs, owners={})
     formats = ["PNG", "JPEG", "WEBP", "TIFF", "BMP"]
     for choice in product(formats, repeat=3):  # a sample of content-dependent formats
         names = {}
         for i, rel in enumerate(inputs):
             fmt = choice[i % 3]
             try:
-                name = check_output_name(rel, output_relpath(rel, fmt, plans[rel]["keep_ext"]), plans[rel])
+                name = check_output_name(rel, output_relpath(rel, fmt, rules[rel]["keep_ext"]), rules[rel])
             except OutputCollision:
                 continue
             assert name not in names, (rel, names.get(name), name)

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from helpers import encode, photo
-from patchscaler.rtm import RTM, coverage_radius, farthest_point_sampling
-from rtm_index.faiss_rtm import FaissRTM
-from rtm_index.fps import two_stage_fps
-from rtm_index.store import RTMMismatch, load_rtm, save_rtm
+from patchscaler.rtm import RTM, FaissRTM
+from rtm_index.fps import coverage_radius, farthest_point_sampling, two_stage_fps
+from rtm_index.format import RTMMismatch, load_rtm, save_rtm
 
 
 def recall_at_k(approx: FaissRTM, exact: FaissRTM, queries: torch.Tensor, k: int) -> float:
@@ -104,18 +103,18 @@ def test_build_job_on_local_folder_skips_corrupt_and_is_deterministic(ray_sessio
     assert torch.equal(load_rtm(two_local["uri"]).values, load_rtm(two["uri"]).values)
 
 
-def test_crop_plan_keeps_the_candidates_the_whole_crop_set_would_sample():
+def test_candidate_slots_keep_the_candidates_the_whole_crop_set_would_sample():
     """The candidates are chosen before any feature is computed, as a seeded sample of every
     image's crop slots: exactly --candidates of them, the same slots the v0.7 build sampled
     after computing all crops, and an image with no kept slot is not read at all."""
-    from rtm_index.build import crop_plan
+    from rtm_index.build import candidate_slots
     n, k, c = 1000, 32, 5000
-    plan = crop_plan(n, k, c, seed=3)
-    slots = np.concatenate([i * k + keep for i, keep in enumerate(plan)])
+    slots_of = candidate_slots(n, k, c, seed=3)
+    slots = np.concatenate([i * k + keep for i, keep in enumerate(slots_of)])
     assert len(slots) == c and np.array_equal(slots, np.sort(np.random.default_rng(3).choice(n * k, c, replace=False)))
-    assert all(len(keep) <= k and (keep < k).all() for keep in plan)
-    assert sum(len(keep) == 0 for keep in crop_plan(100_000, 32, 20_000, 0)) > 80_000
-    assert [len(x) for x in crop_plan(3, 8, 100, 0)] == [8, 8, 8]   # fewer slots than candidates: all
+    assert all(len(keep) <= k and (keep < k).all() for keep in slots_of)
+    assert sum(len(keep) == 0 for keep in candidate_slots(100_000, 32, 20_000, 0)) > 80_000
+    assert [len(x) for x in candidate_slots(3, 8, 100, 0)] == [8, 8, 8]   # fewer slots than candidates: all
 
 
 def test_build_job_on_s3(ray_session, checkpoint, s3_endpoint):

@@ -40,5 +40,5 @@ def test_measured_split_beats_an_even_one_on_a_skewed_archive():
     auto = sizing.split(work, 6)
     assert auto["hard"] > auto["easy"]
     assert sizing.images_per_hour(work, auto) > sizing.images_per_hour(work, {"grm": 2, "hard": 2, "easy": 2})
-    text = sizing.plan_text(profile, hard_groups, 6)
+    text = sizing.pool_split_text(profile, hard_groups, 6)
     assert "measured split" in text and "even split" in text and "images/hour" in text

@@ -42,9 +42,9 @@ from .assemble import model_version, stage_assemble
 from .confidence import stage_confidence
 from .dit import stage_dit
 from .init import seed_from_checkpoint
-from .options import STAGES, TrainOptions, add_args
+from .train_options import STAGES, TrainOptions, add_args
 from .prepare import stage_prepare
-from .rtm import stage_rtm
+from .rtm_stage import stage_rtm
 from .shortcut import paths_spec, stage_shortcut, training_pgs
 from .texture import stage_texture
 from .work import Interrupted, is_done, log, model_config, work_path

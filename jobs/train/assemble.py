@@ -13,8 +13,8 @@ import torch
 
 from jobs.trainstate import Dist, load_state
 
-from .options import TrainOptions
-from .rtm import load_training_rtm
+from .train_options import TrainOptions
+from .rtm_stage import load_training_rtm
 from .work import is_done, model_so_far, work_path
 
 

@@ -11,7 +11,7 @@ import torch
 from jobs.train_data import Pairs
 from jobs.trainstate import Dist
 
-from .options import TrainOptions
+from .train_options import TrainOptions
 from .work import finish, model_so_far, photos, train_loop, work_path
 
 

@@ -10,8 +10,8 @@ from torch import nn
 from jobs.train_data import Pairs
 from jobs.trainstate import EMA, Dist
 
-from .options import TrainOptions
-from .rtm import TexturePriors
+from .train_options import TrainOptions
+from .rtm_stage import TexturePriors
 from .work import finish, model_so_far, photos, train_loop
 
 

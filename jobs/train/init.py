@@ -17,7 +17,7 @@ from pathlib import Path
 
 from jobs.trainstate import save_state
 
-from .options import TrainOptions
+from .train_options import TrainOptions
 from .work import is_done, model_config, work_path
 
 log = logging.getLogger("patchscaler.train")

@@ -10,7 +10,7 @@ import torch
 from jobs.train_data import prepare
 from jobs.trainstate import Dist
 
-from .options import TrainOptions
+from .train_options import TrainOptions
 from .work import model_config, photos, work_path
 
 

@@ -23,8 +23,8 @@ from jobs.train_data import Pairs
 from jobs.trainstate import EMA, Dist
 
 from .dit import PromptedDiT
-from .options import TrainOptions
-from .rtm import TexturePriors
+from .train_options import TrainOptions
+from .rtm_stage import TexturePriors
 from .work import finish, model_so_far, photos, train_loop
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from jobs.train_data import load_rgb
 from jobs.trainstate import Dist
 
-from .options import TrainOptions
+from .train_options import TrainOptions
 from .work import finish, model_so_far, textures, train_loop, work_path
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from jobs.train_data import list_photos, split
 from jobs.trainstate import EMA, Dist, LossLog, cosine_lr, load_state, save_state
 
-from .options import TrainOptions
+from .train_options import TrainOptions
 
 log = logging.getLogger("patchscaler.train")
 

@@ -15,7 +15,7 @@ from jobs.train_data import list_photos
 from jobs.trainstate import Dist
 from patchscaler.rtm import RTM
 
-from .options import TrainOptions
+from .train_options import TrainOptions
 from .work import model_so_far, photos, work_path
 
 
@@ -55,7 +55,7 @@ def stage_rtm(a: TrainOptions, d: Dist) -> dict:
 
 def load_training_rtm(a: TrainOptions, model):
     """The built RTM with each entry's source photo index (-1 for textures / unknown)."""
-    from rtm_index.store import expectations, load_rtm
+    from rtm_index.format import expectations, load_rtm
     info = json.loads(Path(work_path(a, "rtm.done.json")).read_text())
     rtm = load_rtm(info["uri"], expect=expectations(model))
     train, _ = photos(a)

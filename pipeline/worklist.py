@@ -1,4 +1,4 @@
-"""A run's plan, made on the driver before any image is read, the same for both engines:
+"""A run's worklist, made on the driver before any image is read, the same for both engines:
 check SRC and DST, fold what killed runs left behind, list the inputs, drop the done ones
 (resume) and decide every output's name. Problems that stop the whole run are raised as
 UsageError (exit 2: fix the command) or StorageError (exit 4: storage unreachable or
@@ -16,7 +16,7 @@ from storage import StorageError, Store
 from .options import UpscaleOptions, settings_key
 from .listing import input_signatures, overlap, scan_inputs
 from .manifest import MANIFEST_DIR, RUN_ID, done_inputs, known_bad, read_rows, recover, remove_parts
-from .naming import name_plans, output_owners
+from .naming import naming_rules, output_owners
 
 log = logging.getLogger("patchscaler")
 
@@ -48,7 +48,7 @@ def storage_error(e: BaseException, what: str, store: Store | None = None) -> Ex
 
 
 @dataclass
-class Plan:
+class Worklist:
     opts: UpscaleOptions            # src = the folder the inputs are named relative to
     src: Store
     dst: Store
@@ -56,14 +56,14 @@ class Plan:
     skipped: list[tuple[str, str]]  # entries not read: (name, reason)
     done: set[str]
     pending: list[str]
-    names: dict[str, dict]          # input -> naming plan (pipeline.naming.name_plans), with its "sig"
+    names: dict[str, dict]          # input -> naming rules (pipeline.naming.naming_rules), with its "sig"
     recovered: dict[str, int] = field(default_factory=dict)
     sigs: dict[str, str] = field(default_factory=dict)       # input -> input_signatures
     redo: dict[str, str] = field(default_factory=dict)       # input -> why its output is made again
     still_bad: dict[str, str] = field(default_factory=dict)  # input -> "still bad (unchanged since ...)"
 
 
-def make_plan(opts: UpscaleOptions) -> Plan:
+def make_worklist(opts: UpscaleOptions) -> Worklist:
     if not RUN_ID.match(opts.run_id):
         raise UsageError(f"run id {opts.run_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
     try:
@@ -119,10 +119,10 @@ def make_plan(opts: UpscaleOptions) -> Plan:
     done, redo = done_inputs(dst, files, rows, sigs, opts.settings) if opts.resume else (set(), {})
     still_bad = {} if opts.retry_failed or not opts.resume else known_bad(rows, sigs)
     pending = [r for r in inputs if r not in done and r not in still_bad]
-    names = name_plans(inputs, output_owners(rows, files), only=pending)
+    names = naming_rules(inputs, output_owners(rows, files), only=pending)
     redo = {r: why for r, why in redo.items() if r not in still_bad}
     naming = {r: {**names[r], "sig": sigs.get(r, ""), **({"redo": redo[r]} if r in redo else {})} for r in pending}
-    return Plan(opts, src, dst, inputs, skipped, done, pending, naming, recovered, sigs, redo, still_bad)
+    return Worklist(opts, src, dst, inputs, skipped, done, pending, naming, recovered, sigs, redo, still_bad)
 
 
 def _model_version(opts: UpscaleOptions) -> str:

@@ -34,7 +34,7 @@ def main(a) -> int:
     from patchscaler import imageio
     from patchscaler.model import Runtime, resolve_device
     from patchscaler.upscale import build_default
-    from pipeline.sizing import measure, plan_text
+    from pipeline.sizing import measure, pool_split_text
     from pipeline.listing import list_images
     from jobs.args import storage_options
     from storage import Store, options_for
@@ -62,5 +62,5 @@ def main(a) -> int:
     profile = measure(model, preps)
     workers = a.gpus if a.gpus else a.workers
     print(f"{len(names)} images in {a.src}; {workers} {'GPUs' if a.gpus else 'actors'} to split")
-    print(plan_text(profile, hard, workers))
+    print(pool_split_text(profile, hard, workers))
     return 0

@@ -17,14 +17,13 @@ import os
 import posixpath
 import struct
 
-import faiss
 import numpy as np
 import torch
 
 from patchscaler.files import sha256_file
 from storage import Store
 
-from .faiss_rtm import FaissRTM, build_index
+from patchscaler.rtm import FaissRTM, build_index, import_faiss
 
 
 class RTMMismatch(ValueError):
@@ -45,7 +44,7 @@ def save_rtm(prefix: str, version: str, keys: torch.Tensor, values: torch.Tensor
             f.write(block)
     store.write_stream(posixpath.join(folder, "keys.safetensors"), write)
     index = build_index(keys.float().numpy(), index_kind)
-    idx_bytes = faiss.serialize_index(index).tobytes()
+    idx_bytes = import_faiss().serialize_index(index).tobytes()
     store.write_atomic(posixpath.join(folder, "index.faiss"), idx_bytes)
     doc = {**meta, "version": version, "index_kind": index_kind, "size": int(keys.shape[0]),
            "sha256": {"keys.safetensors": digest.hexdigest(),
@@ -91,7 +90,7 @@ def load_rtm(uri: str, options: dict | None = None, expect: dict | None = None) 
         raise RTMMismatch(f"{uri}/index.faiss: checksum mismatch (corrupt or partial copy)")
     path = _verified_local(store, "keys.safetensors", doc["sha256"]["keys.safetensors"])
     tensors = mapped_safetensors(path)
-    index = faiss.deserialize_index(np.frombuffer(idx_bytes, dtype=np.uint8))
+    index = import_faiss().deserialize_index(np.frombuffer(idx_bytes, dtype=np.uint8))
     return FaissRTM(tensors["keys"], tensors["values"], doc, index=index)
 
 
