@@ -4,15 +4,18 @@ so one photo's work spreads over every actor of a pool). No stage raises for a b
 row carries `status="error"` and an `error` string to the writer, which records it in the
 manifest.
 
-Each takes the run's `job` (pipeline.steps.ImageJob: its model, decode, pieces, output and
-manifest row, handed in by the graph) and moves one piece through `patchscaler.flow`.
+Each takes the run's options (pipeline.options.UpscaleOptions, handed in by the graph), opens
+its own stores and model, and moves one piece through `patchscaler.flow`: a photo's input is
+pipeline/reading.py, its output pipeline/writing.py, a photo of several pieces is put together
+by pipeline/assembly.py.
 
 Row columns: input (str), naming (str: JSON of the input's naming rules, pipeline.naming.naming_rules),
 piece (str: JSON of its pieces.Piece, "" when the photo could not be split), status (str:
-ok, error, or "part" for a piece written to scratch whose photo another stitcher finishes),
+ok, error, "interrupted" when the storage stopped it, or "part" for a piece written to scratch
+whose photo another stitcher finishes),
 error (str), state (bytes: the piece's `flow.InFlight`, pickled between our own stages of one
 job), trace (str: JSON of which pool and node did what). Each stage tells the driver's
-ProgressHub (if given) what it finished (pieces, or patches per Patch-DiT batch) and which
+ProgressHub (actors/hub.py, if given) what it finished (pieces, or patches per Patch-DiT batch) and which
 piece it is working on (so a piece whose actor dies is reported with its stage).
 """
 from __future__ import annotations
@@ -25,10 +28,12 @@ import torch
 
 from patchscaler import flow
 from patchscaler.pieces import Piece
+from pipeline import assembly, reading, writing
+from pipeline.run_model import hard_groups, load_model
 from storage import StorageError
 
 from .faults import maybe_die
-from .progress import mark, peak, report
+from .hub import mark, peak, report
 
 
 def _one(batch: dict) -> dict:
@@ -70,17 +75,18 @@ def _index(row: dict) -> int:
     return json.loads(row["piece"])["index"] if row.get("piece") else 0
 
 
-def split_pieces(batch: dict, job, cfg, hub=None) -> dict:
+def split_pieces(batch: dict, opts, cfg, hub=None) -> dict:
     """Read each image's header (EXIF orientation, the pixel limit) and emit one row per piece.
     A task, not an actor: Ray Data fuses the streaming repartition that follows (one piece per
     block) into it, so neither reserves a CPU of its own (graph.py)."""
+    src = reading.open_source(opts)
     out = []
     for row in _rows(batch):
         base = {"input": row["input"], "naming": row["naming"], "state": b"", "trace": "{}"}
         try:
-            parts = job.pieces(row["input"], cfg)
+            parts = reading.cut(src, row["input"], opts, cfg)
         except Exception as e:
-            out.append({**base, "piece": "", "status": job.failed_status(e), "error": job.error_text(e)})
+            out.append({**base, "piece": "", "status": writing.failed_status(e), "error": writing.error_text(e)})
             report(hub, "pieces", done=1, total=1)     # done: photos whose header is read
             continue
         out += [{**base, "piece": json.dumps(p.to_dict()), "status": "ok", "error": ""} for p in parts]
@@ -91,11 +97,12 @@ def split_pieces(batch: dict, job, cfg, hub=None) -> dict:
 class DecodeGRM:
     """Decode the piece's crop, run the GRM, pick and group its patches (flow.begin)."""
 
-    def __init__(self, job, hub=None):
+    def __init__(self, opts, hub=None):
         _threads()
-        self.job, self.opts, self.hub = job, job.opts, hub
-        self.model = job.load_model("grm")
-        self.hard = job.hard_groups(self.model)
+        self.opts, self.hub = opts, hub
+        self.src = reading.open_source(opts)
+        self.model = load_model(opts, "grm")
+        self.hard = hard_groups(opts, self.model)
         self.calls = 0
         self.device = _device(self.model)
 
@@ -111,11 +118,11 @@ class DecodeGRM:
             return {k: [v] for k, v in row.items()}
         try:
             piece = Piece.from_dict(json.loads(row["piece"]))
-            prep, t_dec = self.job.decode(rel, piece)
+            prep, t_dec = reading.decode(self.src, rel, self.opts, piece)
             state = flow.begin(self.model, prep, piece, {"decode": t_dec})
         except Exception as e:
             report(self.hub, "grm", done=1)
-            return {k: [v] for k, v in {**row, "status": self.job.failed_status(e), "error": self.job.error_text(e),
+            return {k: [v] for k, v in {**row, "status": writing.failed_status(e), "error": writing.error_text(e),
                                         "trace": json.dumps(trace)}.items()}
         groups = state.coarse.groups
         n_hard = sum(int((groups == g).sum()) for g in self.hard)
@@ -134,11 +141,11 @@ class PatchDiTPool:
     see many patches of one group, not one piece's handful. If that call fails, each piece
     is tried alone, so one bad piece costs one row. Reports patches done per batch."""
 
-    def __init__(self, job, pool: str, hub=None):
+    def __init__(self, opts, pool: str, hub=None):
         _threads()
-        self.opts, self.pool, self.hub = job.opts, pool, hub
-        self.model = job.load_model("dit")
-        hard = job.hard_groups(self.model)
+        self.opts, self.pool, self.hub = opts, pool, hub
+        self.model = load_model(opts, "dit")
+        hard = hard_groups(opts, self.model)
         all_groups = set(range(self.model.cfg.pgs.num_groups))
         self.groups = hard if pool == "hard" else all_groups - hard
         self.calls = 0
@@ -200,30 +207,30 @@ class PatchDiTPool:
 
 class StitchWrite:
     """Blend, decode, colour-fix (flow.finish), then the output and its manifest row
-    (ImageJob.write_ok); a piece of a larger photo is written to scratch, and the stitcher that
-    finishes the photo's last piece puts the photo together (ImageJob.assemble). Emits the
-    photo's manifest row, or a "part" row for a piece that did not finish its photo."""
+    (writing.write_ok); a piece of a larger photo is written to scratch, and the stitcher that
+    finishes the photo's last piece, as the run's PieceLedger says, puts the photo together
+    (assembly.assemble). Emits the photo's manifest row, or a "part" row for a piece that did
+    not finish its photo."""
 
-    def __init__(self, job, hub=None):
+    def __init__(self, opts, hub=None, ledger=None):
         _threads()
-        self.job, self.hub = job, hub
-        self.model = job.load_model("stitch")
+        self.opts, self.hub, self.ledger = opts, hub, ledger
+        self.dst = writing.open_dest(opts)
+        self.model = load_model(opts, "stitch")
         self.device = _device(self.model)
 
     def __call__(self, batch: dict) -> dict:
         row = _one(batch)
         rel = row["input"]
         mark(self.hub, "stitch", rel, _index(row))
-        version = self.model.cfg.version
         trace = json.loads(row.get("trace") or "{}")
         trace.setdefault("devices", {})["stitch"] = self.device
         row = {**row, "trace": json.dumps(trace)}
         piece = Piece.from_dict(json.loads(row["piece"])) if row["piece"] else None
-        r = None
         try:
-            r = self._stitch(row, rel, piece, version)   # may set row["trace"] (an assembled photo)
+            r = self._stitch(row, rel, piece)   # may set row["trace"] (an assembled photo)
         except StorageError as e:     # the run stops on this row (graph.py): nothing more is written
-            r = self.job.stopped_row(rel, self.job.error_text(e))
+            r = writing.stopped_row(self.opts, rel, writing.error_text(e))
         if r is not None and r.status == "interrupted":
             report(self.hub, "stitch", done=1)
             return self._emit(r, row)
@@ -231,7 +238,7 @@ class StitchWrite:
         report(self.hub, "stitch", done=1)
         peak(self.hub, "stitch")
         if r is None:   # the same columns as a photo's row (Ray Data blocks share one schema)
-            r = self.job.part_row(rel)
+            r = assembly.part_row(self.opts, rel)
         else:
             report(self.hub, "photos", done=1)
         return self._emit(r, row)
@@ -243,39 +250,48 @@ class StitchWrite:
         out["trace"] = row.get("trace", "{}")
         return {k: [v] for k, v in out.items()}
 
-    def _stitch(self, row: dict, rel: str, piece, version: str):
+    def _stitch(self, row: dict, rel: str, piece):
         """The photo's row, None for a piece that did not finish its photo."""
         if row["status"] == "interrupted":    # the storage stopped it in an earlier stage
-            return self.job.stopped_row(rel, row["error"])
-        r = None
+            return writing.stopped_row(self.opts, rel, row["error"])
+        naming = json.loads(row["naming"])
         if piece is None or piece.whole:
-            if row["status"] != "ok":
-                r = self.job.write_error(rel, row["error"], version, json.loads(row["naming"]))
-            else:
-                try:
-                    state: flow.InFlight = pickle.loads(row["state"])
-                    image = flow.finish(self.model, state)
-                    done = flow.Done(state.group_counts(self.model.cfg.pgs.num_groups), state.seconds, 1)
-                    r = self.job.write_ok(rel, state.prep, image, done, json.loads(row["naming"]), self.model)
-                    self.job.write_map(rel, [flow.owned_groups(state)], state.prep.size, self.model)
-                except StorageError:
-                    raise
-                except Exception as e:
-                    r = self.job.write_error(rel, e, version, json.loads(row["naming"]))
-        else:
-            info = {"ok": False, "error": row["error"]}
-            if row["status"] == "ok":
-                try:
-                    state = pickle.loads(row["state"])
-                    info = self.job.write_part(rel, piece, flow.finish(self.model, state), state, self.model)
-                except StorageError:
-                    raise
-                except Exception as e:
-                    info = {"ok": False, "error": self.job.error_text(e)}
-            info["trace"] = json.loads(row.get("trace") or "{}")
-            import ray
-            infos = ray.get(self.hub.piece_done.remote(rel, piece.index, piece.count, info))
-            if infos is not None:
-                r = self.job.assemble(rel, infos, json.loads(row["naming"]), self.model)
-                row["trace"] = json.dumps({"pieces": [i["trace"] for i in infos]})
-        return r
+            return self._whole(row, rel, naming)
+        return self._piece(row, rel, piece, naming)
+
+    def _whole(self, row: dict, rel: str, naming: dict):
+        """A photo that is one piece: its output and row written here."""
+        version = self.model.cfg.version
+        if row["status"] != "ok":
+            return writing.write_error(self.dst, self.opts, rel, row["error"], version, naming)
+        try:
+            state: flow.InFlight = pickle.loads(row["state"])
+            image = flow.finish(self.model, state)
+            done = flow.Done(state.group_counts(self.model.cfg.pgs.num_groups), state.seconds, 1)
+            r = writing.write_ok(self.dst, self.opts, rel, state.prep, image, done, naming, self.model)
+            writing.write_map(self.dst, self.opts, rel, [flow.owned_groups(state)], state.prep.size, self.model)
+            return r
+        except StorageError:
+            raise
+        except Exception as e:
+            return writing.write_error(self.dst, self.opts, rel, e, version, naming)
+
+    def _piece(self, row: dict, rel: str, piece: Piece, naming: dict):
+        """One piece of several: to scratch; the stitcher of the photo's last piece assembles it."""
+        info = assembly.failed_piece(row["error"])
+        if row["status"] == "ok":
+            try:
+                state = pickle.loads(row["state"])
+                image = flow.finish(self.model, state)
+                info = assembly.write_part(self.dst, self.opts, rel, piece, image, state, self.model)
+            except StorageError:
+                raise
+            except Exception as e:
+                info = assembly.failed_piece(e)
+        info["trace"] = json.loads(row.get("trace") or "{}")
+        import ray
+        infos = ray.get(self.ledger.piece_done.remote(rel, piece.index, piece.count, info))
+        if infos is None:
+            return None
+        row["trace"] = json.dumps({"pieces": [i["trace"] for i in infos]})
+        return assembly.assemble(self.dst, self.opts, rel, infos, naming, self.model)

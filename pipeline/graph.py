@@ -1,16 +1,19 @@
 """The upscale job as one streaming Ray Data graph (wired here and nowhere else):
 
     worklist (driver, worklist.py: SRC/DST checks, killed runs' rows folded, listing, resume, output names)
-      -> split_pieces task           read each header: one row per piece (patchscaler/pieces.py)
+      -> split_pieces task           read each header: one row per piece (reading.py)
       -> (streaming repartition: one piece per block, so a photo's pieces spread over the actors)
       -> DecodeGRM actor pool        read bytes, decode the piece's crop, GRM, Qmap groups
       -> hard Patch-DiT actor pool   refines the hard group, passes the rest through
       -> easy Patch-DiT actor pool   refines simple + medium, passes the rest through
       -> StitchWrite actor pool      blend, decode, colour fix; a photo's atomic write and manifest
-                                     row (a piece of a larger photo goes to scratch: whoever
-                                     finishes its last piece puts the photo together)
+                                     row (writing.py; a piece of a larger photo goes to scratch:
+                                     whoever finishes its last piece puts the photo together,
+                                     assembly.py)
       -> driver                      counts the small manifest rows, consolidates Parquet
     (every stage also tells a ProgressHub actor what it finished: one progress line per stage)
+
+The stages are actors/stages.py, one class each; the method they run is patchscaler/flow.py.
 
 A row is one piece of a photo carrying all its patches (a compact state: flow.py), so there is
 no fan-out into tiny rows, no global groupby and no stitch state to lose: memory is bounded by
@@ -27,23 +30,26 @@ import logging
 import os
 import time
 
-from actors.progress import ProgressHub
+from actors.hub import ProgressHub
 from actors.runtime import check_devices, init_ray, pool
 from actors.stages import DecodeGRM, PatchDiTPool, StitchWrite, split_pieces
 
-from .local import worklist_line, stopped_by_storage, summarize
-from .options import UpscaleOptions
-from .worklist import Worklist, make_worklist
-from .progress import PipelineProgress, Progress
-from .steps import ImageJob, record_skipped
-from .tally import Tally
+from .assembly import PieceLedger, remove_scratch
 from .manifest import consolidate, remove_parts
+from .options import UpscaleOptions
+from .progress import PipelineProgress, Progress
+from .reading import decode
+from .run_model import hard_groups, load_model
+from .summary import stopped_by_storage, summarize, worklist_line
+from .tally import Tally
+from .worklist import Worklist, make_worklist
+from .writing import write_error, write_skipped
 
 log = logging.getLogger("patchscaler")
 SPLIT_TASKS = 2   # header-reading tasks at a time (they reserve no CPU: see _build_dataset)
 
 
-def build_dataset(work: Worklist, hub=None, inputs: list[str] | None = None):
+def build_dataset(work: Worklist, hub=None, inputs: list[str] | None = None, ledger=None):
     """The graph over `inputs` (default: every pending input of the worklist)."""
     import warnings
 
@@ -52,32 +58,31 @@ def build_dataset(work: Worklist, hub=None, inputs: list[str] | None = None):
         # Ray 2.60 deprecates ray_remote_args_fn, the one way to bound an actor's task retries
         # (actors/runtime.py); nothing a user can act on
         warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*")
-        return _build_dataset(work, hub, work.pending if inputs is None else inputs)
+        return _build_dataset(work, hub, work.pending if inputs is None else inputs, ledger)
 
 
-def _build_dataset(work: Worklist, hub, pending: list[str]):
+def _build_dataset(work: Worklist, hub, pending: list[str], ledger):
     import ray
     from ray.data import TaskPoolStrategy
     opts = work.opts
-    job = ImageJob(opts)
     items = [{"input": r, "naming": json.dumps(work.names[r])} for r in pending]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
     # reading headers costs next to nothing: a task that reserves no CPU (a 1-CPU head whose
     # actors hold it all must still run it). Reserving nothing, it must be bounded otherwise:
     # Ray Data would start a task, and a worker process, per block (a hundred and more processes
     # of ~150 MB each on an archive); SPLIT_TASKS at a time keep ahead of the GRM pool.
-    cfg = job.load_model("stitch").cfg
-    ds = ds.map_batches(split_pieces, fn_kwargs={"job": job, "cfg": cfg, "hub": hub}, batch_size=1,
+    cfg = load_model(opts, "stitch").cfg
+    ds = ds.map_batches(split_pieces, fn_kwargs={"opts": opts, "cfg": cfg, "hub": hub}, batch_size=1,
                         num_cpus=0, compute=TaskPoolStrategy(size=SPLIT_TASKS))
     ds = one_row_per_block(ds, TaskPoolStrategy(size=SPLIT_TASKS))
-    ds = ds.map_batches(DecodeGRM, fn_constructor_args=(job, hub),
+    ds = ds.map_batches(DecodeGRM, fn_constructor_args=(opts, hub),
                         **pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
     rows = opts.dit_images or (8 if opts.dit_gpus else 1)  # a GPU wants many patches per call
-    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(job, "hard", hub),
+    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "hard", hub),
                         **pool(opts.hard_actors, opts.actor_cpus, opts.dit_gpus, opts.hard_resources, rows))
-    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(job, "easy", hub),
+    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "easy", hub),
                         **pool(opts.easy_actors, opts.actor_cpus, opts.dit_gpus, opts.easy_resources, rows))
-    ds = ds.map_batches(StitchWrite, fn_constructor_args=(job, hub),
+    ds = ds.map_batches(StitchWrite, fn_constructor_args=(opts, hub, ledger),
                         **pool(opts.stitch_actors, opts.actor_cpus, 0, {}))
     return ds
 
@@ -109,19 +114,18 @@ def auto_pools(work: Worklist, sample: int = 2) -> UpscaleOptions:
 
     from .sizing import measure, split
     opts = work.opts
-    job = ImageJob(opts)
-    model = job.load_model(None)
+    model = load_model(opts)
     preps = []
     for rel in work.pending[: sample * 2]:
         try:
-            preps.append(job.decode(rel)[0])
+            preps.append(decode(work.src, rel, opts)[0])
         except Exception:  # a bad image is no sample; its row comes from the run itself
             continue
         if len(preps) == sample:
             break
     if not preps:
         return opts
-    work = measure(model, preps, opts.seed).pool_work(job.hard_groups(model))
+    work = measure(model, preps, opts.seed).pool_work(hard_groups(opts, model))
     sizes = split(work, opts.grm_actors + opts.hard_actors + opts.easy_actors)
     log.info("pools from the work of %d image(s) (s/image: grm %.2f, hard %.2f, easy %.2f): "
              "GRM %d, hard %d, easy %d actors", len(preps), work["grm"], work["hard"], work["easy"],
@@ -133,13 +137,12 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
     t0 = time.perf_counter()
     work = make_worklist(opts)
     log.info("%s", worklist_line(work))
-    not_read = record_skipped(work)
+    not_read = write_skipped(work)
     tally, stages, peaks = Tally(), {}, {}
     if work.pending:
         # a --hard-groups the model does not have fails here, before Ray starts, not in the actors
-        job = ImageJob(opts)
-        stitcher = job.load_model("stitch")   # the stitcher's parts: the checkpoint's config, no networks
-        job.hard_groups(stitcher)
+        stitcher = load_model(opts, "stitch")   # the stitcher's parts: the checkpoint's config, no networks
+        hard_groups(opts, stitcher)
         if opts.pools == "auto":
             work.opts = opts = auto_pools(work)
         ray = init_ray(opts.address, opts.verbose)
@@ -150,6 +153,7 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         for name, d in devices.items():
             log.info("%s stage: %s (GPU ids %s)", name, d["device"], ",".join(d["gpu_ids"]) or "none")
         hub = ray.remote(num_cpus=0)(ProgressHub).remote()
+        ledger = ray.remote(num_cpus=0)(PieceLedger).remote()
         down = None
         with PipelineProgress(hub, len(work.pending), progress or Progress()) as pp:
             size = max(1, opts.wave)
@@ -158,18 +162,20 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
                 if count > 1:
                     log.info("wave %d of %d: %d photo%s, from %s", i + 1, count, len(wave),
                              "" if len(wave) == 1 else "s", wave[0])
-                down = _run_wave(build_dataset(work, hub, wave), tally)
+                down = _run_wave(build_dataset(work, hub, wave, ledger), tally)
                 if down is not None:
                     break
         if down is not None:
             ray.kill(hub)
+            ray.kill(ledger)
             raise stopped_by_storage(work, tally, down)
         stages = pp.final
-        for r in _lost(work, tally.seen, ImageJob(work.opts), ray.get(hub.stuck.remote()), stitcher):
+        for r in _lost(work, tally.seen, ray.get(hub.stuck.remote()), stitcher):
             tally.add(r)
         peaks = ray.get(hub.peak_memory.remote())
         log.info("peak memory per actor: %s", ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
         ray.kill(hub)
+        ray.kill(ledger)
         remove_parts(work.dst, opts.run_id)
     manifest = consolidate(work.dst, opts.run_id)
     summary = summarize(tally, work, manifest, time.perf_counter() - t0, not_read)
@@ -203,7 +209,7 @@ def _run_wave(ds, tally: Tally) -> str | None:
     return None
 
 
-def _lost(work: Worklist, seen: set[str], job: ImageJob, stuck: dict[str, str], model) -> list[dict]:
+def _lost(work: Worklist, seen: set[str], stuck: dict[str, str], model) -> list[dict]:
     """Error rows for the photos that came back with no row: a piece of theirs killed its actor
     on both tries (a crash in a decoder, the kernel's OOM killer) and was dropped."""
     out = []
@@ -212,8 +218,9 @@ def _lost(work: Worklist, seen: set[str], job: ImageJob, stuck: dict[str, str], 
             continue
         stage = stuck.get(rel, "an unknown stage")
         log.warning("%s: its worker died twice in the %s stage; recorded as failed", rel, stage)
-        r = job.write_error(rel, f"actor died: processing it killed its worker in the {stage} stage "
-                                 "(twice); a crash or the out-of-memory killer", model.cfg.version, work.names.get(rel))
-        job.remove_parts(rel)
+        why = (f"actor died: processing it killed its worker in the {stage} stage (twice); a crash or the "
+               "out-of-memory killer")
+        r = write_error(work.dst, work.opts, rel, why, model.cfg.version, work.names.get(rel))
+        remove_scratch(work.dst, work.opts, rel)
         out.append({**r.__dict__})
     return out

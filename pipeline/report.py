@@ -90,7 +90,7 @@ def group_overlay(out: Image.Image, gm: dict) -> Image.Image:
 
 
 def read_map(dst, run_id: str, rel: str) -> dict:
-    """The photo's difficulty map as the stitcher wrote it (steps.ImageJob.write_map): patch
+    """The photo's difficulty map as the stitcher wrote it (writing.write_map): patch
     positions, patch size, latent size and each patch's group; {} if there is none."""
     import json
 

@@ -1,5 +1,6 @@
 """The pipeline's progress counters on the Ray side: a ProgressHub actor (num_cpus=0) and the
-fire-and-forget `report` the stages call. The driver's display is pipeline/progress.py."""
+fire-and-forget `report` the stages call. The driver's display is pipeline/progress.py. (Which
+stitcher assembles a photo cut into pieces is pipeline/assembly.py's PieceLedger.)"""
 from __future__ import annotations
 
 import logging
@@ -8,14 +9,12 @@ log = logging.getLogger("patchscaler.progress")
 
 
 class ProgressHub:
-    """A Ray actor (num_cpus=0) holding the pipeline's counters: stage -> [done, total]; the
-    pieces of each photo written so far (the stitcher that writes a photo's last piece puts the
-    photo together); and which stage each piece is in (so that a piece whose actor died can be
-    named with its stage)."""
+    """A Ray actor (num_cpus=0) holding the pipeline's counters: stage -> [done, total]; which
+    stage each piece is in (so that a piece whose actor died can be named with its stage); and
+    each stage's peak memory."""
 
     def __init__(self):
         self.counts: dict[str, list[int]] = {}
-        self.pieces: dict[str, dict[int, dict]] = {}
         self.where: dict[tuple[str, int], str] = {}
         self.peaks: dict[str, float] = {}
 
@@ -26,16 +25,6 @@ class ProgressHub:
 
     def snapshot(self) -> dict[str, list[int]]:
         return {k: list(v) for k, v in self.counts.items()}
-
-    def piece_done(self, key: str, index: int, count: int, info: dict) -> list[dict] | None:
-        """Record a photo's finished (or failed) piece; the caller that brings the last one
-        gets every piece's info, in order, and puts the photo together. Exactly one does."""
-        got = self.pieces.setdefault(key, {})
-        got[index] = info
-        if len(got) < count:
-            return None
-        del self.pieces[key]
-        return [got[i] for i in range(count)]
 
     def enter(self, stage: str, key: str, index: int) -> None:
         self.where[(key, index)] = stage

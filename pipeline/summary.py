@@ -1,0 +1,48 @@
+"""A run's summary, the same for both engines: the worklist's one line before the run, the
+summary after it, and the one-line end of a run the storage stopped."""
+from __future__ import annotations
+
+import contextlib
+
+from storage import StorageError
+
+from .listing import EXTENSIONS_TEXT
+from .manifest import consolidate
+from .tally import Tally
+from .worklist import Worklist
+
+
+def stopped_by_storage(work: Worklist, tally: Tally, e: Exception) -> StorageError:
+    """The run's end when the storage stays down: its rows folded if DST still answers (a
+    photo whose row was written but whose output was not becomes `interrupted` on the next
+    run), and one line for exit 4. The next run redoes only what is not written."""
+    with contextlib.suppress(Exception):
+        work.dst.retry_budget = 0
+        consolidate(work.dst, work.opts.run_id)
+    return StorageError(f"{e}; stopped after {tally.ok} photo(s) written this run, {len(work.pending) - len(tally)} "
+                        "not done: run the same command again when the storage is back")
+
+
+def worklist_line(work: Worklist) -> str:
+    text = (f"{len(work.inputs)} inputs in {work.src.uri()}, {len(work.done)} already done, "
+            f"{len(work.pending)} to do (run {work.opts.run_id})")
+    changed = sum("input changed" in why for why in work.redo.values())
+    if work.redo:
+        text += f"; of those, {changed} changed since their output and {len(work.redo) - changed} with other settings"
+    if work.still_bad:
+        text += f"; {len(work.still_bad)} still bad and unchanged, not tried again (--retry-failed tries them)"
+    if work.skipped:
+        text += f"; {len(work.skipped)} entries not read (see the manifest)"
+    if not work.inputs:
+        text += f"; SRC has no images (names ending in {EXTENSIONS_TEXT})"
+    return text
+
+
+def summarize(tally: Tally, work: Worklist, manifest: str | None, seconds: float, not_read: list = ()) -> dict:
+    """The run's summary. `rows`: the first Tally.KEEP_ROWS rows whole (every row is in the
+    manifest); `errors`: the first Tally.MAX_ERRORS, `failed` counts them all."""
+    return {"ok": tally.ok, "failed": tally.failed, "skipped": len(work.done), "inputs": len(work.inputs),
+            "still_bad": sorted(work.still_bad.items()), "redone": dict(work.redo),
+            "not_read": [(r.input, r.error) for r in not_read], "recovered": work.recovered,
+            "manifest": manifest, "seconds": seconds, "patches_per_group": list(tally.groups),
+            "errors": list(tally.errors), "rows": tally.rows}
