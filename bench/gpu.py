@@ -12,7 +12,7 @@ they can travel as int8 with a scale per output channel (17 MB):
 
 Dequantised weights give the same FLOPs, so the timings are those of the real model; the
 pixels differ slightly from fp32 Real-ESRGAN's (the quality figures are measured on CPU).
-Tested on CPU with tiny settings (tests/test_bench_gpu.py). Every timing synchronises the
+Tested on CPU with tiny settings (tests/project/test_bench_gpu.py). Every timing synchronises the
 device; A and B are interleaved and repeated."""
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ optimiser's hyper-parameters and anything else go in the JSON header. Nothing is
 DDP: run a job under `torchrun --nproc_per_node N` (or any launcher that sets RANK /
 WORLD_SIZE / MASTER_ADDR). Every step draws one *global* batch from (seed, step) and rank r
 takes rows r, r+N, ...; DDP averages gradients, so N workers with batch B/N take the same
-steps as one worker with batch B (tested in tests/test_train.py)."""
+steps as one worker with batch B (tested in tests/train/test_train.py)."""
 from __future__ import annotations
 
 import json

@@ -1,6 +1,6 @@
 """Noise schedule, forward process and the shortcut sampler of PGS (paper Sec. 3.3).
 
-Timestep convention (tested in tests/test_diffusion.py):
+Timestep convention (tested in tests/method/test_diffusion.py):
   * Timesteps are 0-indexed, t in {0, ..., T-1}; alphas_cumprod[t] is abar_t.
   * A group's shortcut point tau counts steps, 1 <= tau <= T. Sampling a group (tau, N) starts
     from y_tau = sqrt(abar[tau-1]) * y0 + sqrt(1 - abar[tau-1]) * eps  (paper Eq. 4 at t = tau)

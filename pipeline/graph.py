@@ -90,7 +90,7 @@ def _build_dataset(work: Worklist, hub, pending: list[str], ledger):
 def one_row_per_block(ds, compute):
     """A streaming repartition to one row per block, so that a photo's pieces go to different
     actors. Ray 2.60's `repartition` takes neither resources nor a pool size; both are set on
-    its logical operator (checked by tests/test_pieces.py), the same as the header split's, so
+    its logical operator (checked by tests/pipeline/test_pieces.py), the same as the header split's, so
     that Ray Data fuses the two into one task. Left to its defaults it reserves 1 CPU per task,
     which a 2-core host whose actors already hold more than one CPU (or a 1-CPU head whose
     actors hold it all) cannot give: the run would wait forever. Reserving none and unbounded,

@@ -75,3 +75,18 @@ def s3_endpoint():
     options = {"client_kwargs": {"endpoint_url": endpoint}, "key": "test", "secret": "test"}
     yield client, endpoint, options
     server.stop()
+
+
+# The fast loop (`scripts/test.sh --fast`, minutes): the method's parts, planning, naming, the
+# manifest and the report, on tiny models; no Ray start, no full model run. A test elsewhere
+# joins it with @pytest.mark.fast.
+FAST_FILES = {"test_pgs.py", "test_config.py", "test_checkpoint.py", "test_colorfix.py", "test_degrade.py",
+              "test_diffusion.py", "test_fusion.py", "test_patch_dit.py", "test_cross_batching.py",
+              "test_texture_rtm.py", "test_options.py", "test_sizing.py", "test_tally.py", "test_listing_pages.py",
+              "test_status.py", "test_report.py", "test_product_words.py", "test_imports.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in FAST_FILES and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.fast)

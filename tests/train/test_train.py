@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from helpers import encode
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--tiny", "--crop", "64", "--crops-per-photo", "4", "--texture-steps", "30", "--confidence-steps", "20",
         "--batch", "8", "--rtm-size", "32", "--rtm-candidates", "300", "--rtm-engine", "local", "--no-progress",
         "--save-every", "2", "--shortcut-steps", "4"]

@@ -228,7 +228,7 @@ def test_pipeline_with_the_shipped_default_model_equals_oracle(ray_session, tmp_
     assert DEFAULT_CHECKPOINT.exists(), "the default checkpoint is a committed product artifact"
     src = tmp_path / "in"
     src.mkdir()
-    samples = os.path.join(os.path.dirname(__file__), "..", "patchscaler", "samples")
+    samples = os.path.join(os.path.dirname(__file__), "..", "..", "patchscaler", "samples")
     for name, box in (("astronaut.jpg", (20, 10, 84, 58)), ("coffee.png", (30, 40, 78, 88))):
         im = Image.open(os.path.join(samples, "skimage__" + name.split(".")[0] + ".jpg")).convert("RGB")
         im.crop(box).save(src / name)

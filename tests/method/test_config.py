@@ -8,7 +8,7 @@ import pytest
 
 from patchscaler.config import FusionConfig, PatchScalerConfig, override, tiny_config
 
-SHIPPED = Path(__file__).resolve().parents[1] / "patchscaler" / "weights" / "default.safetensors"
+SHIPPED = Path(__file__).resolve().parents[2] / "patchscaler" / "weights" / "default.safetensors"
 
 
 def _shipped_dict() -> dict:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from helpers import encode, photo, write_tree
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def opts_for(src, dst, ckpt, **kw):
@@ -81,6 +81,7 @@ def test_colliding_names_keep_their_extension_and_never_overwrite(checkpoint, tm
     assert (dst / "e.png").read_bytes() == before
 
 
+@pytest.mark.fast
 def test_naming_rules_never_give_two_inputs_one_name():
     """Every input and every format an output may get: no two inputs of a run share an
     output name that the naming rules let them write."""

@@ -12,7 +12,7 @@ jsonschema = pytest.importorskip("jsonschema")
 def test_cluster_yaml_matches_ray_schema():
     import ray
     schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
-    cfg = yaml.safe_load((Path(__file__).parents[1] / "cluster.yaml").read_text())
+    cfg = yaml.safe_load((Path(__file__).parents[2] / "cluster.yaml").read_text())
     jsonschema.validate(cfg, schema)
     types = cfg["available_node_types"]
     for pool in ("grm", "dit_hard", "dit_easy"):

