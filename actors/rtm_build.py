@@ -30,7 +30,7 @@ def fps_shard(chunk: torch.Tensor, k: int) -> tuple[torch.Tensor, dict]:
     """One shard's farthest point sampling, in a Ray task; with where it ran (for the trace)."""
     import ray
 
-    from rtm_index.fps import farthest_point_sampling
+    from patchscaler.rtm_build import farthest_point_sampling
     torch.set_num_threads(1)
     ctx = ray.get_runtime_context()
     return farthest_point_sampling(chunk, k), {"pid": os.getpid(), "node": ctx.get_node_id()}

@@ -90,7 +90,7 @@ def bench_fps(a) -> None:
     import numpy as np
     import torch
     torch.set_num_threads(a.threads)
-    from rtm_index.fps import farthest_point_sampling
+    from patchscaler.rtm_build import farthest_point_sampling
     from rtm_index.fps import two_stage_fps
 
     def keys(n: int, seed: int) -> torch.Tensor:

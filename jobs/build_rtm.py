@@ -71,8 +71,9 @@ def build(a) -> dict:
     from jobs.train_data import name_key
     from patchscaler.upscale import build_default
     from pipeline.listing import list_images
-    from rtm_index.build import candidate_slots, encode_shard, gather_values, keys_matrix, new_scratch, rtm_meta
-    from rtm_index.fps import farthest_point_sampling, two_stage_fps
+    from patchscaler.rtm_build import farthest_point_sampling, rtm_meta
+    from rtm_index.build import candidate_slots, encode_shard, gather_values, keys_matrix, new_scratch
+    from rtm_index.fps import two_stage_fps
     from rtm_index.format import save_rtm
     from storage import Store, options_for
     t0 = time.perf_counter()

@@ -7,8 +7,8 @@ large memories: "flat" (exact, the default), "ivf" (IVF-Flat, `nprobe` lists sea
 "hnsw" (HNSW-Flat). GPU FAISS is used when the installed faiss has GPUs (faiss-gpu), else CPU
 (faiss-cpu). FAISS is an extra, imported only when a FaissRTM is built or loaded.
 
-The RTM is built by rtm_index/ (the build job, at dataset scale, and the small in-process
-build of the untrained default) and stored there (rtm_index/format.py)."""
+The RTM is built in process by rtm_build.py (small sets) or at dataset scale by rtm_index/,
+which also stores it (rtm_index/format.py)."""
 from __future__ import annotations
 
 import numpy as np

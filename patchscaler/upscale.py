@@ -74,7 +74,7 @@ def build_default(checkpoint: str | None = None, parts=None) -> PatchScaler:
 
 def untrained_model(cfg=None, seed: int = 0) -> PatchScaler:
     from .config import PatchScalerConfig
-    from rtm_index.build import rtm_from_images
+    from .rtm_build import rtm_from_images
     torch.manual_seed(seed)
     cfg = cfg or PatchScalerConfig()
     model = PatchScaler(cfg)

@@ -13,7 +13,7 @@
       -> driver                      counts the small manifest rows, consolidates Parquet
     (every stage also tells a ProgressHub actor what it finished: one progress line per stage)
 
-The stages are actors/stages.py, one class each; the method they run is patchscaler/flow.py.
+The stages are stages.py, one class each; the method they run is patchscaler/flow.py.
 
 A row is one piece of a photo carrying all its patches (a compact state: flow.py), so there is
 no fan-out into tiny rows, no global groupby and no stitch state to lose: memory is bounded by
@@ -32,7 +32,6 @@ import time
 
 from actors.hub import ProgressHub
 from actors.runtime import check_devices, init_ray, pool
-from actors.stages import DecodeGRM, PatchDiTPool, StitchWrite, split_pieces
 
 from .assembly import PieceLedger, remove_scratch
 from .manifest import consolidate, remove_parts
@@ -40,6 +39,7 @@ from .options import UpscaleOptions
 from .progress import PipelineProgress, Progress
 from .reading import decode
 from .run_model import hard_groups, load_model
+from .stages import DecodeGRM, PatchDiTPool, StitchWrite, split_pieces
 from .summary import stopped_by_storage, summarize, worklist_line
 from .tally import Tally
 from .worklist import Worklist, make_worklist

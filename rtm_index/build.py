@@ -1,9 +1,6 @@
-"""Building an RTM (paper Algorithm 1): random HR crops -> codec latents (RTM-values) -> T
-keys -> farthest point sampling.
-
-In process, for small image sets (`rtm_from_images`: the untrained default model's RTM, tests).
-At dataset scale (`patchscaler build-rtm`, jobs/build_rtm.py), the steps below, so that no
-process holds more than the candidates' keys, whatever the dataset's size:
+"""The RTM build's steps at dataset scale (paper Algorithm 1; `patchscaler build-rtm`,
+jobs/build_rtm.py; the in-process build for small sets is patchscaler/rtm_build.py), so that
+no process holds more than the candidates' keys, whatever the dataset's size:
 
 1. `candidate_slots`: which crops of which image are candidates, chosen before any feature is
    computed. Every image has `crops_per_image` seeded crop positions (its slots, in listing
@@ -29,58 +26,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from patchscaler import imageio
-from patchscaler.rtm import RTM
-
-from .fps import farthest_point_sampling
-
-# --- in process -----------------------------------------------------------------------------
-
-def random_crops(prep: imageio.Prepared, crop: int, count: int, rng: np.random.Generator) -> torch.Tensor:
-    """`count` random crop x crop RGB crops (count, 3, crop, crop); none if the image is smaller."""
-    img = prep.rgb[0]
-    H, W = img.shape[-2:]
-    if H < crop or W < crop:
-        return torch.empty(0, 3, crop, crop)
-    ys = rng.integers(0, H - crop + 1, count)
-    xs = rng.integers(0, W - crop + 1, count)
-    return torch.stack([img[:, y:y + crop, x:x + crop] for y, x in zip(ys, xs)])
-
-
-@torch.no_grad()
-def encode_crops(model, crops: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """RGB crops -> (keys (n, d) unit vectors, values (n, C, V, V) latents)."""
-    keys, values = [], []
-    for i in range(0, crops.shape[0], batch):
-        z = model.codec.encode(crops[i:i + batch].to(model.device))
-        keys.append(model.texture(z).float().cpu())
-        values.append(z.float().cpu())
-    return torch.cat(keys), torch.cat(values)
-
-
-def crop_size(model) -> int:
-    return model.cfg.pgs.patch_size * model.codec.factor
-
-
-def rtm_from_images(model, images: list[bytes], crops_per_image: int = 64, size: int = 2000,
-                    seed: int = 0) -> RTM:
-    rng = np.random.default_rng(seed)
-    crops = []
-    for data in images:
-        try:
-            crops.append(random_crops(imageio.decode(data), crop_size(model), crops_per_image, rng))
-        except imageio.BadImage:
-            continue
-    keys, values = encode_crops(model, torch.cat(crops))
-    chosen = farthest_point_sampling(keys, size)
-    return RTM(keys[chosen], values[chosen].half(), rtm_meta(model, keys.shape[0], len(chosen), seed))
-
-
-def rtm_meta(model, candidates: int, size: int, seed: int) -> dict:
-    c = model.cfg
-    return {"codec": c.codec.kind, "codec_factor": c.codec.factor, "patch_size": c.pgs.patch_size,
-            "texture_version": c.texture.version, "feature_dim": c.texture.feature_dim,
-            "candidates": candidates, "size": size, "seed": seed}
-
+from patchscaler.rtm_build import crop_size, encode_crops, random_crops
 
 # --- at dataset scale -------------------------------------------------------------------------
 

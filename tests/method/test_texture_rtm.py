@@ -27,7 +27,7 @@ def test_rtm_topk_equals_brute_force():
 
 
 def test_fps_matches_brute_force_definition():
-    from rtm_index.fps import farthest_point_sampling
+    from patchscaler.rtm_build import farthest_point_sampling
     x = torch.randn(60, 5)
     got = farthest_point_sampling(x, 10).tolist()
     chosen = [0]

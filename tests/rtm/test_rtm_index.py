@@ -10,7 +10,8 @@ import torch
 
 from helpers import encode, photo
 from patchscaler.rtm import RTM, FaissRTM
-from rtm_index.fps import coverage_radius, farthest_point_sampling, two_stage_fps
+from patchscaler.rtm_build import coverage_radius, farthest_point_sampling
+from rtm_index.fps import two_stage_fps
 from rtm_index.format import RTMMismatch, load_rtm, save_rtm
 
 

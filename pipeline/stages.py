@@ -6,8 +6,8 @@ manifest.
 
 Each takes the run's options (pipeline.options.UpscaleOptions, handed in by the graph), opens
 its own stores and model, and moves one piece through `patchscaler.flow`: a photo's input is
-pipeline/reading.py, its output pipeline/writing.py, a photo of several pieces is put together
-by pipeline/assembly.py.
+reading.py, its output writing.py, a photo of several pieces is put together by
+assembly.py.
 
 Row columns: input (str), naming (str: JSON of the input's naming rules, pipeline.naming.naming_rules),
 piece (str: JSON of its pieces.Piece, "" when the photo could not be split), status (str:
@@ -28,12 +28,12 @@ import torch
 
 from patchscaler import flow
 from patchscaler.pieces import Piece
-from pipeline import assembly, reading, writing
-from pipeline.run_model import hard_groups, load_model
+from actors.faults import maybe_die
+from actors.hub import mark, peak, report
 from storage import StorageError
 
-from .faults import maybe_die
-from .hub import mark, peak, report
+from . import assembly, reading, writing
+from .run_model import hard_groups, load_model
 
 
 def _one(batch: dict) -> dict:
