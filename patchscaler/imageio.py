@@ -120,7 +120,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         fmt = im.format or "PNG"
         im.load()
         turned = ImageOps.exif_transpose(im)
-        meta = metadata.read(im, rotated=im.getexif().get(0x0112, 1) in (5, 6, 7, 8))
+        meta = metadata.read(im, data, rotated=im.getexif().get(0x0112, 1) in (5, 6, 7, 8))
         im = turned
     if region is None:
         return _to_prepared(im, fmt, meta, notes)

@@ -48,12 +48,13 @@ class Metadata:
     dpi: tuple[float, float] | None = None
 
 
-def read(im: Image.Image, rotated: bool = False) -> Metadata:
-    """The metadata of an opened image whose pixels are loaded (a PNG's text after its pixels
-    is read then); `rotated`: its EXIF orientation turns it by 90 degrees, so x and y swap."""
+def read(im: Image.Image, data: bytes = b"", rotated: bool = False) -> Metadata:
+    """The metadata of an image opened from `data` whose pixels are loaded (a PNG's text after
+    its pixels is read then); `rotated`: its EXIF orientation turns it by 90 degrees, so x and
+    y swap."""
     meta = Metadata(icc=_tried(lambda: im.info.get("icc_profile") or None, "ICC profile"),
                     exif=_tried(lambda: _read_exif(im, rotated), "EXIF"),
-                    xmp=_tried(lambda: _valid_xmp(im.info.get("xmp")), "XMP"),
+                    xmp=_tried(lambda: _valid_xmp(im.info.get("xmp") or _gif_xmp(im, data)), "XMP"),
                     iptc=_tried(lambda: _read_iptc(im), "IPTC"),
                     text=_tried(lambda: _read_text(im), "text") or {},
                     dpi=_tried(lambda: _valid_dpi(im.info.get("dpi")), "resolution"))
@@ -121,12 +122,25 @@ def _valid_xmp(xmp) -> bytes | None:
     return xmp
 
 
+def _gif_xmp(im: Image.Image, data: bytes) -> bytes | None:
+    """A GIF's XMP, which Pillow finds but does not read: the packet lies raw after the
+    application extension's name, up to the end of its xpacket."""
+    ext = im.info.get("extension")
+    if im.format != "GIF" or not ext or ext[0] != b"XMP DataXMP":
+        return None
+    start = ext[1]
+    end = data.find(b"?>", data.find(b"<?xpacket end=", start))
+    if end < 0:
+        raise ValueError("GIF XMP without its end")
+    return data[start:end + 2]
+
+
 def _read_iptc(im: Image.Image) -> bytes | None:
     """The IIM records of a JPEG's APP13 (Photoshop resource 0x0404) or a TIFF's tag 33723."""
     if isinstance(im, TiffImagePlugin.TiffImageFile):
-        data = im.tag_v2.get(IPTC_TAG)
-        if isinstance(data, tuple):   # written as LONGs, in the file's byte order
-            data = struct.pack(f"{im.tag_v2._endian}{len(data)}L", *data)
+        # the tag's bytes as stored, as Pillow's own IptcImagePlugin reads them: writers often
+        # type it as LONGs, which the typed reader refuses for their count
+        data = im.tag_v2._tagdata.get(IPTC_TAG)
     else:
         data = (im.info.get("photoshop") or {}).get(PHOTOSHOP_IPTC)
     if not data:
