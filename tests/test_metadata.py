@@ -2,12 +2,14 @@
 EXIF with its Exif and GPS IFDs, ICC, XMP, IPTC, PNG text and the resolution, per output
 format and across a format change; what describes the old pixels updated or dropped; a
 corrupt EXIF block or broken XMP costs that tag only."""
+import io
 import json
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, PngImagePlugin
 
 from helpers import encode, photo
 
@@ -75,7 +77,7 @@ def make_inputs(src) -> dict[str, str]:
     (src / "thumb.jpg").write_bytes(encode(photo(8, 6), "JPEG"))
     add_with_exiftool(src / "camera.jpg", *XMP_ARGS, *IPTC_ARGS, f"-ThumbnailImage<={src / 'thumb.jpg'}")
     (src / "thumb.jpg").unlink()
-    info = __import__("PIL.PngImagePlugin", fromlist=["PngInfo"]).PngInfo()
+    info = PngImagePlugin.PngInfo()
     info.add_text("Description", "the harbour at dawn")
     info.add_text("Copyright", "(c) 2024 Ada")
     info.add_itxt("Title", "Hafen – Morgendämmerung")
@@ -85,11 +87,14 @@ def make_inputs(src) -> dict[str, str]:
     add_with_exiftool(src / "scan.tif", *XMP_ARGS, *IPTC_ARGS)
     (src / "phone.webp").write_bytes(encode(im, "WEBP", exif=camera_exif(), icc_profile=ICC, quality=95))
     add_with_exiftool(src / "phone.webp", *XMP_ARGS)
+    grey16 = Image.fromarray((np.linspace(0, 65535, W * H).reshape(H, W)).astype(np.uint16))
+    (src / "grey16.tif").write_bytes(encode(grey16, "TIFF", exif=camera_exif(), dpi=(600, 600)))
+    add_with_exiftool(src / "grey16.tif", *XMP_ARGS, *IPTC_ARGS)
     gif = im.convert("P", palette=Image.Palette.ADAPTIVE)
     (src / "old.gif").write_bytes(encode(gif, "GIF", comment=b"from the family archive"))
     add_with_exiftool(src / "old.gif", *XMP_ARGS)
     return {"camera.jpg": "camera.jpg", "scan.png": "scan.png", "scan.tif": "scan.tif",
-            "phone.webp": "phone.webp", "old.gif": "old.png"}
+            "phone.webp": "phone.webp", "old.gif": "old.png", "grey16.tif": "grey16.tif"}
 
 
 def upscale_folder(src, dst, checkpoint, **kw):
@@ -159,8 +164,8 @@ def test_a_format_change_and_outscale_keep_the_tags_and_the_print_size(checkpoin
     assert after["PNG:Comment"] == "scanned from the 1961 album"
     check_changes(before, after, 2.5)
     assert after["PNG-pHYs:PixelsPerUnitX"] == pytest.approx(300 * 2.5 / 0.0254, rel=1e-3)
-    tif = tags(tmp_path / "out" / "scan.png")
-    assert tif["XMP-dc:Rights"].startswith("©") and tif["GPS:GPSLongitudeRef"] == "E"
+    png = tags(tmp_path / "out" / outputs["scan.tif"])   # a TIFF's XMP and EXIF in a PNG
+    assert png["XMP-dc:Rights"].startswith("©") and png["GPS:GPSLongitudeRef"] == "E"
 
 
 @needs_exiftool
@@ -188,7 +193,7 @@ def test_rotated_photo_has_orientation_one_and_its_size_in_exif():
     prep = imageio.decode(data)
     assert prep.size == (H, W) and prep.meta.dpi == (150, 300)
     meta = metadata.for_output(prep.meta, prep.size, (H * 4, W * 4), "PatchScaler test")
-    out = Image.open(__import__("io").BytesIO(imageio.encode(Image.new("RGB", (H * 4, W * 4)), "JPEG", 90, meta)))
+    out = Image.open(io.BytesIO(imageio.encode(Image.new("RGB", (H * 4, W * 4)), "JPEG", 90, meta)))
     exif = out.getexif()
     assert exif[0x0112] == 1 and exif[0x010F] == "Canon" and exif[0x000B] == "PatchScaler test"
     assert exif.get_ifd(0x8769)[0xA002] == H * 4
