@@ -149,6 +149,8 @@ class ImageJob:
         safe_relpath(rel)
         region = None if piece is None or piece.whole else piece.crop
         prep = imageio.decode(self.source().read(rel), self.opts.max_pixels, region)
+        if piece is not None and piece.index > 0:   # the photo's metadata rides with its first piece only
+            prep.meta = metadata.Metadata()
         if piece is not None and prep.size != (piece.width, piece.height):
             raise imageio.BadImage(f"decoded as {prep.size[0]}x{prep.size[1]}, not the "
                                    f"{piece.width}x{piece.height} its header gave")
@@ -210,9 +212,7 @@ class ImageJob:
         return {"ok": True, "error": "", "box": list(output_box(piece, model.cfg.grm.scale)),
                 "counts": state.group_counts(model.cfg.pgs.num_groups), "seconds": dict(state.seconds),
                 "mode": image.mode, "size": list(p.size), "format": p.format, "prep_mode": p.mode,
-                "alpha": p.alpha is not None, "notes": list(p.notes),
-                # the photo's metadata rides with its first piece only: the assembler takes it from there
-                "meta": p.meta if piece.index == 0 else None,
+                "alpha": p.alpha is not None, "meta": p.meta, "notes": list(p.notes),
                 "outscale": piece.outscale, "trace": None}
 
     def assemble(self, rel: str, infos: list[dict], naming: dict | None, model) -> ManifestRow:
