@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from patchscaler import imageio
+from patchscaler import imageio, metadata
 from patchscaler.config import override
 from patchscaler.model import Runtime
 from patchscaler.pieces import Piece, output_box, output_size, split
@@ -63,6 +63,16 @@ def load_model(opts: UpscaleOptions, parts=None, stage: str | None = None):
 
 def model_version(model) -> str:
     return model.cfg.version
+
+
+def made_by(model) -> str:
+    """What an output says made it (EXIF ProcessingSoftware): the package and the model."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        package = version("patchscaler")
+    except PackageNotFoundError:   # run from a source tree that was never installed
+        from patchscaler import __version__ as package
+    return f"PatchScaler {package} (model {model_version(model)})"
 
 
 def hard_groups(opts: UpscaleOptions, model) -> set[int]:
@@ -139,6 +149,8 @@ class ImageJob:
         safe_relpath(rel)
         region = None if piece is None or piece.whole else piece.crop
         prep = imageio.decode(self.source().read(rel), self.opts.max_pixels, region)
+        if piece is not None and piece.index > 0:   # the photo's metadata rides with its first piece only
+            prep.meta = metadata.Metadata()
         if piece is not None and prep.size != (piece.width, piece.height):
             raise imageio.BadImage(f"decoded as {prep.size[0]}x{prep.size[1]}, not the "
                                    f"{piece.width}x{piece.height} its header gave")
@@ -162,7 +174,8 @@ class ImageJob:
         t = time.perf_counter()
         fmt = imageio.output_format(prep.format, prep.mode, prep.alpha is not None, opts.out_format)
         out_rel = check_output_name(rel, output_relpath(rel, fmt, (naming or {}).get("keep_ext", False)), naming)
-        data = imageio.encode(image, fmt, opts.quality, prep.icc, prep.exif)
+        meta = metadata.for_output(prep.meta, prep.size, image.size, made_by(model))
+        data = imageio.encode(image, fmt, opts.quality, meta)
         row.output, row.sec_write = out_rel, time.perf_counter() - t
         write_row(self.dest(), row)
         self.dest().write_atomic(out_rel, data)
@@ -199,7 +212,7 @@ class ImageJob:
         return {"ok": True, "error": "", "box": list(output_box(piece, model.cfg.grm.scale)),
                 "counts": state.group_counts(model.cfg.pgs.num_groups), "seconds": dict(state.seconds),
                 "mode": image.mode, "size": list(p.size), "format": p.format, "prep_mode": p.mode,
-                "alpha": p.alpha is not None, "icc": p.icc, "exif": p.exif, "notes": list(p.notes),
+                "alpha": p.alpha is not None, "meta": p.meta, "notes": list(p.notes),
                 "outscale": piece.outscale, "trace": None}
 
     def assemble(self, rel: str, infos: list[dict], naming: dict | None, model) -> ManifestRow:
@@ -226,7 +239,7 @@ class ImageJob:
             counts = [sum(c) for c in zip(*(i["counts"] for i in infos))]
             import torch
             prep = imageio.Prepared(torch.empty(0), torch.empty(0) if first["alpha"] else None, first["prep_mode"],
-                                    first["format"], first["icc"], first["exif"], first["notes"], tuple(first["size"]))
+                                    first["format"], first["meta"], first["notes"], tuple(first["size"]))
             row = self.write_ok(rel, prep, image, Done(counts, seconds, len(infos)), naming, model)
             del image
             self.write_map(rel, [np.load(io.BytesIO(self.dest().read(f"{d}/{k}.groups.npy")))
