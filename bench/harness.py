@@ -139,3 +139,29 @@ class BusyNeighbour:
         for p in self.procs:
             p.kill()
             p.wait()
+
+
+def held_out(data: str, n: int) -> list[Path]:
+    """The held-out photos of DATA/train (`patchscaler train`'s split: no model here saw them)."""
+    from jobs.train_data import list_photos, split
+    return split(list_photos(Path(data) / "train"))[1][:n]
+
+
+def held_out_pair(path: Path, lr_size: int, family: str, seed: int = 0):
+    """(imageio.Prepared LR, HR uint8 (H, W, 3)): the photo's HR centre crop of 4 x lr_size px and
+    its LR by `patchscaler evaluate`'s seeded degradation of `family`, through PNG as the CLI reads it."""
+    import io
+
+    from PIL import Image
+
+    from jobs.evaluate import _u8, synthetic_lr
+    from jobs.train_data import load_rgb
+    from patchscaler import imageio
+    img = load_rgb(path)
+    H, W = img.shape[-2:]
+    c = min(4 * lr_size, H, W) // 16 * 16
+    y0, x0 = (H - c) // 2, (W - c) // 2
+    hr = img[None, :, y0:y0 + c, x0:x0 + c]
+    buf = io.BytesIO()
+    Image.fromarray(_u8(synthetic_lr(hr, path.name, seed, family))).save(buf, format="PNG")
+    return imageio.decode(buf.getvalue()), _u8(hr)

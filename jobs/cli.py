@@ -269,8 +269,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(a: argparse.Namespace) -> int:
     if a.cmd == "upscale":
+        from pipeline.worklist import UsageError
+        from patchscaler.upscale import resolve_checkpoint
+        try:   # a shipped model's name becomes its file, so every actor loads the same one
+            a.checkpoint = resolve_checkpoint(a.checkpoint)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         if a.checkpoint and "://" not in a.checkpoint and not os.path.exists(a.checkpoint):
-            from pipeline.worklist import UsageError
             raise UsageError(f"--checkpoint {a.checkpoint} does not exist")
         return upscale_main(a)
     if a.cmd == "train":

@@ -55,13 +55,41 @@ def state_to_save(model: PatchScaler, half: bool = True) -> dict[str, torch.Tens
     return sd
 
 
-def save(model: PatchScaler, path: str, half: bool = True, extra: dict | None = None) -> None:
-    """Write atomically to a local path or any fsspec URI."""
+def save(model: PatchScaler, path: str, half: bool = True, extra: dict | None = None, base: str | None = None) -> None:
+    """Write atomically to a local path or any fsspec URI. `base`: another checkpoint in the same
+    folder (its file name) that this one is a variant of: the tensors equal to the base's are
+    not stored, only what differs (e.g. a confidence head for another GRM), so a variant of a
+    40 MB model costs kilobytes."""
     meta = {"format": FORMAT, "config": model.cfg.to_json(),
             "rtm_meta": json.dumps(model.rtm.meta if model.rtm is not None else {}),
             "extra": json.dumps(extra or {})}
-    data = st_save(state_to_save(model, half), metadata=meta)
-    write_bytes_atomic(path, data)
+    tensors = state_to_save(model, half)
+    if base is not None:
+        if "/" in base:
+            raise ValueError(f"base {base!r}: a file name in the variant's own folder")
+        shared = _tensors(_sibling(path, base))[1]
+        tensors = {k: v for k, v in tensors.items() if not (k in shared and shared[k].dtype == v.dtype
+                                                              and torch.equal(shared[k], v))}
+        meta["base"] = base
+    write_bytes_atomic(path, st_save(tensors, metadata=meta))
+
+
+def _sibling(path: str, name: str) -> str:
+    return path.rsplit("/", 1)[0] + "/" + name if "/" in path else name
+
+
+def _tensors(path: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """A checkpoint's metadata and tensors; a variant's tensors over its base's."""
+    data = read_bytes(path)
+    meta = read_metadata(data)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a PatchScaler checkpoint (format {meta.get('format')!r})")
+    tensors = st_load(data)
+    if meta.get("base"):
+        base_meta, base = _tensors(_sibling(path, meta["base"]))
+        tensors = {**base, **tensors}
+        meta = {**meta, "rtm_meta": meta.get("rtm_meta") or base_meta.get("rtm_meta", "{}")}
+    return meta, tensors
 
 
 def read_metadata(data: bytes) -> dict[str, str]:
@@ -72,14 +100,10 @@ def read_metadata(data: bytes) -> dict[str, str]:
 def load(path: str, grm_weights: str | None = None, parts=None) -> PatchScaler:
     """The model of a checkpoint; `parts`: only these of PARTS (None: all), the others are
     neither built nor loaded (the GRM's backbone is not even read)."""
-    data = read_bytes(path)
-    meta = read_metadata(data)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a PatchScaler checkpoint (format {meta.get('format')!r})")
+    meta, tensors = _tensors(path)
     cfg = PatchScalerConfig.from_json(meta["config"])
     if grm_weights is not None:
         cfg = override(cfg, grm={"weights": grm_weights})
-    tensors = st_load(data)
     rtm_meta = json.loads(meta.get("rtm_meta", "{}"))
     keys = tensors.pop("rtm.keys").float() if "rtm.keys" in tensors else None
     values = (tensors.pop("rtm.values_u8").float() / 127.5 - 1).half() if "rtm.values_u8" in tensors \
@@ -108,5 +132,8 @@ def load(path: str, grm_weights: str | None = None, parts=None) -> PatchScaler:
 
 def checkpoint_info(path: str) -> dict:
     meta = read_metadata(read_bytes(path))
+    if meta.get("base"):
+        base = read_metadata(read_bytes(_sibling(path, meta["base"])))
+        meta = {**meta, "rtm_meta": meta.get("rtm_meta") or base.get("rtm_meta", "{}")}
     return {"config": json.loads(meta.get("config", "{}")), "rtm": json.loads(meta.get("rtm_meta", "{}")),
             "extra": json.loads(meta.get("extra", "{}"))}

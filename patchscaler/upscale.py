@@ -15,7 +15,24 @@ from . import flow, imageio, pieces
 from .flow import Coarse, InFlight  # noqa: F401 (re-exported)
 from .model import PatchScaler, Runtime
 
-DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "default.safetensors"
+WEIGHTS = Path(__file__).parent / "weights"
+DEFAULT_CHECKPOINT = WEIGHTS / "default.safetensors"
+
+
+def named_models() -> list[str]:
+    """The models shipped with the package, by name (`--checkpoint NAME`)."""
+    return sorted(p.stem for p in WEIGHTS.glob("*.safetensors"))
+
+
+def resolve_checkpoint(checkpoint: str | None) -> str | None:
+    """A shipped model's name ("default", "x4plus", ...) -> its file; a path or URI as given."""
+    if checkpoint and "/" not in checkpoint and "." not in checkpoint:
+        path = WEIGHTS / f"{checkpoint}.safetensors"
+        if not path.exists():
+            raise ValueError(f"--checkpoint {checkpoint}: no such shipped model (shipped: {', '.join(named_models())}); "
+                             "give a path or URI for another checkpoint")
+        return str(path)
+    return checkpoint
 SAMPLES = Path(__file__).parent / "samples"
 
 
@@ -67,7 +84,7 @@ def build_default(checkpoint: str | None = None, parts=None) -> PatchScaler:
     """A fresh model from `checkpoint`, $PATCHSCALER_CHECKPOINT, the shipped checkpoint, or
     else the untrained default, in that order; `parts`: only these (checkpoint.PARTS)."""
     from .checkpoint import keep_parts, load
-    path = checkpoint or os.environ.get("PATCHSCALER_CHECKPOINT") or (
+    path = resolve_checkpoint(checkpoint or os.environ.get("PATCHSCALER_CHECKPOINT")) or (
         str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.exists() else None)
     return load(path, parts=parts) if path else keep_parts(untrained_model(), parts)
 

@@ -67,7 +67,7 @@ def write_part(dst: Store, opts: UpscaleOptions, rel: str, piece: Piece, image, 
     return {"ok": True, "error": "", "box": list(output_box(piece, model.cfg.grm.scale)),
             "counts": state.group_counts(model.cfg.pgs.num_groups), "seconds": dict(state.seconds),
             "mode": image.mode, "size": list(p.size), "format": p.format, "prep_mode": p.mode,
-            "alpha": p.alpha is not None, "icc": p.icc, "exif": p.exif, "notes": list(p.notes),
+            "alpha": p.alpha is not None, "meta": p.meta, "notes": list(p.notes),
             "outscale": piece.outscale, "trace": None}
 
 
@@ -95,7 +95,7 @@ def assemble(dst: Store, opts: UpscaleOptions, rel: str, infos: list[dict], nami
                 seconds[key] = seconds.get(key, 0.0) + v
         counts = [sum(c) for c in zip(*(i["counts"] for i in infos))]
         prep = imageio.Prepared(torch.empty(0), torch.empty(0) if first["alpha"] else None, first["prep_mode"],
-                                first["format"], first["icc"], first["exif"], first["notes"], tuple(first["size"]))
+                                first["format"], first["meta"], first["notes"], tuple(first["size"]))
         row = write_ok(dst, opts, rel, prep, image, Done(counts, seconds, len(infos)), naming, model)
         del image
         write_map(dst, opts, rel, [np.load(io.BytesIO(dst.read(f"{d}/{k}.groups.npy"))) for k in range(len(infos))],

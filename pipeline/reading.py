@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from patchscaler import imageio
+from patchscaler import imageio, metadata
 from patchscaler.pieces import Piece, split
 
 from storage import Store
@@ -42,6 +42,8 @@ def decode(src: Store, rel: str, opts: UpscaleOptions, piece: Piece | None = Non
     safe_relpath(rel)
     region = None if piece is None or piece.whole else piece.crop
     prep = imageio.decode(src.read(rel), opts.max_pixels, region)
+    if piece is not None and piece.index > 0:   # the photo's metadata rides with its first piece only
+        prep.meta = metadata.Metadata()
     if piece is not None and prep.size != (piece.width, piece.height):
         raise imageio.BadImage(f"decoded as {prep.size[0]}x{prep.size[1]}, not the "
                                f"{piece.width}x{piece.height} its header gave")

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from patchscaler import imageio
+from patchscaler import imageio, metadata
 
 from storage import StorageError, Store
 
@@ -42,6 +42,12 @@ def failed_status(err: Exception) -> str:
     return "interrupted" if isinstance(err, StorageError) else "error"
 
 
+def made_by(model) -> str:
+    """What an output says made it (EXIF ProcessingSoftware): the package and the model."""
+    from patchscaler import __version__
+    return f"PatchScaler {__version__} (model {model.cfg.version})"
+
+
 def write_ok(dst: Store, opts: UpscaleOptions, rel: str, prep: imageio.Prepared, image, done,
              naming: dict | None, model) -> ManifestRow:
     """Name, encode and write one output and its manifest row (`done`: flow.Done, what the
@@ -61,7 +67,8 @@ def write_ok(dst: Store, opts: UpscaleOptions, rel: str, prep: imageio.Prepared,
     t = time.perf_counter()
     fmt = imageio.output_format(prep.format, prep.mode, prep.alpha is not None, opts.out_format)
     out_rel = check_output_name(rel, output_relpath(rel, fmt, naming.get("keep_ext", False)), naming)
-    data = imageio.encode(image, fmt, opts.quality, prep.icc, prep.exif)
+    meta = metadata.for_output(prep.meta, prep.size, image.size, made_by(model))
+    data = imageio.encode(image, fmt, opts.quality, meta)
     row.output, row.sec_write = out_rel, time.perf_counter() - t
     write_row(dst, row)
     dst.write_atomic(out_rel, data)

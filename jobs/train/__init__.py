@@ -1,6 +1,8 @@
 """`patchscaler train STAGE`: train the default model's learned parts on CPU (or GPUs).
 
-    prepare     seeded HR crops -> Real-ESRGAN degradations -> frozen Real-ESRGAN GRM, cached
+    grm         the compact GRM distilled from Real-ESRGAN x4plus (its outputs cached once);
+                nothing for another backbone
+    prepare     seeded HR crops -> Real-ESRGAN degradations -> the frozen GRM, cached
     texture     T, self-supervised on the texture images (InfoNCE between two augmented crops
                 of one texture); prints top-1 retrieval accuracy on held-out textures
     confidence  the GRM's confidence head with the paper's loss (Eq. 6); then eta-independent
@@ -41,6 +43,7 @@ from jobs.trainstate import Dist, load_state
 from .assemble import model_version, stage_assemble
 from .confidence import stage_confidence
 from .dit import stage_dit
+from .grm_distill import stage_grm
 from .init import seed_from_checkpoint
 from .train_options import STAGES, TrainOptions, add_args
 from .prepare import stage_prepare
@@ -49,7 +52,7 @@ from .shortcut import paths_spec, stage_shortcut, training_pgs
 from .texture import stage_texture
 from .work import Interrupted, is_done, log, model_config, work_path
 
-RUN = {"prepare": stage_prepare, "texture": stage_texture, "confidence": stage_confidence,
+RUN = {"grm": stage_grm, "prepare": stage_prepare, "texture": stage_texture, "confidence": stage_confidence,
        "rtm": stage_rtm, "dit": stage_dit, "shortcut": stage_shortcut, "assemble": stage_assemble}
 __all__ = ["STAGES", "DataError", "Interrupted", "TrainOptions", "add_args", "main", "model_version", "run"]
 

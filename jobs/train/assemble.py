@@ -57,6 +57,9 @@ def training_record(a: TrainOptions) -> dict:
         return json.loads(Path(work_path(a, name)).read_text())
     return {"command": ("patchscaler " if sys.argv[1:2] == ["train"] else "python -m jobs.train ") + " ".join(sys.argv[1:]),
             "commit": git_commit(), "seed": a.seed, "data": os.path.abspath(a.data),
+            "grm": (load_state(work_path(a, "grm.done.safetensors"), {}, None)[1]
+                    if os.path.exists(work_path(a, "grm.done.safetensors")) else
+                    read("grm.done.json") if os.path.exists(work_path(a, "grm.done.json")) else None),
             "prepare": read("prepare.done.json"),
             "texture": read("texture.version.json"),
             "calibration": read("calibration.json"),

@@ -10,9 +10,12 @@ shuffle, ~0.6-1.2 M multiply-adds per LR pixel) trained to reproduce x4plus's pi
             computed once and cached per image (WORK/grm_data/), like `prepare`'s.
   student   starts from realesr-animevideov3-x4 (same architecture; deeper students start
             from it too, the extra convs set to the identity so the start is the same function)
-            and learns  L1(pixels) + w * L1(high-pass): x4plus's look is in its high
-            frequencies, and plain L1 on a student that cannot reproduce every texture averages
-            them away (smooth pictures). The weight was chosen by measurement (MODEL_CARD.md).
+            and learns  L1(pixels) + w * L1(detail energy): x4plus invents texture that a
+            student 30x smaller cannot reproduce pixel for pixel, and a pointwise loss (L1, or L1
+            on the high-pass band) then prefers smooth pictures: measured, its sharpness fell
+            below its start's. The detail-energy term (the local mean of |high-pass|) asks for
+            as much fine detail as x4plus has, wherever it is placed. The weight was chosen by
+            measurement (MODEL_CARD.md).
 
 The stage is resumable (its state every --save-every steps) and ends in grm.done.safetensors,
 which `prepare` then runs as the GRM: the rest of the model is fitted to the compact GRM."""
@@ -54,20 +57,20 @@ def teacher_crops(teacher, path: Path, crop: int, count: int, seed: int, dtype=t
     return {"lr": u8(lr), "sr": u8(sr)}
 
 
-def make_teacher_data(images: list[Path], work: str, crop: int, count: int, seed: int,
+def make_teacher_data(images: list[tuple[Path, int]], work: str, crop: int, seed: int,
                       bf16: bool = False, progress: bool = True) -> None:
-    """The teacher's outputs for every image's crops, one file per image (resumable). bf16: run
-    x4plus in bf16 (3x faster on a CPU with AMX; 53 dB from its fp32 output, far below what the
-    student can reproduce)."""
+    """The teacher's outputs for every (image, number of crops), one file per image (resumable).
+    bf16: run x4plus in bf16 (3x faster on a CPU with AMX; 53 dB from its fp32 output, far below
+    what the student can reproduce)."""
     from tqdm import tqdm
     from patchscaler.realesrgan import load_backbone
     os.makedirs(os.path.join(work, "grm_data"), exist_ok=True)
-    pending = [p for p in images if not os.path.exists(data_path(work, p.name))]
+    pending = [(p, n) for p, n in images if not os.path.exists(data_path(work, p.name))]
     if not pending:
         return
     dtype = torch.bfloat16 if bf16 else torch.float32
     teacher = load_backbone(TEACHER).to(dtype).to(memory_format=torch.channels_last)
-    for p in tqdm(pending, desc="grm: x4plus on the crops", disable=not progress):
+    for p, count in tqdm(pending, desc="grm: x4plus on the crops", disable=not progress):
         t = teacher_crops(teacher, p, crop, count, seed, dtype)
         tmp = data_path(work, p.name) + ".part"
         save_file(t, tmp)
@@ -103,8 +106,7 @@ class TeacherPairs:
         return torch.stack(lrs).float() / 255, torch.stack(srs).float() / 255
 
 
-def high_pass(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
-    """x minus its Gaussian blur: the detail band where x4plus's look lives."""
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = int(2 * round(3 * sigma) + 1)
     r = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
     w = torch.exp(-0.5 * (r / sigma) ** 2)
@@ -112,12 +114,94 @@ def high_pass(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
     c = x.shape[1]
     b = F.pad(x, (k // 2,) * 4, mode="reflect")
     b = F.conv2d(b, w.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
-    b = F.conv2d(b, w.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
-    return x - b
+    return F.conv2d(b, w.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
 
 
-def distil_loss(out: torch.Tensor, target: torch.Tensor, hf_weight: float) -> torch.Tensor:
+def high_pass(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    """x minus its Gaussian blur: the detail band where x4plus's look lives."""
+    return x - blur(x, sigma)
+
+
+def detail_energy(x: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
+    """How much fine detail there is around each pixel (the local mean of |high-pass|), whatever
+    its exact phase: x4plus invents texture the student cannot place pixel for pixel, and a
+    pointwise loss then prefers no texture at all; this term asks for as much of it."""
+    return blur(high_pass(x).abs(), sigma)
+
+
+def distil_loss(out: torch.Tensor, target: torch.Tensor, hf_weight: float, energy_weight: float = 0.0) -> torch.Tensor:
     loss = (out - target).abs().mean()
     if hf_weight:
         loss = loss + hf_weight * (high_pass(out) - high_pass(target)).abs().mean()
+    if energy_weight:
+        loss = loss + energy_weight * (detail_energy(out) - detail_energy(target)).abs().mean()
     return loss
+
+
+def student_from_animevideov3(convs: int):
+    """SRVGGNetCompact with `convs` body convs, computing exactly what realesr-animevideov3-x4
+    computes: its 16 convs, then (for a deeper student) identity convs with PReLU slope 1,
+    so training starts from a working x4 model whatever the depth."""
+    from patchscaler.realesrgan import SRVGGNetCompact, load_backbone
+    base = load_backbone("srvgg")
+    if convs == 16:
+        return base
+    if convs < 16:
+        raise ValueError(f"grm.compact_convs {convs}: a student starts from animevideov3's 16 convs, so at least 16")
+    net = SRVGGNetCompact(num_conv=convs)
+    with torch.no_grad():
+        head = len(base.body) - 1                     # every layer but the last conv
+        for i in range(head):
+            net.body[i].load_state_dict(base.body[i].state_dict())
+        for i in range(head, len(net.body) - 1):
+            m = net.body[i]
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.zero_()
+                m.bias.zero_()
+                m.weight[:, :, 1, 1] = torch.eye(m.weight.shape[0])
+            else:
+                m.weight.fill_(1.0)
+        net.body[-1].load_state_dict(base.body[-1].state_dict())
+    return net.eval()
+
+
+def stage_grm(a, d) -> dict:
+    """Distil the compact GRM (see the module's docstring); skipped for another backbone."""
+    import json
+    from patchscaler.model import native_bf16
+    from .work import finish, log, model_config, photos, textures, train_loop, work_path
+    cfg = model_config(a)
+    if cfg.grm.backbone != "compact":
+        log.info("grm: the model's GRM is %s, nothing to distil", cfg.grm.backbone)
+        Path(work_path(a, "grm.done.json")).write_text(json.dumps({"backbone": cfg.grm.backbone}))
+        return {}
+    # textures are small (512 px): fewer crops, or they would repeat the same pixels
+    counted = [(p, a.grm_crops_per_image) for p in photos(a)[0]] + [(p, a.grm_texture_crops) for p in textures(a)[0]]
+    images = [p for p, _ in counted]
+    if d.main:
+        make_teacher_data(counted, a.work, a.grm_crop * 4, a.seed, bf16=native_bf16(a.device), progress=a.progress)
+    d.barrier()
+    data = TeacherPairs(a.work, images)
+    student = student_from_animevideov3(cfg.grm.compact_convs).to(a.device).to(memory_format=torch.channels_last)
+    student.train()
+    net = d.wrap(student)
+    size = min(a.grm_patch, data.size)
+    bf16 = native_bf16(a.device)
+
+    def step_fn(step):
+        rng = np.random.default_rng([a.seed, 7, step])
+        lr, sr = data.batch(rng, a.grm_batch, size)
+        lr = d.shard(lr).to(a.device).contiguous(memory_format=torch.channels_last)
+        sr = d.shard(sr).to(a.device)
+        with torch.autocast(torch.device(a.device).type, dtype=torch.bfloat16, enabled=bf16):
+            out = net(lr)
+        return distil_loss(out.float(), sr, a.grm_hf_weight, a.grm_energy_weight), {}
+
+    settings = {"convs": cfg.grm.compact_convs, "hf_weight": a.grm_hf_weight, "energy_weight": a.grm_energy_weight,
+                "patch": size}
+    train_loop(a, d, "grm", {"student": student}, list(student.parameters()), a.grm_steps, a.grm_lr, step_fn,
+               minutes=a.grm_minutes, settings=settings)
+    result = {"convs": cfg.grm.compact_convs, "images": len(images), "crops": len(data), "hf_weight": a.grm_hf_weight,
+              "energy_weight": a.grm_energy_weight, "steps": a.grm_steps, "teacher_bf16": bf16}
+    finish(a, d, "grm", student.eval(), "student", result)
+    return result

@@ -11,14 +11,16 @@ from jobs.train_data import prepare
 from jobs.trainstate import Dist
 
 from .train_options import TrainOptions
-from .work import model_config, photos, work_path
+from .work import load_compact_grm, model_config, photos, work_path
 
 
 def stage_prepare(a: TrainOptions, d: Dist) -> None:
     if d.main:
         from patchscaler.grm import RealESRGANGRM
         cfg = model_config(a)
-        grm = RealESRGANGRM(cfg.latent_channels, cfg.grm).eval().to(memory_format=torch.channels_last)
+        grm = RealESRGANGRM(cfg.latent_channels, cfg.grm)
+        load_compact_grm(a, grm)
+        grm = grm.eval().to(memory_format=torch.channels_last)
         train, held = photos(a)
         prepare(grm, train, a.work, a.crop, a.crops_per_photo, a.seed, a.progress)
         Path(work_path(a, "prepare.done.json")).write_text(json.dumps(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from jobs.args import add_fields, from_args
 from pipeline.fields import opt
 
-STAGES = ("prepare", "texture", "confidence", "rtm", "dit", "shortcut", "assemble")
+STAGES = ("grm", "prepare", "texture", "confidence", "rtm", "dit", "shortcut", "assemble")
 
 
 @dataclass
@@ -28,6 +28,19 @@ class TrainOptions:
     tiny: bool = opt(False, "tiny model and budget (tests)", action="store_true")
     init: str = opt("", "continue from this assembled checkpoint: its texture, confidence and Patch-DiT weights "
                     "and calibration become the finished stages (see jobs/train/init.py)", metavar="CHECKPOINT")
+    grm: str = opt("compact", "the GRM trained around: compact (an SRVGGNetCompact distilled from Real-ESRGAN x4plus "
+                   "by the grm stage) or rrdb (x4plus itself, frozen)", choices=["compact", "rrdb"])
+    grm_crop: int = opt(64, "grm: LR crop size of the teacher's crops", type=int)
+    grm_crops_per_image: int = opt(20, "grm: crops per training photo (half of each degradation family)", type=int)
+    grm_texture_crops: int = opt(8, "grm: crops per training texture", type=int)
+    grm_patch: int = opt(48, "grm: LR px per side of a training sample", type=int)
+    grm_batch: int = opt(16, "grm: batch", type=int)
+    grm_steps: int = opt(2500, "grm: steps", type=int)
+    grm_minutes: float = opt(0, "stop the grm stage after this long (0: no limit)", type=float)
+    grm_lr: float = opt(1e-4, "grm: learning rate", type=float)
+    grm_hf_weight: float = opt(0.0, "grm: weight of the pointwise high-pass L1 term", type=float)
+    grm_energy_weight: float = opt(10.0, "grm: weight of the detail-energy term (as much fine detail as x4plus, "
+                                   "wherever it cannot be matched pixel for pixel)", type=float)
     crop: int = opt(192, "prepare: HR crop size", type=int)
     crops_per_photo: int = opt(8, "prepare: crops per training photo", type=int)
     texture_steps: int = opt(600, "texture: steps", type=int)

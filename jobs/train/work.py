@@ -30,7 +30,7 @@ def work_path(a: TrainOptions, name: str) -> str:
 
 def is_done(a: TrainOptions, stage: str) -> bool:
     return os.path.exists(work_path(a, f"{stage}.done.safetensors")) or (
-        stage in ("prepare", "rtm") and os.path.exists(work_path(a, f"{stage}.done.json")))
+        stage in ("grm", "prepare", "rtm") and os.path.exists(work_path(a, f"{stage}.done.json")))
 
 
 def photos(a: TrainOptions):
@@ -47,7 +47,7 @@ def model_config(a: TrainOptions):
     """The config being trained: the default (shipped) architecture, or the tiny one with --tiny
     (on the frozen Real-ESRGAN that `prepare` runs), plus what the finished stages calibrated."""
     from patchscaler.config import PatchScalerConfig, override, tiny_config
-    cfg = tiny_config(grm={"backbone": "srvgg"}) if a.tiny else PatchScalerConfig()
+    cfg = tiny_config(grm={"backbone": a.grm}) if a.tiny else override(PatchScalerConfig(), grm={"backbone": a.grm})
     calib = work_path(a, "calibration.json")
     if os.path.exists(calib):
         c = json.loads(Path(calib).read_text())
@@ -64,11 +64,20 @@ def model_so_far(a: TrainOptions, stages: tuple[str, ...] = ()):
         version = json.loads(Path(work_path(a, "texture.version.json")).read_text())["version"]
         cfg = override(cfg, texture={"version": version})
     model = PatchScaler(cfg)
+    load_compact_grm(a, model.grm)
     for stage, name in (("texture", "texture"), ("confidence", "conf_head"), ("dit", "dit"), ("shortcut", "dit")):
         if stage in stages and (stage != "shortcut" or is_done(a, stage)):
             module = model.grm.conf_head if name == "conf_head" else getattr(model, name)
             load_state(work_path(a, f"{stage}.done.safetensors"), {name: module}, None)
     return model.to(a.device)
+
+
+def load_compact_grm(a: TrainOptions, grm) -> None:
+    """The distilled GRM's weights (stage grm) into a compact GRM; other backbones have theirs."""
+    if getattr(grm, "backbone", None) is not None and model_config(a).grm.backbone == "compact":
+        if not os.path.exists(work_path(a, "grm.done.safetensors")):
+            raise FileNotFoundError(f"the compact GRM is not trained yet: run `patchscaler train grm` first ({a.work})")
+        load_state(work_path(a, "grm.done.safetensors"), {"student": grm.backbone}, None)
 
 
 def train_loop(a: TrainOptions, d: Dist, stage: str, modules: dict[str, nn.Module], params, steps: int, lr: float,

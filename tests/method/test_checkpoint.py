@@ -69,3 +69,57 @@ def test_fp16_checkpoint_stores_rtm_values_as_uint8_and_recomputes_keys(tmp_path
     m2 = load(str(tmp_path / "c.safetensors"))
     assert torch.equal(m2.rtm.values, values)  # lossless
     assert torch.allclose(m2.rtm.keys, m.rtm.keys, atol=5e-3)  # T in fp16 weights vs fp32
+
+
+def test_a_compact_grm_travels_inside_its_checkpoint(tmp_path):
+    """The distilled GRM's weights are the checkpoint's (x4plus's come from the ncnn files): saved
+    in fp16, loaded back into an SRVGGNetCompact of the configured depth, the same network."""
+    from patchscaler import PatchScaler
+    from patchscaler.checkpoint import load, save
+    torch.manual_seed(0)
+    m = PatchScaler(tiny_config(grm={"backbone": "compact", "compact_convs": 4}))
+    p = tmp_path / "c.safetensors"
+    save(m, str(p))
+    m2 = load(str(p))
+    assert len(m2.grm.backbone.body) == 2 * 4 + 3
+    for k, v in m.grm.backbone.state_dict().items():
+        assert torch.equal(v.half().float(), m2.grm.backbone.state_dict()[k]), k
+    with pytest.raises(ValueError, match="grm.backbone"):
+        tiny_config(grm={"backbone": "esrgan"})
+
+
+def test_shipped_models_are_named():
+    from patchscaler.upscale import DEFAULT_CHECKPOINT, named_models, resolve_checkpoint
+    assert "default" in named_models()
+    assert resolve_checkpoint("default") == str(DEFAULT_CHECKPOINT)
+    assert resolve_checkpoint("runs/x.safetensors") == "runs/x.safetensors"
+    assert resolve_checkpoint(None) is None
+    with pytest.raises(ValueError, match="no such shipped model"):
+        resolve_checkpoint("nosuchmodel")
+
+
+def test_a_variant_stores_only_what_differs_from_its_base(tmp_path, tiny_model):
+    """A variant (another GRM's confidence head over the same Patch-DiT and RTM) holds only its own
+    tensors and loads as the whole model: the base's tensors under its own config."""
+    import copy
+
+    from patchscaler.checkpoint import checkpoint_info, load, save
+    from patchscaler.config import override
+    base = tmp_path / "default.safetensors"
+    save(tiny_model, str(base))
+    variant = copy.deepcopy(tiny_model)
+    variant.cfg = override(variant.cfg, pgs={"thresholds": (0.9, 0.1)}, version="v-variant")
+    with torch.no_grad():
+        for p in variant.grm.parameters():
+            p.add_(0.5)
+    save(variant, str(tmp_path / "other.safetensors"), base="default.safetensors")
+    assert (tmp_path / "other.safetensors").stat().st_size < base.stat().st_size / 4
+    m = load(str(tmp_path / "other.safetensors"))
+    assert m.cfg.version == "v-variant" and m.cfg.pgs.thresholds == (0.9, 0.1)
+    for k, v in variant.state_dict().items():
+        assert torch.equal(v.half().float() if v.is_floating_point() else v,
+                           m.state_dict()[k].float() if v.is_floating_point() else m.state_dict()[k]), k
+    assert torch.equal(m.rtm.values, load(str(base)).rtm.values)
+    assert checkpoint_info(str(tmp_path / "other.safetensors"))["rtm"] == checkpoint_info(str(base))["rtm"]
+    with pytest.raises(ValueError, match="own folder"):
+        save(variant, str(tmp_path / "x.safetensors"), base="sub/default.safetensors")

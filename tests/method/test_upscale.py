@@ -101,7 +101,7 @@ def test_exif_orientation_applied_and_icc_kept(tiny_model):
     assert prep.size == (20, 30)
     r = upscale_prepared(tiny_model, prep)
     assert r.image.size == (80, 120)
-    out = Image.open(io.BytesIO(imageio.encode(r.image, "JPEG", icc=prep.icc, exif=prep.exif)))
+    out = Image.open(io.BytesIO(imageio.encode(r.image, "JPEG", meta=prep.meta)))
     assert out.info.get("icc_profile") == icc
     assert out.getexif().get(0x0112, 1) == 1
 

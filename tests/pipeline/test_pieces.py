@@ -9,6 +9,8 @@ import tempfile
 import numpy as np
 import pytest
 import torch
+from PIL import Image, PngImagePlugin
+
 from helpers import encode, photo, write_tree
 
 from patchscaler import PatchScaler, Runtime, flow, imageio, pieces, tiny_config
@@ -136,7 +138,13 @@ def test_one_photo_spreads_over_both_actors_of_each_pool(ray_session, checkpoint
     from pipeline.local import run_local
     from pipeline.options import UpscaleOptions
     src = tmp_path / "in"
-    write_tree(src, {"big.png": encode(photo(120, 90, seed=7))})
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    exif.get_ifd(0x8825)[1] = "N"
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Description", "the harbour")
+    # the photo's metadata rides with its first piece to the assembler
+    write_tree(src, {"big.png": encode(photo(120, 90, seed=7), exif=exif, dpi=(300, 300), pnginfo=text)})
     kw = dict(checkpoint=checkpoint, precision="fp32", max_batch=16, thresholds=(0.6, 0.4), piece_size=40,
               report=True)
     s = run_pipeline(UpscaleOptions(str(src), str(tmp_path / "ray"), grm_actors=2, hard_actors=2, easy_actors=2,
@@ -155,6 +163,8 @@ def test_one_photo_spreads_over_both_actors_of_each_pool(ray_session, checkpoint
     finally:
         torch.set_num_threads(2)
     assert (tmp_path / "ray" / "big.png").read_bytes() == (tmp_path / "local" / "big.png").read_bytes()
+    with Image.open(tmp_path / "ray" / "big.png") as out:
+        assert out.getexif()[0x010F] == "Canon" and out.text["Description"] == "the harbour"
 
 
 def test_a_photo_that_kills_its_actor_every_time_fails_alone(ray_session, checkpoint, tmp_path):

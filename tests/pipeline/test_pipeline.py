@@ -61,6 +61,10 @@ def test_pipeline_equals_oracle_on_corpus_and_resumes(ray_session, checkpoint, t
     files = {k: v[0] for k, v in corpus().items()}
     files["photo_a.jpg"] = encode(photo(40, 32, seed=5), "JPEG")
     files["photo_b.png"] = encode(photo(33, 27, seed=6))
+    exif = Image.Exif()
+    exif[0x010F], exif.get_ifd(0x8825)[1] = "Canon", "N"
+    files["tagged.jpg"] = encode(photo(30, 22, seed=8), "JPEG", exif=exif, dpi=(300, 300), comment="album",
+                                 xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>')
     src = tmp_path / "in"
     write_tree(src, files)
     with _WorkerCount("split_pieces") as split_workers, _WorkerCount("ray::StreamingRepartition") as alone:

@@ -19,7 +19,8 @@ from helpers import encode
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--tiny", "--crop", "64", "--crops-per-photo", "4", "--texture-steps", "30", "--confidence-steps", "20",
         "--batch", "8", "--rtm-size", "32", "--rtm-candidates", "300", "--rtm-engine", "local", "--no-progress",
-        "--save-every", "2", "--shortcut-steps", "4"]
+        "--save-every", "2", "--shortcut-steps", "4", "--grm-crop", "16", "--grm-crops-per-image", "2", "--grm-texture-crops", "2",
+        "--grm-patch", "12", "--grm-batch", "4", "--grm-steps", "4"]
 
 
 def _textures(folder: Path, n: int = 8) -> None:
@@ -68,12 +69,15 @@ def test_train_all_writes_every_stage_and_a_usable_checkpoint(trained):
     from patchscaler.checkpoint import checkpoint_info
     from patchscaler.upscale import build_default, upscale_prepared
     work, ckpt, out = trained
-    for f in ("prepare.done.json", "texture.done.safetensors", "confidence.done.safetensors", "rtm.done.json",
+    for f in ("grm.done.safetensors", "logs/grm.jsonl", "grm_data", "prepare.done.json", "texture.done.safetensors", "confidence.done.safetensors", "rtm.done.json",
               "dit.done.safetensors", "shortcut.done.safetensors", "calibration.json", "logs/texture.jsonl",
               "logs/dit.jsonl", "logs/shortcut.jsonl"):
         assert (work / f).exists(), f
     assert "top-1 retrieval accuracy" in out
     info = checkpoint_info(str(ckpt))
+    assert info["config"]["grm"]["backbone"] == "compact"
+    # the distilled GRM's weights travel inside the checkpoint (x4plus's never do)
+    assert any(k.startswith("grm.backbone.") for k in load_file(str(ckpt)))
     rec = info["extra"]["training"]
     assert rec["seed"] == 0 and rec["dit"]["steps"] == 4 and len(rec["calibration"]["thresholds"]) == 2
     assert rec["shortcut"]["steps"] == 4 and "sampled_err_ratio_g0" in rec["shortcut"]
@@ -94,10 +98,55 @@ def test_prepared_crops_are_seeded(trained, data):
     from patchscaler.grm import RealESRGANGRM
     work, _, _ = trained
     photo = split(list_photos(data / "train"))[0][0]
-    grm = RealESRGANGRM(48, GRMConfig(backbone="srvgg")).eval()
+    grm = RealESRGANGRM(48, GRMConfig(backbone="compact")).eval()
+    student = load_file(str(work / "grm.done.safetensors"))
+    grm.backbone.load_state_dict({k.split(".", 1)[1]: v for k, v in student.items() if k.startswith("student.")})
     again = prepare_photo(grm, photo, 64, 4, 0)
     saved = load_file(shard_path(str(work), photo.name))
     assert torch.equal(again["hr"], saved["hr"]) and torch.equal(again["lr"], saved["lr"])
+    # prepare ran the distilled GRM, not its starting point
+    assert torch.equal(again["sr"], saved["sr"])
+
+
+def test_grm_stage_distils_the_compact_grm_towards_x4plus(trained, data, tmp_path):
+    """More steps at a higher rate on the tiny run's cached teacher crops: the student ends closer
+    to x4plus's pixels than animevideov3, where it started; the cache is reused, not recomputed."""
+    from jobs.train.grm_distill import TeacherPairs, distil_loss, student_from_animevideov3
+    from jobs.train_data import list_photos, split
+    work = tmp_path / "w"
+    shutil.copytree(trained[0], work)
+    for f in ("grm.done.safetensors", "grm.state.safetensors", "logs/grm.jsonl"):
+        if (work / f).exists():
+            os.unlink(work / f)
+    cached = {p.name: p.stat().st_mtime_ns for p in (work / "grm_data").iterdir()}
+    _train("grm", "--data", str(data), "--work", str(work), *TINY, "--grm-steps", "120", "--grm-lr", "3e-4",
+           "--grm-batch", "8")
+    assert {p.name: p.stat().st_mtime_ns for p in (work / "grm_data").iterdir()} == cached
+    images = split(list_photos(data / "train"))[0] + split(list_photos(data / "textures"))[0]
+    pairs = TeacherPairs(str(work), images)
+    lr, sr = pairs.lr.float() / 255, pairs.sr.float() / 255
+    start = student_from_animevideov3(16)
+    trained_net = student_from_animevideov3(16)
+    w = load_file(str(work / "grm.done.safetensors"))
+    trained_net.load_state_dict({k.split(".", 1)[1]: v for k, v in w.items() if k.startswith("student.")})
+    from jobs.train.options import TrainOptions
+    w = (TrainOptions.grm_hf_weight, TrainOptions.grm_energy_weight)
+    with torch.no_grad():   # the stage's objective, on every cached crop
+        before = distil_loss(start(lr), sr, *w).item()
+        after = distil_loss(trained_net(lr), sr, *w).item()
+    assert after < 0.95 * before, (before, after)
+    assert distil_loss(sr, sr, 1.0, 1.0).item() == 0.0
+
+
+def test_a_deeper_student_starts_as_animevideov3():
+    """The extra convs of a deeper student start as identities: the same x4 output at step 0."""
+    from jobs.train.grm_distill import student_from_animevideov3
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        a, b = student_from_animevideov3(16)(x), student_from_animevideov3(24)(x)
+    assert b.shape == (1, 3, 80, 96) and torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 16"):
+        student_from_animevideov3(8)
 
 
 def _dit_weights(work: Path) -> dict:
@@ -354,3 +403,29 @@ def test_evaluate_seeds_are_checked_on_the_command_line():
                 ["SRC", "--seed", "1", "--seeds", "0,1"], []):
         with pytest.raises(SystemExit):
             p.parse_args(bad)
+
+
+def test_a_grm_variant_takes_the_patch_dit_of_its_base_and_the_grm_of_another(trained, tmp_path):
+    """`python -m jobs.train.variant BASE OTHER OUT`: OUT runs BASE's Patch-DiT, T and RTM on
+    OTHER's GRM with OTHER's confidence head and thresholds, and stores only what differs."""
+    from patchscaler import PatchScaler
+    from patchscaler.checkpoint import load, save
+    from patchscaler.config import override
+    _, ckpt, _ = trained
+    base = tmp_path / "default.safetensors"
+    shutil.copy(ckpt, base)
+    b = load(str(base))
+    torch.manual_seed(1)
+    other = PatchScaler(override(b.cfg, grm={"backbone": "srvgg"}, pgs={"thresholds": (0.7, 0.2)}, version="other"))
+    save(other, str(tmp_path / "other.safetensors"))
+    r = subprocess.run([sys.executable, "-m", "jobs.train.variant", str(base), str(tmp_path / "other.safetensors"),
+                        str(tmp_path / "anime.safetensors")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    v = load(str(tmp_path / "anime.safetensors"))
+    assert v.cfg.grm.backbone == "srvgg" and v.cfg.pgs.thresholds == (0.7, 0.2) and v.cfg.version.startswith("ps-")
+    assert (tmp_path / "anime.safetensors").stat().st_size < base.stat().st_size / 4
+    for k, t in v.grm.conf_head.state_dict().items():
+        assert torch.equal(t, other.grm.conf_head.state_dict()[k].half().float()), k
+    for k, t in v.dit.state_dict().items():
+        assert torch.equal(t, b.dit.state_dict()[k]), k
+    assert torch.equal(v.rtm.values, b.rtm.values)
