@@ -232,6 +232,8 @@ class ImageJob:
             self.write_map(rel, [np.load(io.BytesIO(self.dest().read(f"{d}/{k}.groups.npy")))
                                  for k in range(len(infos))], first["size"], model)
             return row
+        except StorageDown:
+            raise   # not the photo's fault: the run stops, and the next run redoes the photo
         except Exception as e:
             return self.write_error(rel, e, model_version(model), naming)
         finally:
