@@ -113,6 +113,13 @@ def write_row(dst: Store, row: ManifestRow) -> None:
     dst.write_atomic(f"{rows_dir(row.run_id)}/{row_key(row.input)}.json", json.dumps(asdict(row)).encode())
 
 
+def remove_row(dst: Store, run_id: str, input_rel: str) -> None:
+    """Take back a row whose output the storage refused (best effort: a storage that is down
+    refuses this too, and the next run's recovery marks the row `interrupted`)."""
+    with contextlib.suppress(Exception):
+        dst.fs.rm(dst.full(f"{rows_dir(run_id)}/{row_key(input_rel)}.json"))
+
+
 ROWS_PER_GROUP = 2000   # manifest rows read, folded and written at a time
 
 

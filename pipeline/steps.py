@@ -22,7 +22,7 @@ from storage import StorageDown, Store, options_for
 
 from .options import UpscaleOptions
 from .listing import UnsafePath, safe_relpath
-from .manifest import ManifestRow, maps_dir, parts_dir, row_key, write_row
+from .manifest import ManifestRow, maps_dir, parts_dir, remove_row, row_key, write_row
 from .naming import OutputCollision, check_output_name, output_relpath
 
 
@@ -165,7 +165,11 @@ class ImageJob:
         data = imageio.encode(image, fmt, opts.quality, prep.icc, prep.exif)
         row.output, row.sec_write = out_rel, time.perf_counter() - t
         write_row(self.dest(), row)
-        self.dest().write_atomic(out_rel, data)
+        try:
+            self.dest().write_atomic(out_rel, data)
+        except StorageDown:
+            remove_row(self.dest(), opts.run_id, rel)   # its output is nothing: so is its record
+            raise
         return row
 
     # --- pieces (patchscaler/pieces.py) ---------------------------------------------------

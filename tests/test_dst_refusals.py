@@ -72,8 +72,8 @@ def test_a_dst_without_write_permission_fails_before_any_compute(checkpoint, tmp
 
 
 def _noise(i: int) -> bytes:
-    """64 px of noise: its x4 PNG output does not compress (about 190 KB)."""
-    return encode(Image.fromarray(np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+    """96 px of noise: its x4 PNG output hardly compresses (a few hundred KB)."""
+    return encode(Image.fromarray(np.random.default_rng(i).integers(0, 256, (96, 96, 3), dtype=np.uint8)))
 
 
 def test_a_full_disk_stops_the_run_and_the_next_run_does_the_rest(checkpoint, tmp_path, capsys):
@@ -81,7 +81,7 @@ def test_a_full_disk_stops_the_run_and_the_next_run_does_the_rest(checkpoint, tm
     from pipeline.status import archive_status
     from storage import Store
     src = tmp_path / "in"
-    names = [f"p{i}.png" for i in range(8)]
+    names = [f"p{i}.png" for i in range(6)]
     write_tree(src, {n: _noise(i) for i, n in enumerate(names)})
     base = ["--engine", "local", "--checkpoint", checkpoint, "--precision", "fp32"]
     with tmpfs(tmp_path / "small", size="1m") as dst:

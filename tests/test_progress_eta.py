@@ -65,3 +65,25 @@ def test_the_eta_after_large_photos_counts_the_small_ones_left_as_small(checkpoi
     for i in range(3):
         (src / f"b{i}.png").write_bytes(encode(photo(40, 30, seed=i)))
     _check_eta(*_run(checkpoint, src, tmp_path / "out"), "2/5")
+
+
+def test_the_ray_engines_whole_run_eta_comes_from_pieces_and_patches_not_photos(monkeypatch):
+    """Two large photos of 4 pieces (100 patches each), then three small ones of 1 piece (5
+    patches): after the large ones, 3 photos are left but only 3 small pieces. The photos' own
+    rate (one photo per 50 s) would say 150 s; the stages' work says much less."""
+    import types
+
+    import pipeline.progress as progress
+    from pipeline.progress import PipelineProgress, Progress
+    now = [0.0]
+    monkeypatch.setattr(progress, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    pp = PipelineProgress(None, 5, Progress(interval=0, tty=False))
+
+    def snap(photos, pieces, patches):
+        return {"pieces": [5, 11], "grm": [pieces, 11], "stitch": [pieces, 11], "photos": [photos, 5],
+                "hard": [patches // 2, 815 // 2], "easy": [patches // 2, 815 // 2]}
+    pp._apply(snap(1, 4, 400))
+    now[0] = 50.0
+    pp._apply(snap(2, 8, 800))
+    whole = pp.p.stages["photos"].eta()
+    assert whole is not None and whole < 50, whole

@@ -37,7 +37,7 @@ def _grey16() -> bytes:
     """16-bit grey in the middle of its range (shown as 8 bits it clips to white)."""
     y, x = np.mgrid[0:24, 0:32]
     arr = (20000 + 400 * x + 300 * y + np.random.default_rng(4).integers(0, 3000, (24, 32))).astype(np.uint16)
-    return encode(Image.fromarray(arr, "I;16"))
+    return encode(Image.fromarray(arr))
 
 
 class _Page(HTMLParser):
