@@ -72,8 +72,8 @@ def test_a_dst_without_write_permission_fails_before_any_compute(checkpoint, tmp
 
 
 def _noise(i: int) -> bytes:
-    """96 px of noise: its x4 PNG output hardly compresses (a few hundred KB)."""
-    return encode(Image.fromarray(np.random.default_rng(i).integers(0, 256, (96, 96, 3), dtype=np.uint8)))
+    """48 px of noise: its x4 PNG output hardly compresses (about 100 KB)."""
+    return encode(Image.fromarray(np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8)))
 
 
 def test_a_full_disk_stops_the_run_and_the_next_run_does_the_rest(checkpoint, tmp_path, capsys):
@@ -81,16 +81,19 @@ def test_a_full_disk_stops_the_run_and_the_next_run_does_the_rest(checkpoint, tm
     from pipeline.status import archive_status
     from storage import Store
     src = tmp_path / "in"
-    names = [f"p{i}.png" for i in range(6)]
+    names = [f"p{i}.png" for i in range(5)]
     write_tree(src, {n: _noise(i) for i, n in enumerate(names)})
-    base = ["--engine", "local", "--checkpoint", checkpoint, "--precision", "fp32"]
+    base = ["--engine", "local", "--checkpoint", checkpoint, "--precision", "fp32", "--no-report"]
     with tmpfs(tmp_path / "small", size="1m") as dst:
+        # most of the 1 MiB taken already, so that a few small photos fill the rest
+        (dst / "filler").write_bytes(b"\0" * (640 << 10))
         rc = main(["upscale", str(src), str(dst), *base, "--run-id", "full"])
         err = _err_lines(capsys)
         assert rc == 4 and len(err) == 1, (rc, err)
         assert "No space left on device" in err[0] and "stopped after" in err[0], err
         assert "run the same command again when DST takes writes again" in err[0]
         written = sorted(n for n in names if (dst / n).exists())
+        print("written before the disk was full:", written, [os.path.getsize(dst / n) for n in written])
         assert 0 < len(written) < len(names)
         for n in written:   # every output there is whole
             Image.open(dst / n).load()

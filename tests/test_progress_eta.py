@@ -61,9 +61,9 @@ def test_the_eta_after_large_photos_counts_the_small_ones_left_as_small(checkpoi
     src = tmp_path / "in"
     src.mkdir()
     for i in range(2):
-        (src / f"a{i}.png").write_bytes(encode(photo(320, 240, seed=i)))
+        (src / f"a{i}.png").write_bytes(encode(photo(192, 144, seed=i)))
     for i in range(3):
-        (src / f"b{i}.png").write_bytes(encode(photo(40, 30, seed=i)))
+        (src / f"b{i}.png").write_bytes(encode(photo(48, 36, seed=i)))
     _check_eta(*_run(checkpoint, src, tmp_path / "out"), "2/5")
 
 
