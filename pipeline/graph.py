@@ -31,13 +31,13 @@ from actors.progress import ProgressHub
 from actors.runtime import check_devices, init_ray, pool
 from actors.stages import DecodeGRM, PatchDiTPool, StitchWrite, split_pieces
 
-from .local import plan_line, stopped_by_storage, summarize
+from .local import fold_rows, plan_line, stopped_by_storage, summarize
 from .options import UpscaleOptions
 from .plan import Plan, make_plan
 from .progress import PipelineProgress, Progress
 from .steps import ImageJob, record_skipped
 from .tally import Tally
-from .manifest import consolidate, remove_parts
+from .manifest import remove_parts
 
 log = logging.getLogger("patchscaler")
 SPLIT_TASKS = 2   # header-reading tasks at a time (they reserve no CPU: see _build_dataset)
@@ -171,13 +171,13 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         log.info("peak memory per actor: %s", ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
         ray.kill(hub)
         remove_parts(plan.dst, opts.run_id)
-    manifest = consolidate(plan.dst, opts.run_id)
+    manifest = fold_rows(plan, tally)
     summary = summarize(tally, plan, manifest, time.perf_counter() - t0, not_read)
     summary["stages"] = stages
     summary["actor_peaks"] = peaks
     if opts.report and len(tally):
-        from .report import write_report
-        summary["report"] = write_report(plan, tally)
+        from .report import report_or_warning
+        summary["report"] = report_or_warning(plan, tally)
     return summary
 
 

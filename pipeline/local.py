@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 
 from patchscaler import flow
-from storage import StorageDown
+from storage import REFUSED, StorageDown
 
 from . import steps
 from .options import UpscaleOptions
@@ -76,31 +77,90 @@ def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None
         job.hard_groups(model)  # a --hard-groups the model does not have fails here, as in the pipeline
         progress = progress or Progress()
         progress.add("images", "upscale", "img", len(plan.pending))
+        pixels = InputPixels(job, plan.pending)
         try:
-            for rel in plan.pending:
+            for n, rel in enumerate(plan.pending, 1):
                 tally.add(process_image(model, job, rel, plan.names.get(rel), progress))
-                progress.update("images")
+                progress.set("images", done=n, work=pixels.done(rel))
         except StorageDown as e:
-            progress.close()
             raise stopped_by_storage(plan, tally, e) from None
-        progress.close()
-    manifest = consolidate(plan.dst, opts.run_id)
+        finally:
+            pixels.stop()
+            progress.close()
+    manifest = fold_rows(plan, tally)
     summary = summarize(tally, plan, manifest, time.perf_counter() - t0, not_read)
     if opts.report and len(tally):
-        from .report import write_report
-        summary["report"] = write_report(plan, tally)
+        from .report import report_or_warning
+        summary["report"] = report_or_warning(plan, tally)
     return summary
 
 
-def stopped_by_storage(plan: Plan, tally: Tally, e: Exception) -> StorageError:
-    """The run's end when the storage stays down: its rows folded if DST still answers (a
-    photo whose row was written but whose output was not becomes `interrupted` on the next
-    run), and one line for exit 4. The next run redoes only what is not written."""
+class InputPixels:
+    """The input pixels of the photos to do, read from their headers by a thread ahead of the
+    work, so that the ETA is the work left at the rate of work done: one 24 MP scan is the work
+    of a hundred thumbnails, and a rate in photos would mislead on mixed sizes. A photo whose
+    header is not read yet counts as the mean of those read."""
+
+    def __init__(self, job: steps.ImageJob, pending: list[str]):
+        self.job, self.count = job, len(pending)
+        self.pixels: dict[str, int] = {}
+        self.read_sum, self.done_sum = 0, 0.0
+        self._stop = threading.Event()
+        threading.Thread(target=self._read, args=(list(pending),), name="headers", daemon=True).start()
+
+    def _read(self, pending: list[str]) -> None:
+        for rel in pending:
+            if self._stop.is_set():
+                return
+            n = self._probe(rel)
+            self.pixels[rel] = n
+            self.read_sum += n
+
+    def _probe(self, rel: str) -> int:
+        from patchscaler import imageio
+        data = b""
+        for head in (1 << 16, 1 << 20):   # most headers are in the first 64 KiB; a large EXIF block is not
+            try:
+                data = self.job.source().read_head(rel, head)
+                w, h = imageio.probe(data, self.job.opts.max_pixels)
+                return w * h
+            except Exception:   # a bad or unsafe input: its own decode says why, at next to no cost
+                if len(data) < head:
+                    break
+        return 0
+
+    def _mean(self) -> float:
+        read = len(self.pixels)
+        return self.read_sum / read if read else 1.0
+
+    def done(self, rel: str) -> tuple[float, float]:
+        """After `rel` is finished: (pixels done, pixels of the whole run)."""
+        self.done_sum += self.pixels.get(rel, self._mean())
+        return self.done_sum, self.read_sum + self._mean() * (self.count - len(self.pixels))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def fold_rows(plan: Plan, tally: Tally) -> str | None:
+    """The run's rows folded into its manifest; a DST that refuses the write (full, say) stops
+    the run as any storage fault does (exit 4): the loose rows stay for the next run to fold."""
+    try:
+        return consolidate(plan.dst, plan.opts.run_id)
+    except StorageDown as e:
+        raise stopped_by_storage(plan, tally, e) from None
+
+
+def stopped_by_storage(plan: Plan, tally: Tally, e: Exception | str) -> StorageError:
+    """The run's end when the storage stays down or refuses writes: its rows folded if DST
+    still takes them (a photo whose row was written but whose output was not is
+    `interrupted`), and one line for exit 4. The next run redoes only what is not written."""
     with contextlib.suppress(Exception):
         plan.dst.retry_budget = 0
-        consolidate(plan.dst, plan.opts.run_id)
+        consolidate(plan.dst, plan.opts.run_id, stopped=True)
+    when = "when DST takes writes again" if REFUSED in str(e) else "when the storage is back"
     return StorageError(f"{e}; stopped after {tally.ok} photo(s) written this run, {len(plan.pending) - len(tally)} "
-                        "not done: run the same command again when the storage is back")
+                        f"not done: run the same command again {when}")
 
 
 def plan_line(plan: Plan) -> str:
@@ -123,6 +183,8 @@ def summarize(tally: Tally, plan: Plan, manifest: str | None, seconds: float, no
     manifest); `errors`: the first Tally.MAX_ERRORS, `failed` counts them all."""
     return {"ok": tally.ok, "failed": tally.failed, "skipped": len(plan.done), "inputs": len(plan.inputs),
             "still_bad": sorted(plan.still_bad.items()), "redone": dict(plan.redo),
-            "not_read": [(r.input, r.error) for r in not_read], "recovered": plan.recovered,
+            # a still-bad input has a skipped row too, but it is counted as still bad, not here
+            "not_read": [(r.input, r.error) for r in not_read if r.input not in plan.still_bad],
+            "recovered": plan.recovered,
             "manifest": manifest, "seconds": seconds, "patches_per_group": list(tally.groups),
             "errors": list(tally.errors), "rows": tally.rows}

@@ -10,7 +10,7 @@ import logging
 import posixpath
 from dataclasses import dataclass, field
 
-from storage import Store, makedirs_durable
+from storage import Store
 
 from .options import UpscaleOptions, settings_key
 from .listing import input_signatures, overlap, scan_inputs
@@ -99,9 +99,8 @@ def make_plan(opts: UpscaleOptions) -> Plan:
         opts = dataclasses.replace(opts, src=parent if src.is_local else f"{src.protocol}://{parent}")
         src = Store(opts.src, opts.src_options, opts.storage_retry)
 
+    check_writable(dst)
     try:
-        if dst.is_local:
-            makedirs_durable(dst.path)
         # the outputs there (what resume and naming ask about), not the manifests' own files
         files = {f for f in dst.files() if not f.startswith(MANIFEST_DIR + "/")}
         recovered = recover(dst, opts.run_id, files)
@@ -127,6 +126,15 @@ def make_plan(opts: UpscaleOptions) -> Plan:
     redo = {r: why for r, why in redo.items() if r not in still_bad}
     naming = {r: {**names[r], "sig": sigs.get(r, ""), **({"redo": redo[r]} if r in redo else {})} for r in pending}
     return Plan(opts, src, dst, inputs, skipped, done, pending, naming, recovered, sigs, redo, still_bad)
+
+
+def check_writable(dst: Store) -> None:
+    """DST takes writes, or the run stops now with one line (exit 4), before any photo is
+    computed: a read-only, full or forbidden DST, and a DST/sub below one, alike."""
+    try:
+        dst.check_writable()
+    except OSError as e:
+        raise StorageError(f"DST {dst.uri()} cannot be written: {e.strerror or one_line(e)}") from None
 
 
 def _model_version(opts: UpscaleOptions) -> str:

@@ -22,7 +22,7 @@ from storage import StorageDown, Store, options_for
 
 from .options import UpscaleOptions
 from .listing import UnsafePath, safe_relpath
-from .manifest import ManifestRow, maps_dir, parts_dir, row_key, write_row
+from .manifest import ManifestRow, maps_dir, parts_dir, remove_row, row_key, write_row
 from .naming import OutputCollision, check_output_name, output_relpath
 
 
@@ -178,7 +178,11 @@ class ImageJob:
         data = imageio.encode(image, fmt, opts.quality, meta)
         row.output, row.sec_write = out_rel, time.perf_counter() - t
         write_row(self.dest(), row)
-        self.dest().write_atomic(out_rel, data)
+        try:
+            self.dest().write_atomic(out_rel, data)
+        except StorageDown:
+            remove_row(self.dest(), opts.run_id, rel)   # its output is nothing: so is its record
+            raise
         return row
 
     # --- pieces (patchscaler/pieces.py) ---------------------------------------------------
@@ -245,6 +249,8 @@ class ImageJob:
             self.write_map(rel, [np.load(io.BytesIO(self.dest().read(f"{d}/{k}.groups.npy")))
                                  for k in range(len(infos))], first["size"], model)
             return row
+        except StorageDown:
+            raise   # not the photo's fault: the run stops, and the next run redoes the photo
         except Exception as e:
             return self.write_error(rel, e, model_version(model), naming)
         finally:
