@@ -17,6 +17,10 @@ def quiet_ray(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(level)
     # "Progress bars disabled": ours replace them, that is the point
     logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if verbose else logging.ERROR)
+    # Ray Data's issue detectors ("... consider setting memory=..." for an operator of ours,
+    # many lines): our actors' memory is bounded by design (pieces, one call at a time), and
+    # the advice is about Ray Data's arguments, which the user of this command does not write
+    logging.getLogger("ray.data._internal.issue_detection").setLevel(logging.INFO if verbose else logging.ERROR)
     # "Token authentication is enabled for this Ray cluster": a local Ray of our own turning on
     # its default; nothing a user of this command can act on
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(

@@ -1,4 +1,4 @@
-"""The command line: `patchscaler upscale SRC DST`, `build-rtm`, `train`, `evaluate`, `plan`.
+"""The command line: `patchscaler upscale SRC DST`, `status DST`, `build-rtm`, `train`, `evaluate`, `plan`.
 
 Only the chosen command's module is imported (so `--help` answers at once), and `upscale`
 ends with one line and a documented exit code whatever goes wrong; see EXIT_CODES."""
@@ -23,7 +23,8 @@ EXIT_CODES = """exit codes:
        inside DST), a secret in --storage-options
   3    some images failed: each has an error row in the manifest, every good image is written
   4    storage unreachable or refusing: wrong endpoint, timeout, access denied, no credentials,
-       or down mid-run for longer than --storage-retry (finished images are kept)
+       a DST that cannot be written (checked before any compute), a disk full mid-run, or
+       down mid-run for longer than --storage-retry (finished images are kept)
   130  interrupted (Ctrl-C); run the same command again to resume
   143  terminated (SIGTERM: cron, systemd, `ray job stop`); 129 hung up (SIGHUP): the same as
        Ctrl-C, run the same command again to resume"""
@@ -176,20 +177,32 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line naming the problem and where the help is (exit 2): argparse
+    would print the whole usage first (27 lines for `upscale`), and the error is what a cron
+    mail must show. The subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser(cmd: str | None) -> argparse.ArgumentParser:
     """The parser, with only `cmd`'s arguments filled in: the other commands' modules (torch,
     Ray, training code) are not imported."""
-    ap = argparse.ArgumentParser(prog="patchscaler", description=__doc__.split("\n")[0],
+    ap = Parser(prog="patchscaler", description="The command line: " + ", ".join(
+                                     f"`patchscaler {c}`" for c in COMMANDS) + ".",
                                  epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    ap.commands = {}
     for name, text in COMMANDS.items():
         if name == "upscale":
-            p = sub.add_parser(name, help=text, description=text, epilog=EXIT_CODES + "\n\n" + CREDENTIALS,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+            p = ap.commands[name] = sub.add_parser(name, help=text, description=text,
+                                                   epilog=EXIT_CODES + "\n\n" + CREDENTIALS,
+                                                   formatter_class=argparse.RawDescriptionHelpFormatter)
             if cmd == name:
                 add_upscale_args(p)
             continue
-        p = sub.add_parser(name, help=text, description=text)
+        p = ap.commands[name] = sub.add_parser(name, help=text, description=text)
         if cmd != name:
             continue
         if name == "build-rtm":
@@ -233,10 +246,19 @@ def _fail(code: int, msg: str) -> int:
     return code
 
 
+def parse(ap: Parser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, with an unknown option reported by its command's parser (so the line points
+    to that command's --help)."""
+    a, extra = ap.parse_known_args(argv)
+    if extra:
+        ap.commands.get(a.cmd, ap).error(f"unrecognized arguments: {' '.join(extra)}")
+    return a
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     cmd = _command(argv)
-    a = build_parser(cmd).parse_args(argv)
+    a = parse(build_parser(cmd), argv)
     verbose = getattr(a, "verbose", False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import threading

@@ -14,7 +14,7 @@ import numpy as np
 from patchscaler import imageio
 from patchscaler.pieces import Piece, output_box, output_size
 
-from storage import Store
+from storage import StorageError, Store
 
 from .manifest import ManifestRow, parts_dir, row_key
 from .options import UpscaleOptions
@@ -101,6 +101,8 @@ def assemble(dst: Store, opts: UpscaleOptions, rel: str, infos: list[dict], nami
         write_map(dst, opts, rel, [np.load(io.BytesIO(dst.read(f"{d}/{k}.groups.npy"))) for k in range(len(infos))],
                   first["size"], model)
         return row
+    except StorageError:
+        raise   # not the photo's fault: the run stops, and the next run redoes the photo
     except Exception as e:
         return write_error(dst, opts, rel, e, model.cfg.version, naming)
     finally:

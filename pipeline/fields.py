@@ -54,6 +54,18 @@ def positive_int(text: str) -> int:
     return v
 
 
+def quality(text: str) -> int:
+    """--quality: a whole number from 1 to 100 (said as a range: a list of choices would be
+    a hundred numbers long)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if not 1 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number from 1 to 100")
+    return v
+
+
 def outscale(text: str) -> float:
     """--outscale: a scale from 1 to 4."""
     try:

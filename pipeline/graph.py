@@ -34,13 +34,13 @@ from actors.hub import ProgressHub
 from actors.runtime import check_devices, init_ray, pool
 
 from .assembly import PieceLedger, remove_scratch
-from .manifest import consolidate, remove_parts
+from .manifest import remove_parts
 from .options import UpscaleOptions
 from .progress import PipelineProgress, Progress
 from .reading import decode
 from .run_model import hard_groups, load_model
 from .stages import DecodeGRM, PatchDiTPool, StitchWrite, split_pieces
-from .summary import stopped_by_storage, summarize, worklist_line
+from .summary import fold_rows, stopped_by_storage, summarize, worklist_line
 from .tally import Tally
 from .worklist import Worklist, make_worklist
 from .writing import write_error, write_skipped
@@ -177,13 +177,13 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         ray.kill(hub)
         ray.kill(ledger)
         remove_parts(work.dst, opts.run_id)
-    manifest = consolidate(work.dst, opts.run_id)
+    manifest = fold_rows(work, tally)
     summary = summarize(tally, work, manifest, time.perf_counter() - t0, not_read)
     summary["stages"] = stages
     summary["actor_peaks"] = peaks
     if opts.report and len(tally):
-        from .report import write_report
-        summary["report"] = write_report(work, tally)
+        from .report import report_or_warning
+        summary["report"] = report_or_warning(work, tally)
     return summary
 
 

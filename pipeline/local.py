@@ -5,17 +5,18 @@ Used for single files, small folders and as the reference in tests and benchmark
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from patchscaler import flow
 from storage import StorageError, Store
 
-from .manifest import ManifestRow, consolidate
+from .manifest import ManifestRow
 from .options import UpscaleOptions
 from .progress import Progress
 from .reading import decode
 from .run_model import hard_groups, load_model
-from .summary import stopped_by_storage, summarize, worklist_line
+from .summary import fold_rows, stopped_by_storage, summarize, worklist_line
 from .tally import Tally
 from .worklist import make_worklist
 from .writing import write_error, write_map, write_ok, write_skipped
@@ -77,17 +78,66 @@ def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None
         hard_groups(work.opts, model)  # a --hard-groups the model does not have fails here, as in the pipeline
         progress = progress or Progress()
         progress.add("images", "upscale", "img", len(work.pending))
+        pixels = InputPixels(work.src, work.opts, work.pending)
         try:
-            for rel in work.pending:
+            for n, rel in enumerate(work.pending, 1):
                 tally.add(process_image(model, work.opts, work.src, work.dst, rel, work.names.get(rel), progress))
-                progress.update("images")
+                progress.set("images", done=n, work=pixels.done(rel))
         except StorageError as e:
-            progress.close()
             raise stopped_by_storage(work, tally, e) from None
-        progress.close()
-    manifest = consolidate(work.dst, opts.run_id)
+        finally:
+            pixels.stop()
+            progress.close()
+    manifest = fold_rows(work, tally)
     summary = summarize(tally, work, manifest, time.perf_counter() - t0, not_read)
     if opts.report and len(tally):
-        from .report import write_report
-        summary["report"] = write_report(work, tally)
+        from .report import report_or_warning
+        summary["report"] = report_or_warning(work, tally)
     return summary
+
+
+class InputPixels:
+    """The input pixels of the photos to do, read from their headers by a thread ahead of the
+    work, so that the ETA is the work left at the rate of work done: one 24 MP scan is the work
+    of a hundred thumbnails, and a rate in photos would mislead on mixed sizes. A photo whose
+    header is not read yet counts as the mean of those read."""
+
+    def __init__(self, src: Store, opts: UpscaleOptions, pending: list[str]):
+        self.src, self.max_pixels, self.count = src, opts.max_pixels, len(pending)
+        self.pixels: dict[str, int] = {}
+        self.read_sum, self.done_sum = 0, 0.0
+        self._stop = threading.Event()
+        threading.Thread(target=self._read, args=(list(pending),), name="headers", daemon=True).start()
+
+    def _read(self, pending: list[str]) -> None:
+        for rel in pending:
+            if self._stop.is_set():
+                return
+            n = self._probe(rel)
+            self.pixels[rel] = n
+            self.read_sum += n
+
+    def _probe(self, rel: str) -> int:
+        from patchscaler import imageio
+        data = b""
+        for head in (1 << 16, 1 << 20):   # most headers are in the first 64 KiB; a large EXIF block is not
+            try:
+                data = self.src.read_head(rel, head)
+                w, h = imageio.probe(data, self.max_pixels)
+                return w * h
+            except Exception:   # a bad or unsafe input: its own decode says why, at next to no cost
+                if len(data) < head:
+                    break
+        return 0
+
+    def _mean(self) -> float:
+        read = len(self.pixels)
+        return self.read_sum / read if read else 1.0
+
+    def done(self, rel: str) -> tuple[float, float]:
+        """After `rel` is finished: (pixels done, pixels of the whole run)."""
+        self.done_sum += self.pixels.get(rel, self._mean())
+        return self.done_sum, self.read_sum + self._mean() * (self.count - len(self.pixels))
+
+    def stop(self) -> None:
+        self._stop.set()

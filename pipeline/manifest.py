@@ -112,6 +112,13 @@ def write_row(dst: Store, row: ManifestRow) -> None:
     dst.write_atomic(f"{rows_dir(row.run_id)}/{row_key(row.input)}.json", json.dumps(asdict(row)).encode())
 
 
+def remove_row(dst: Store, run_id: str, input_rel: str) -> None:
+    """Take back a row whose output the storage refused (best effort: a storage that is down
+    refuses this too, and the next run's recovery marks the row `interrupted`)."""
+    with contextlib.suppress(Exception):
+        dst.fs.rm(dst.full(f"{rows_dir(run_id)}/{row_key(input_rel)}.json"))
+
+
 ROWS_PER_GROUP = 2000   # manifest rows read, folded and written at a time
 
 
@@ -209,13 +216,24 @@ def _fold(dst: Store, run_id: str, paths: list[str], fix=None) -> str:
     return dst.uri(rel)
 
 
-def consolidate(dst: Store, run_id: str) -> str | None:
-    """Write this run's rows as one Parquet file and remove the loose row files it holds."""
+def consolidate(dst: Store, run_id: str, stopped: bool = False) -> str | None:
+    """Write this run's rows as one Parquet file and remove the loose row files it holds.
+    `stopped`: the run stopped early, so an ok row whose output is missing is `interrupted`."""
     mine = loose_row_paths(dst, rows_dir(run_id))
     if not mine:
         rel = f"{MANIFEST_DIR}/manifest-{run_id}.parquet"
         return dst.uri(rel) if dst.exists(rel) else None
-    return _fold(dst, run_id, mine)
+    return _fold(dst, run_id, mine, _unwritten(set(dst.files())) if stopped else None)
+
+
+def _unwritten(files: set[str]):
+    """A row fix: an ok row whose output is not among `files` was written just before an output
+    that never landed."""
+    def fix(r: dict) -> dict:
+        if r.get("status") == "ok" and r.get("output") not in files:
+            return {**r, "status": "interrupted", "error": "the run stopped before this output was written"}
+        return r
+    return fix
 
 
 def recover(dst: Store, run_id: str, files: set[str] | None = None) -> dict[str, int]:
@@ -230,12 +248,8 @@ def recover(dst: Store, run_id: str, files: set[str] | None = None) -> dict[str,
         if r.get("run_id") != run_id:
             by_run.setdefault(r.get("run_id") or "unknown", []).append(p)
 
-    def interrupted(r: dict) -> dict:
-        if r.get("status") == "ok" and r.get("output") not in files:
-            return {**r, "status": "interrupted", "error": "the run stopped before this output was written"}
-        return r
     for other, paths in by_run.items():
-        _fold(dst, other, paths, interrupted)
+        _fold(dst, other, paths, _unwritten(files))
     return {k: len(v) for k, v in by_run.items()}
 
 

@@ -30,7 +30,7 @@ class UpscaleOptions:
     out_format: str | None = opt(None, "output format: JPEG, PNG, WEBP, TIFF or BMP; default: as the input "
                                  "(GIF -> PNG)", flags=("--format",), type=values.image_format,
                                  metavar="FORMAT")
-    quality: int = opt(95, "JPEG and WEBP quality (default 95)", type=int, choices=range(1, 101), metavar="1-100")
+    quality: int = opt(95, "JPEG and WEBP quality (default 95)", type=values.quality, metavar="1-100")
     # the output's scale, 1-4 (the x4 result resized, Lanczos); None = the model's (x4)
     outscale: float | None = opt(None, "output scale from 1 to 4, e.g. 2 or 1.5: the x4 result resized (Lanczos, "
                                  "antialiased) before it is written; default 4", type=values.outscale)

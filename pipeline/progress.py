@@ -39,7 +39,10 @@ class _Stage:
         self.desc, self.unit, self.total = desc, unit, total
         self.done = 0
         self.t0 = self.last = time.monotonic()  # the first log line comes after one interval
-        self.first: tuple[float, int] | None = None   # (when, done) at the first finished unit
+        self.first: tuple[float, int, float] | None = None   # (when, done, work done) at the first finished unit
+        # the work in units of its own (input pixels): where units differ in size (photos), the
+        # ETA is the work left at the work's rate, not the units left at the units' rate
+        self.work_done, self.work_total = 0.0, None
         self.shown = (0, total)  # what the last log line said: unchanged stages stay quiet
         self.bar = None
         self.eta_note = ""       # said after the ETA, e.g. "(whole run)"
@@ -54,13 +57,23 @@ class _Stage:
         dt, dn = time.monotonic() - self.first[0], self.done - self.first[1]
         return dn / dt if dn > 0 and dt > 0 else None
 
+    def work_rate(self) -> float | None:
+        """Work per second since the first unit finished (as `rate`)."""
+        if self.first is None or self.done <= self.first[1]:
+            return None
+        dt, dw = time.monotonic() - self.first[0], self.work_done - self.first[2]
+        return dw / dt if dw > 0 and dt > 0 else None
+
     def eta(self) -> float | None:
         if self.eta_of_run is not None:
             return self.eta_of_run if self.total is None or self.done < self.total else None
-        r = self.rate()
-        if r is None or self.total is None or self.total <= self.done:
+        if self.total is None or self.total <= self.done:
             return None
-        return (self.total - self.done) / r
+        if self.work_total is not None:
+            r = self.work_rate()
+            return None if r is None else max(0.0, self.work_total - self.work_done) / r
+        r = self.rate()
+        return None if r is None else (self.total - self.done) / r
 
     def line(self) -> str:
         el = time.monotonic() - self.t0
@@ -91,16 +104,21 @@ class Progress:
             from tqdm import tqdm
             st.bar = tqdm(total=total, desc=desc, unit=unit, leave=leave, file=self.file, dynamic_ncols=True)
 
-    def set(self, key: str, done: int | None = None, total: int | None = None, desc: str | None = None) -> None:
+    def set(self, key: str, done: int | None = None, total: int | None = None, desc: str | None = None,
+            work: tuple[float, float] | None = None) -> None:
+        """`work`: (done, total) of the stage's work in its own measure (input pixels), for the
+        ETA; give it with `done`."""
         st = self.stages[key]
         if total is not None:
             st.total = total
         if desc is not None:
             st.desc = desc
+        if work is not None:
+            st.work_done, st.work_total = work
         if done is not None:
             st.done = min(done, st.total) if st.total is not None else done
             if st.first is None and st.done > 0:
-                st.first = (time.monotonic(), st.done)
+                st.first = (time.monotonic(), st.done, st.work_done)
         if st.bar is not None:
             if total is not None:
                 st.bar.total = total
@@ -171,12 +189,14 @@ class PipelineProgress:
             desc = f"{label} (total estimated until the GRM has cut every piece)" if unit == "patch" and not all_cut \
                 else label
             self.p.set(key, done=snap.get(key, [0, 0])[0], total=self._total(snap, key, unit), desc=desc)
-        # the whole run ends when its slowest stage does: the photos' bar carries that ETA
+        # the whole run ends when its slowest stage does: the photos' bar carries that ETA. Its
+        # own count of photos is left out: photos differ in size, pieces and patches much less
         photos = self.p.stages.get("photos")
         if photos is None:
             return
         photos.eta_of_run = None
-        etas = [e for key, st in self.p.stages.items() if key in STAGES and (e := st.eta()) is not None]
+        etas = [e for key, st in self.p.stages.items()
+                if key in STAGES and key != "photos" and (e := st.eta()) is not None]
         if etas:
             photos.eta_of_run, photos.eta_note = max(etas), " (whole run)"
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 import posixpath
+from urllib.parse import quote
 
-from PIL import Image, ImageDraw
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
 
 from .manifest import MANIFEST_DIR, maps_dir, row_key
+
+log = logging.getLogger("patchscaler")
 
 COLOURS = [(60, 200, 90), (240, 200, 40), (230, 60, 60), (80, 120, 240), (200, 80, 220), (40, 220, 220)]
 SHOW = 360          # px: before and after are both shown this wide
@@ -69,10 +74,33 @@ def _data_uri(im: Image.Image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+GREY_16 = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
 def _open(data: bytes) -> Image.Image:
+    """An image as the report shows it: upright (EXIF orientation applied, as it was for the
+    output, so before and after show the same place) and in 8 bits (16-bit grey tone-mapped:
+    a browser cannot show more, and Pillow's own conversion clips it to white)."""
     im = Image.open(io.BytesIO(data))
     im.load()
+    im = ImageOps.exif_transpose(im)
+    if im.mode in GREY_16:
+        im = _eight_bits(im)
     return im.convert("RGBA" if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info else "RGB")
+
+
+def _eight_bits(im: Image.Image) -> Image.Image:
+    """16-bit (or float) grey to 8 bits, with the scale the method reads it with
+    (patchscaler/imageio.py), so before and after map alike."""
+    a = np.asarray(im, dtype=np.float32)
+    full = max(1.0, float(a.max())) if im.mode == "F" else 65535.0
+    return Image.fromarray((np.clip(a / full, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
+
+
+def href(rel: str) -> str:
+    """A relative link as an HTML attribute value: URL-encoded (a '#' or '?' in a file name
+    would otherwise cut the link), then HTML-escaped."""
+    return html.escape(quote(rel, safe="/"), quote=True)
 
 
 def group_overlay(out: Image.Image, gm: dict) -> Image.Image:
@@ -143,16 +171,39 @@ def _legend(n: int) -> str:
         "get the most diffusion steps)</p>"
 
 
-def write_report(plan, tally) -> str:
+def _totals(work, tally) -> str:
+    """Each input counted once: written, failed, done before, still bad add up to the inputs;
+    the entries not read are no inputs."""
+    text = (f"Of {len(work.inputs)} inputs: <b>{tally.ok}</b> photo(s) written, <b class=failed>{tally.failed}</b> "
+            f"failed, {len(work.done)} already done before this run")
+    if work.still_bad:
+        text += f", {len(work.still_bad)} still bad (unchanged since they failed: not tried again)"
+    text += "."
+    if work.skipped:
+        text += f" {len(work.skipped)} other entries not read (hidden, or links leaving SRC)."
+    return text
+
+
+def report_or_warning(work, tally) -> str | None:
+    """write_report, or a warning when it cannot be written (a full disk, say): the outputs
+    and the manifest are what the run is for, so the report never changes its exit code."""
+    try:
+        return write_report(work, tally)
+    except Exception as e:
+        from .worklist import one_line
+        log.warning("the report was not written: %s: %s", type(e).__name__, one_line(e))
+        return None
+
+
+def write_report(work, tally) -> str:
     """The run's report from its Tally: the first MAX_IMAGES written photos, every failure the
     tally kept."""
-    src, dst, opts = plan.src, plan.dst, plan.opts
+    src, dst, opts = work.src, work.dst, work.opts
     ok = [r for r in tally.rows if r["status"] == "ok"]
     secs = sum(tally.seconds.values())
     parts = [f"<!doctype html><html lang=en><meta charset=utf-8><title>PatchScaler run {html.escape(opts.run_id)}"
              f"</title>{STYLE}<h1>Run {html.escape(opts.run_id)}</h1>",
-             f"<p id=totals><b>{tally.ok}</b> photo(s) written, <b class=failed>{tally.failed}</b> failed, "
-             f"{len(plan.done)} already done before this run. Time per photo: "
+             f"<p id=totals>{_totals(work, tally)} Time per photo: "
              f"{secs / max(1, tally.ok):.1f} s of model work on average. Seed {opts.seed}. Patches per "
              f"difficulty group ({' / '.join(group_names(len(tally.groups)))}): "
              f"{' / '.join(str(c) for c in tally.groups)}.</p>",
@@ -160,7 +211,7 @@ def write_report(plan, tally) -> str:
              "<table><tr><th>photo</th><th>before and after (same size)</th><th>a region at 100 %</th>"
              "<th>difficulty map</th><th>size</th><th>time</th></tr>"]
     for r in ok[:MAX_IMAGES]:
-        link = posixpath.relpath(r["output"], MANIFEST_DIR)
+        link = href(posixpath.relpath(r["output"], MANIFEST_DIR))
         try:
             before = _open(src.read(r["input"]))
             after = _open(dst.read(r["output"]))
@@ -174,7 +225,7 @@ def write_report(plan, tally) -> str:
                      if gm else "-"]
         except Exception as e:  # a report never fails the job
             cells = [html.escape(f"(no preview: {e})"), "", ""]
-        parts.append(f"<tr class=photo><td><a href='{html.escape(link)}'>{html.escape(r['input'])}</a></td>"
+        parts.append(f"<tr class=photo><td><a href='{link}'>{html.escape(r['input'])}</a></td>"
                      + "".join(f"<td>{c}</td>" for c in cells)
                      + f"<td>{r['width']} x {r['height']} &rarr; {r['out_width']} x {r['out_height']}</td>"
                      f"<td>{r['sec_grm'] + r['sec_dit'] + r['sec_stitch']:.1f} s</td></tr>")
@@ -194,6 +245,14 @@ def write_report(plan, tally) -> str:
     return dst.uri(rel)
 
 
+def _reports(dst) -> set[str]:
+    """The names of the reports in DST/_manifest (a run that wrote nothing, or was killed,
+    has none: its row gets no link)."""
+    dst.invalidate()
+    names = dst.retrying("a listing of _manifest", lambda: dst.fs.ls(dst.full(MANIFEST_DIR), detail=False))
+    return {posixpath.basename(n.rstrip("/")) for n in names}
+
+
 def write_status_page(dst, limit: int = 500) -> str:
     """DST/_manifest/status.html: every run into DST and each input's latest state (the
     problems listed first, at most `limit` inputs; `patchscaler status` lists any)."""
@@ -205,10 +264,12 @@ def write_status_page(dst, limit: int = 500) -> str:
              f"<h1>{html.escape(dst.uri())}</h1><p id=totals>" + ", ".join(f"<b>{t[s]}</b> {s}" for s in STATES)
              + f" (inputs: {len(st['inputs'])})</p>",
              "<h2>Runs</h2><table><tr><th>run</th><th>photos</th><th>reports</th></tr>"]
+    reports = _reports(dst)
     for run_id, r in sorted(st["runs"].items(), key=lambda kv: kv[1].first):
         states = ", ".join(f"{n} {s}" for s, n in sorted(r.states.items()))
-        parts.append(f"<tr><td>{html.escape(run_id)}</td><td>{html.escape(states)}</td>"
-                     f"<td><a href='report-{html.escape(run_id)}.html'>report</a></td></tr>")
+        name = f"report-{run_id}.html"
+        link = f"<a href='{href(name)}'>report</a>" if name in reports else "-"
+        parts.append(f"<tr><td>{html.escape(run_id)}</td><td>{html.escape(states)}</td><td>{link}</td></tr>")
     parts.append("</table><h2>Inputs</h2><table><tr><th>input</th><th>state</th><th>reason or output</th>"
                  "<th>run</th></tr>")
     for inp, (state, reason, run_id, _, output) in rows:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from storage import StorageError
+from storage import REFUSED, StorageError
 
 from .listing import EXTENSIONS_TEXT
 from .manifest import consolidate
@@ -12,15 +12,26 @@ from .tally import Tally
 from .worklist import Worklist
 
 
-def stopped_by_storage(work: Worklist, tally: Tally, e: Exception) -> StorageError:
-    """The run's end when the storage stays down: its rows folded if DST still answers (a
-    photo whose row was written but whose output was not becomes `interrupted` on the next
-    run), and one line for exit 4. The next run redoes only what is not written."""
+def fold_rows(work: Worklist, tally: Tally) -> str | None:
+    """The run's rows folded into its manifest; a DST that refuses the write (full, say) stops
+    the run as any storage fault does (exit 4): the loose rows stay for the next run to fold."""
+    try:
+        return consolidate(work.dst, work.opts.run_id)
+    except StorageError as e:
+        raise stopped_by_storage(work, tally, e) from None
+
+
+def stopped_by_storage(work: Worklist, tally: Tally, e: Exception | str) -> StorageError:
+    """The run's end when the storage stays down or refuses writes: its rows folded if DST
+    still takes them (a photo whose row was written but whose output was not is
+    `interrupted`), and one line for exit 4. The next run redoes only what is not written.
+    (`e` may be the text a Ray stage gave, hence the message, not the type, says a refusal.)"""
     with contextlib.suppress(Exception):
         work.dst.retry_budget = 0
-        consolidate(work.dst, work.opts.run_id)
+        consolidate(work.dst, work.opts.run_id, stopped=True)
+    when = "when DST takes writes again" if REFUSED in str(e) else "when the storage is back"
     return StorageError(f"{e}; stopped after {tally.ok} photo(s) written this run, {len(work.pending) - len(tally)} "
-                        "not done: run the same command again when the storage is back")
+                        f"not done: run the same command again {when}")
 
 
 def worklist_line(work: Worklist) -> str:
@@ -43,6 +54,8 @@ def summarize(tally: Tally, work: Worklist, manifest: str | None, seconds: float
     manifest); `errors`: the first Tally.MAX_ERRORS, `failed` counts them all."""
     return {"ok": tally.ok, "failed": tally.failed, "skipped": len(work.done), "inputs": len(work.inputs),
             "still_bad": sorted(work.still_bad.items()), "redone": dict(work.redo),
-            "not_read": [(r.input, r.error) for r in not_read], "recovered": work.recovered,
+            # a still-bad input has a skipped row too, but it is counted as still bad, not here
+            "not_read": [(r.input, r.error) for r in not_read if r.input not in work.still_bad],
+            "recovered": work.recovered,
             "manifest": manifest, "seconds": seconds, "patches_per_group": list(tally.groups),
             "errors": list(tally.errors), "rows": tally.rows}

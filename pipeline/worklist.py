@@ -10,7 +10,6 @@ import logging
 import posixpath
 from dataclasses import dataclass, field
 
-from patchscaler.files import makedirs_durable
 from storage import StorageError, Store
 
 from .options import UpscaleOptions, settings_key
@@ -95,9 +94,8 @@ def make_worklist(opts: UpscaleOptions) -> Worklist:
         opts = dataclasses.replace(opts, src=parent if src.is_local else f"{src.protocol}://{parent}")
         src = Store(opts.src, opts.src_options, opts.storage_retry)
 
+    check_writable(dst)
     try:
-        if dst.is_local:
-            makedirs_durable(dst.path)
         # the outputs there (what resume and naming ask about), not the manifests' own files
         files = {f for f in dst.files() if not f.startswith(MANIFEST_DIR + "/")}
         recovered = recover(dst, opts.run_id, files)
@@ -123,6 +121,15 @@ def make_worklist(opts: UpscaleOptions) -> Worklist:
     redo = {r: why for r, why in redo.items() if r not in still_bad}
     naming = {r: {**names[r], "sig": sigs.get(r, ""), **({"redo": redo[r]} if r in redo else {})} for r in pending}
     return Worklist(opts, src, dst, inputs, skipped, done, pending, naming, recovered, sigs, redo, still_bad)
+
+
+def check_writable(dst: Store) -> None:
+    """DST takes writes, or the run stops now with one line (exit 4), before any photo is
+    computed: a read-only, full or forbidden DST, and a DST/sub below one, alike."""
+    try:
+        dst.check_writable()
+    except OSError as e:
+        raise StorageError(f"DST {dst.uri()} cannot be written: {e.strerror or one_line(e)}") from None
 
 
 def _model_version(opts: UpscaleOptions) -> str:

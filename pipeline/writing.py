@@ -15,7 +15,7 @@ from patchscaler import imageio, metadata
 from storage import StorageError, Store
 
 from .listing import UnsafePath
-from .manifest import ManifestRow, maps_dir, row_key, write_row
+from .manifest import ManifestRow, maps_dir, remove_row, row_key, write_row
 from .naming import OutputCollision, check_output_name, output_relpath
 from .options import UpscaleOptions
 
@@ -71,7 +71,11 @@ def write_ok(dst: Store, opts: UpscaleOptions, rel: str, prep: imageio.Prepared,
     data = imageio.encode(image, fmt, opts.quality, meta)
     row.output, row.sec_write = out_rel, time.perf_counter() - t
     write_row(dst, row)
-    dst.write_atomic(out_rel, data)
+    try:
+        dst.write_atomic(out_rel, data)
+    except StorageError:
+        remove_row(dst, opts.run_id, rel)   # its output is nothing: so is its record
+        raise
     return row
 
 

@@ -10,6 +10,7 @@ from the same command line (`cli_options`), so an `--rtm s3://...` with a local 
 gets the endpoint."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import posixpath
@@ -50,6 +51,18 @@ class StorageError(OSError):
     unreachable for a whole retry budget during it. Not the photo's fault: the run stops with
     one line and exit 4, and the next run redoes only what is not written."""
     exit_code = 4
+
+
+# a local store that answers these to one write will answer them to every write: the run
+# stops (exit 4) rather than failing each photo in turn
+REFUSED_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+REFUSED = "refused a write"    # how the message of StorageRefused says it
+
+
+class StorageRefused(StorageError):
+    """A local store refuses writes: disk full, read-only, no permission. A StorageError like
+    any other (exit 4, one line); its own kind only so the stop line can say what will let the
+    next run through (DST taking writes again, not the storage coming back)."""
 
 
 def transient(e: BaseException) -> bool:
@@ -216,8 +229,7 @@ class Store:
         same object whole)."""
         path = self.full(rel)
         if self.is_local:
-            from patchscaler.files import write_durable
-            write_durable(path, data)
+            self._local_write(rel, data)
         else:
             self.retrying(f"a write of {rel}", lambda: self.fs.pipe_file(path, data))
 
@@ -226,14 +238,41 @@ class Store:
         local file is written durably in place; for an object store it goes to a local temp
         file first, then up in one upload (multipart where the store does that)."""
         if self.is_local:
-            from patchscaler.files import write_durable
-            write_durable(self.full(rel), writer)
+            self._local_write(rel, writer)
             return
         import tempfile
         with tempfile.NamedTemporaryFile(prefix="patchscaler-") as tmp:
             writer(tmp)
             tmp.flush()
             self.retrying(f"a write of {rel}", lambda: self.fs.put_file(tmp.name, self.full(rel)))
+
+    def _local_write(self, rel: str, data) -> None:
+        """write_durable (a failed write leaves the old file or nothing: its temp file is
+        removed), with a refusal of the disk as StorageRefused."""
+        from patchscaler.files import write_durable
+        try:
+            write_durable(self.full(rel), data)
+        except OSError as e:
+            if e.errno not in REFUSED_ERRNOS:
+                raise
+            raise StorageRefused(f"{self.uri()} {REFUSED} of {rel}: {e.strerror}") from e
+
+    def check_writable(self) -> None:
+        """Before a run computes anything: a local root is created if need be and a small temp
+        file is written, fsync'd and removed in it, so a read-only, full or forbidden folder
+        fails now, not after the first photo's compute. (An S3 bucket is checked by `probe`.)"""
+        if not self.is_local:
+            return
+        import tempfile
+        from patchscaler.files import makedirs_durable
+        makedirs_durable(self.path)
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".probe-")
+        try:
+            os.write(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
 
     def files(self, sub: str = "") -> list[str]:
         """Relative names of every file under the root (or under `sub`)."""

@@ -83,7 +83,7 @@ def s3_endpoint():
 FAST_FILES = {"test_pgs.py", "test_config.py", "test_checkpoint.py", "test_colorfix.py", "test_degrade.py",
               "test_diffusion.py", "test_fusion.py", "test_patch_dit.py", "test_cross_batching.py",
               "test_texture_rtm.py", "test_options.py", "test_sizing.py", "test_tally.py", "test_listing_pages.py",
-              "test_status.py", "test_report.py", "test_product_words.py", "test_imports.py"}
+              "test_status.py", "test_report.py", "test_usage_errors.py", "test_product_words.py", "test_imports.py"}
 
 
 def pytest_collection_modifyitems(config, items):
