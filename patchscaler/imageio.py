@@ -106,7 +106,9 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
         n = re.search(r"\((\d+) pixels\)", str(e))
         if n is None or int(n.group(1)) <= max_pixels:
             raise
-        raise BadImage(f"too large: {n.group(1)} pixels > limit {max_pixels} (--max-pixels)") from None
+        # and that Pillow took it for a decompression bomb: a header claiming this much is often one
+        raise BadImage(f"too large: {n.group(1)} pixels > limit {max_pixels} (--max-pixels), over "
+                       "Pillow's decompression bomb guard too") from None
     w, h = im.size
     if w * h > max_pixels:
         raise BadImage(f"too large: {w}x{h} = {w * h} pixels > limit {max_pixels} (--max-pixels)")
