@@ -6,7 +6,7 @@ Timestep convention (tested in tests/method/test_diffusion.py):
     from y_tau = sqrt(abar[tau-1]) * y0 + sqrt(1 - abar[tau-1]) * eps  (paper Eq. 4 at t = tau)
     and visits the N "trailing" timesteps  tau-1, tau-1-s, ..., tau-1-(N-1)s  with stride
     s = tau / N, then returns the x0 estimate of the last step.
-  * With the shipped model's groups (100/2, 200/4, 1000/20), as with the paper's (400/8, 700/14,
+  * With the shipped model's groups (100/2, 200/4, 300/6), as with the paper's (400/8, 700/14,
     1000/20), the stride is 50 for all of them, so the grids nest: every group visits a suffix
     of {999, 949, ..., 49}. tau = T with N = 20 is plain uniform (trailing) DDIM sampling.
   * The sampler is deterministic DDIM (eta = 0). Latents are never clamped.

@@ -69,9 +69,9 @@ class UpscaleOptions:
                        action="store_const", const="inductor")
     thresholds: tuple[float, ...] | None = opt(None, "Qmap thresholds, descending (default: the checkpoint's "
                                                "calibrated ones)", type=values.floats)
-    taus: tuple[int, ...] | None = opt(None, "shortcut point per group (default: the checkpoint's, 100,200,1000)",
+    taus: tuple[int, ...] | None = opt(None, "shortcut point per group (default: the checkpoint's, 100,200,300)",
                                        type=values.ints)
-    steps: tuple[int, ...] | None = opt(None, "sampling steps per group (default: the checkpoint's, 2,4,20)",
+    steps: tuple[int, ...] | None = opt(None, "sampling steps per group (default: the checkpoint's, 2,4,6)",
                                         type=values.ints)
     # a deployment choice, not the model's: it does not change the model version
     hard_groups: tuple[int, ...] | None = opt(None, "groups the hard Patch-DiT pool serves, e.g. 2 or 3,4 "

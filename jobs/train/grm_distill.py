@@ -123,11 +123,10 @@ def high_pass(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
 
 
 def detail_energy(x: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
-    """How much fine detail there is around each pixel, whatever its exact phase: the local mean
-    of |high-pass| in two bands, the finest (edges, what sharpness is) and the next (texture).
-    x4plus invents texture the student cannot place pixel for pixel, and a pointwise loss then
-    prefers no texture at all; this term asks for as much of it."""
-    return torch.cat([blur(high_pass(x, 0.7).abs(), sigma), blur(high_pass(x, 1.5).abs(), sigma)], 1)
+    """How much fine detail there is around each pixel (the local mean of |high-pass|), whatever
+    its exact phase: x4plus invents texture the student cannot place pixel for pixel, and a
+    pointwise loss then prefers no texture at all; this term asks for as much of it."""
+    return blur(high_pass(x).abs(), sigma)
 
 
 def distil_loss(out: torch.Tensor, target: torch.Tensor, hf_weight: float, energy_weight: float = 0.0) -> torch.Tensor:

@@ -201,7 +201,7 @@ def test_shortcut_paths_choose_the_paths_the_shortcut_stage_trains_on(trained, d
     weights were made: medium 400/8); the record says which; a bad spec is refused."""
     work, _, _ = trained
     default = load_state_extra(work / "shortcut.done.safetensors")
-    assert default["paths"] == "100/2,200/4,1000/20"  # the model's own PGS paths
+    assert default["paths"] == "100/2,200/4,300/6"  # the model's own PGS paths
     w = tmp_path / "legacy"
     shutil.copytree(work, w)
     for f in ("shortcut.done.safetensors", "shortcut.state.safetensors", "logs/shortcut.jsonl"):

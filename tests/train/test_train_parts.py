@@ -43,7 +43,7 @@ def test_shortcut_paths_are_parsed_and_checked():
     assert training_pgs(model.cfg.pgs, T, "") is model.cfg.pgs
     p = training_pgs(model.cfg.pgs, T, "100/2,400/8,1000/20")
     assert p.taus == (100, 400, 1000) and p.steps == (2, 8, 20) and p.thresholds == model.cfg.pgs.thresholds
-    assert model.cfg.pgs.taus == (100, 200, 1000)  # the model's own settings are not changed
+    assert model.cfg.pgs.taus == (100, 200, 300)  # the model's own settings are not changed
     for bad, says in [("100/2,400/8", "3 groups, got 2"), ("100-2,400/8,1000/20", "TAU/STEPS per group"),
                       ("100/2,400/8/1,1000/20", "TAU/STEPS per group"), ("", None),
                       ("100/2,400/8,2000/20", "each TAU in 1..1000"), ("100/200,400/8,1000/20", "each STEPS")]:
