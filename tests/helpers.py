@@ -1,5 +1,8 @@
 import io
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -28,3 +31,28 @@ def write_tree(root, files: dict[str, bytes]) -> None:
         os.makedirs(os.path.dirname(p), exist_ok=True)
         with open(p, "wb") as f:
             f.write(data)
+
+
+ROOT = Path(__file__).parents[1]   # the repository
+
+
+def opts_for(src, dst, ckpt, **kw):
+    """The in-process engine's options for a tiny run: the test checkpoint, small limits, two
+    thresholds that spread its patches over the groups, no report."""
+    from pipeline.options import UpscaleOptions
+    base = dict(checkpoint=ckpt, precision="fp32", max_pixels=250_000, max_batch=16,
+                thresholds=(0.6, 0.4), report=False)
+    base.update(kw)
+    return UpscaleOptions(str(src), str(dst), **base)
+
+
+def manifest_rows(dst) -> list[dict]:
+    import pyarrow.parquet as pq
+    return [r for p in sorted(Path(dst, "_manifest").glob("manifest-*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+def cli(*args, **kw) -> subprocess.CompletedProcess:
+    """`patchscaler ARGS` in a child process, from the repository."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **kw.pop("env", {}))
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=kw.pop("timeout", 300), **kw)

@@ -40,7 +40,7 @@ def test_sigterm_ends_a_run_like_ctrl_c(engine, checkpoint, tmp_path):
     written = {p.name for p in dst.glob("*.png")}
     assert len(written) < 5
     if engine == "ray":
-        return   # the resume after a stop is the same code in both engines (test_reliability)
+        return   # the resume after a stop is the same code in both engines (test_crash_safety)
     # the same command again does the rest
     again = subprocess.run(cmd[:-1] + ["second"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
