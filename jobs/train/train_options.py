@@ -28,7 +28,7 @@ class TrainOptions:
     tiny: bool = opt(False, "tiny model and budget (tests)", action="store_true")
     init: str = opt("", "continue from this assembled checkpoint: its texture, confidence and Patch-DiT weights "
                     "and calibration become the finished stages (see jobs/train/init.py)", metavar="CHECKPOINT")
-    grm: str = opt("compact", "the GRM trained around: compact (an SRVGGNetCompact distilled from Real-ESRGAN x4plus "
+    grm: str = opt("rrdb", "the GRM trained around: compact (an SRVGGNetCompact distilled from Real-ESRGAN x4plus "
                    "by the grm stage) or rrdb (x4plus itself, frozen)", choices=["compact", "rrdb"])
     grm_crop: int = opt(64, "grm: LR crop size of the teacher's crops", type=int)
     grm_crops_per_image: int = opt(20, "grm: crops per training photo (half of each degradation family)", type=int)

@@ -40,8 +40,8 @@ def test_training_builds_the_default_or_the_one_tiny_config(tmp_path):
     from jobs.train import TrainOptions
     from jobs.train.work import model_config
     assert model_config(TrainOptions(work=str(tmp_path))) == PatchScalerConfig()
-    a = TrainOptions(work=str(tmp_path), tiny=True)
-    assert model_config(a) == tiny_config(grm={"backbone": "srvgg"})
+    a = TrainOptions(work=str(tmp_path), tiny=True, grm="compact")
+    assert model_config(a) == tiny_config(grm={"backbone": "compact"})
     (tmp_path / "calibration.json").write_text(json.dumps({"eta": 0.01, "thresholds": [0.6, 0.3]}))
     cfg = model_config(a)
     assert cfg.pgs.thresholds == (0.6, 0.3) and cfg.grm.loss_eta == 0.01
@@ -59,7 +59,7 @@ def test_override_builds_a_new_validated_config():
     with pytest.raises(ValueError, match="heads"):
         override(cfg, dit={"heads": 3})
     with pytest.raises(ValueError, match="num_timesteps"):
-        override(cfg, diffusion={"num_timesteps": 500})
+        override(cfg, diffusion={"num_timesteps": 250})   # below the hard group's tau (300)
     with pytest.raises(ValueError, match="prediction"):
         override(cfg, diffusion={"prediction": "epsilon"})
     with pytest.raises(ValueError, match="colour"):

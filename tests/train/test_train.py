@@ -19,7 +19,7 @@ from helpers import encode
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--tiny", "--crop", "64", "--crops-per-photo", "4", "--texture-steps", "30", "--confidence-steps", "20",
         "--batch", "8", "--rtm-size", "32", "--rtm-candidates", "300", "--rtm-engine", "local", "--no-progress",
-        "--save-every", "2", "--shortcut-steps", "4", "--grm-crop", "16", "--grm-crops-per-image", "2", "--grm-texture-crops", "2",
+        "--save-every", "2", "--shortcut-steps", "4", "--grm", "compact", "--grm-crop", "16", "--grm-crops-per-image", "2", "--grm-texture-crops", "2",
         "--grm-patch", "12", "--grm-batch", "4", "--grm-steps", "4"]
 
 
