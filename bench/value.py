@@ -4,7 +4,7 @@ run, interleaved per photo (each photo runs every variant, in an order that rota
 photo). Model loads are excluded: each variant's model is loaded once before the first photo.
 
     OMP_WAIT_POLICY=PASSIVE python bench/value.py --data DATA [--n 24] [--lr-size 128] [--threads 2]
-        [--checkpoint CKPT] [--x4plus-checkpoint CKPT] [--method VARIANT=CKPT[,taus/steps]...]
+        [--checkpoint CKPT] [--x4plus-checkpoint CKPT] [--variant NAME=CKPT[@TAUS/STEPS]] ...
 
 DATA holds train/ (the held-out split of `patchscaler train`, 1 in 5 by file-name hash, is used:
 photos no model here was trained on). Each photo: an HR centre crop of 4 x --lr-size px, made LR
@@ -22,8 +22,10 @@ ap.add_argument("--data", required=True, help="data folder with train/ (the held
 ap.add_argument("--n", type=int, default=24, help="held-out photos (fewer if the split has fewer)")
 ap.add_argument("--lr-size", type=int, default=128)
 ap.add_argument("--families", default="training,classical")
-ap.add_argument("--checkpoint", help="the method on the compact GRM (default: the shipped checkpoint)")
-ap.add_argument("--x4plus-checkpoint", help="the method on x4plus (default: the named model x4plus)")
+ap.add_argument("--checkpoint", default="compact", help="the method on the compact GRM (default: the shipped "
+                "model compact)")
+ap.add_argument("--x4plus-checkpoint", default="default", help="the method on x4plus (default: the shipped default "
+                "model; an earlier version's file compares versions)")
 ap.add_argument("--variant", action="append", default=[], metavar="NAME=CKPT[@TAUS/STEPS]",
                 help="another variant of the method, e.g. fast=ckpt.safetensors@100,200,500/2,4,10")
 ap.add_argument("--out", help="folder for a side-by-side PNG per family (the first photos) and rows.json")
@@ -67,11 +69,11 @@ def alone(net):
 
 
 x4plus = load_backbone("rrdb")
-compact_model, compact_method = method(a.checkpoint or "default")
+compact_model, compact_method = method(a.checkpoint)
 variants = {"x4plus alone": alone(x4plus)}
 if compact_model.cfg.grm.backbone == "compact":
     variants["compact GRM alone"] = alone(compact_model.grm.backbone)
-variants["method on x4plus"] = method(a.x4plus_checkpoint or "x4plus")[1]
+variants["method on x4plus"] = method(a.x4plus_checkpoint)[1]
 variants[f"method on {compact_model.cfg.grm.backbone}"] = compact_method
 for v in a.variant:
     name, spec = v.split("=", 1)
