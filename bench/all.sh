@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure of the README's "Measured" table, one command each, on a quiet machine (nothing
+# Every figure of docs/benchmarks.md's first table, one command each, on a quiet machine (nothing
 # else running: the figures are ratios of interleaved runs, but a busy host still skews them).
 # Threading: each bench sets OMP_WAIT_POLICY=PASSIVE and its thread count before torch loads.
 # PHOTOS: a folder of HR photos (default: the bundled samples).
@@ -14,5 +14,5 @@ $PY bench/busy_host.py --busy 1 --repeats 2
 $PY bench/pipeline_overhead.py $P --n 6 --repeats 1
 $PY bench/precision.py --n 1 --lr-size 48 --repeats 1
 OMP_WAIT_POLICY=PASSIVE $PY bench/grm_vs_ncnn.py --size 64 --repeats 3
-# not in the README's first rows: torch.compile of the Patch-DiT (2-5 min of compile first)
+# not in that table's first rows: torch.compile of the Patch-DiT (2-5 min of compile first)
 $PY bench/compile.py $P --n 4 --repeats 2

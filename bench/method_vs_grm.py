@@ -4,7 +4,7 @@ each stage, the group fractions and the peak memory.
 
     python bench/method_vs_grm.py [--photos DIR] [--n 4] [--lr-size 128] [--repeats 3] [--threads 2]
 
-The README's figures: `--photos DATA/train --n 24` (128 -> 512 px) and, for one large
+docs/benchmarks.md's figures: `--photos DATA/train --n 24` (128 -> 512 px) and, for one large
 photo, `--n 1 --lr-size 512 --repeats 1` (512 -> 2048 px)."""
 import argparse
 

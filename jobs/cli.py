@@ -51,7 +51,7 @@ def add_upscale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=["auto", "ray", "local"], default="auto",
                    help="ray: the distributed pipeline (a local Ray unless --address); local: in-process; auto "
                         f"(default): ray with --address, RAY_ADDRESS or a Ray-only option, else local on a host "
-                        f"with fewer than {AUTO_RAY_CPUS} CPUs and ray from {AUTO_RAY_CPUS} up (README 'Engines')")
+                        f"with fewer than {AUTO_RAY_CPUS} CPUs and ray from {AUTO_RAY_CPUS} up (docs/usage.md, 'Engines')")
     p.add_argument("--compile-backend", dest="compile", metavar="NAME",
                    help="the same as --compile with another torch.compile backend (e.g. cudagraphs)")
     add_storage_args(p)
@@ -95,7 +95,7 @@ def status_main(a: argparse.Namespace) -> int:
 
 
 # below this many CPUs a single host runs the in-process engine by default: on 2 cores it was
-# faster than the Ray engine and needed a fifth of its memory (README 'Engines')
+# faster than the Ray engine and needed a fifth of its memory (docs/usage.md, 'Engines')
 AUTO_RAY_CPUS = 4
 
 

@@ -82,7 +82,7 @@ class Runtime:
     device: str = "cpu"
     # "bf16": autocast everywhere; "bf16-dit": the Patch-DiT and texture parts in bf16, the GRM
     # in fp32 (a bf16 Real-ESRGAN moved NIQE by +1.3 % on its own, +2.1 % for the whole
-    # method: more than the 1 % noise we allow; bench/precision.py, README). "auto": bf16-dit
+    # method: more than the 1 % noise we allow; bench/precision.py, docs/experiments.md). "auto": bf16-dit
     # where the device computes bf16 natively (native_bf16), else fp32; $PATCHSCALER_PRECISION
     # overrides "auto".
     precision: str = "auto"   # "auto", "fp32", "bf16-dit" or "bf16"

@@ -25,7 +25,7 @@ pays for the overlap (1.06x to 1.11x the patches for 768 px pieces of 1 to 12.6 
 the GRM for the halo (1.10x to 1.24x the pixels).
 What differs from a whole-image run is float rounding (tile and conv sizes) and, rarely, a patch
 whose Qmap sits on a group threshold: tested within 1/255 or 50 dB PSNR of the whole photo,
-with no seam (README, "Big photos")."""
+with no seam (docs/usage.md, "Big photos")."""
 from __future__ import annotations
 
 import math
@@ -35,7 +35,7 @@ from .config import PatchScalerConfig
 
 FUSION_REACH_HR = 68    # HR px that an output pixel of fusion.py reads around it (worked out there)
 RESIZE_REACH_LR = 4     # LR px of Lanczos support at --outscale >= 1 (3 x 4 HR px, rounded up)
-DEFAULT_PIECE = 768     # LR px per side of a piece's core (README: memory and overhead)
+DEFAULT_PIECE = 768     # LR px per side of a piece's core (docs/usage.md: memory and overhead)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Which files under SRC a run reads (the README's "Inputs" rules), on a `storage.Store` (any
+"""Which files under SRC a run reads (docs/usage.md, "Inputs"), on a `storage.Store` (any
 fsspec URI), and what says an input is still the one an output was made from.
 
 - Inputs are the files under SRC whose names end in an image extension. Hidden names (a part

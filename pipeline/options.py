@@ -38,7 +38,7 @@ class UpscaleOptions:
     # with a halo, processed as separate rows, so memory does not grow with its size
     piece_size: int = opt(768, "a photo larger than this many input px on a side is processed in pieces with a "
                           "halo, each its own row, so memory stays bounded and one photo spreads over the actors "
-                          "(default 768; README 'Big photos')", type=values.positive_int, metavar="PX")
+                          "(default 768; docs/usage.md 'Big photos')", type=values.positive_int, metavar="PX")
     resume: bool = opt(True, "skip images whose output exists and was made from the same input (size and mtime; "
                        "an object's ETag) with the same settings (default); --no-resume redoes them all",
                        action=argparse.BooleanOptionalAction)

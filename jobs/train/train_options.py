@@ -16,8 +16,8 @@ class TrainOptions:
     """One training run's options; `patchscaler train`'s command line is built from them."""
     stage: str = opt("all", "a stage, or all of them in order (finished ones skipped)", positional=True,
                      choices=STAGES + ("all",))
-    data: str = opt("", "folder with train/ (photos) and textures/ (texture photos); README 'Train and "
-                    "evaluate' says what fits", required=True)
+    data: str = opt("", "folder with train/ (photos) and textures/ (texture photos); docs/training.md says "
+                    "what fits", required=True)
     check_data: bool = opt(False, "first check DATA against the list of the shipped model's training files "
                            "(patchscaler/weights/training_data.csv: names, sizes, sha256) and stop on a "
                            "difference", action="store_true")
