@@ -129,7 +129,7 @@ def test_grm_stage_distils_the_compact_grm_towards_x4plus(trained, data, tmp_pat
     trained_net = student_from_animevideov3(16)
     w = load_file(str(work / "grm.done.safetensors"))
     trained_net.load_state_dict({k.split(".", 1)[1]: v for k, v in w.items() if k.startswith("student.")})
-    from jobs.train.options import TrainOptions
+    from jobs.train.train_options import TrainOptions
     w = (TrainOptions.grm_hf_weight, TrainOptions.grm_energy_weight)
     with torch.no_grad():   # the stage's objective, on every cached crop
         before = distil_loss(start(lr), sr, *w).item()
