@@ -55,9 +55,13 @@ def opts_for(src, dst, ckpt, **kw):
     return UpscaleOptions(src, dst, **base)
 
 
-def test_pipeline_equals_oracle_on_corpus_and_resumes(ray_session, checkpoint, tmp_path):
+@pytest.fixture(scope="module")
+def corpus_run(ray_session, checkpoint, tmp_path_factory):
+    """The corpus (every bad-input case, real photos, a tagged JPEG) through the Ray engine once,
+    watching the split's workers, and through the in-process oracle: the tests below read it."""
     from pipeline.graph import run_pipeline
     from pipeline.local import run_local
+    tmp_path = tmp_path_factory.mktemp("corpus")
     files = {k: v[0] for k, v in corpus().items()}
     files["photo_a.jpg"] = encode(photo(40, 32, seed=5), "JPEG")
     files["photo_b.png"] = encode(photo(33, 27, seed=6))
@@ -69,22 +73,32 @@ def test_pipeline_equals_oracle_on_corpus_and_resumes(ray_session, checkpoint, t
     write_tree(src, files)
     with _WorkerCount("split_pieces") as split_workers, _WorkerCount("ray::StreamingRepartition") as alone:
         summary = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r1"))
+    oracle = run_local(opts_for(str(src), str(tmp_path / "local"), checkpoint, run_id="l1"))
+    return {"tmp": tmp_path, "src": src, "files": files, "summary": summary, "oracle": oracle,
+            "rows": {r["input"]: r for r in summary["rows"]}, "split_workers": split_workers.most,
+            "unfused": alone.most, "checkpoint": checkpoint}
+
+
+def test_the_header_split_is_bounded_and_fused(corpus_run):
     # the header split reserves no CPU, so only its own bound keeps it from a worker per photo;
     # the repartition after it runs in the same tasks (fused), not in workers of its own
     from pipeline.graph import SPLIT_TASKS
-    assert 1 <= split_workers.most <= SPLIT_TASKS, split_workers.most
-    assert alone.most == 0, alone.most
-    # what reaches the driver per photo is its manifest row and a short trace: no group map, no
-    # state (the report reads the maps from DST)
+    assert 1 <= corpus_run["split_workers"] <= SPLIT_TASKS, corpus_run["split_workers"]
+    assert corpus_run["unfused"] == 0, corpus_run["unfused"]
+
+
+def test_the_driver_gets_a_manifest_row_and_a_short_trace_per_photo(corpus_run):
+    # no group map, no state (the report reads the maps from DST)
     from pipeline.manifest import MANIFEST_SCHEMA
-    for r in summary["rows"]:
+    for r in corpus_run["summary"]["rows"]:
         assert set(r) == set(MANIFEST_SCHEMA.names) | {"trace"}, set(r) ^ set(MANIFEST_SCHEMA.names)
         assert len(json.dumps(r, default=str)) < 4000, r["input"]
-    oracle = run_local(opts_for(str(src), str(tmp_path / "local"), checkpoint, run_id="l1"))
 
+
+def test_every_input_gets_its_status_error_and_output_name(corpus_run):
+    rows, summary, tmp_path = corpus_run["rows"], corpus_run["summary"], corpus_run["tmp"]
     expected = corpus()
-    rows = {r["input"]: r for r in summary["rows"]}
-    assert set(rows) == set(files)
+    assert set(rows) == set(corpus_run["files"])
     for name, (_, want) in expected.items():
         r = rows[name]
         if want == "ok":
@@ -98,43 +112,57 @@ def test_pipeline_equals_oracle_on_corpus_and_resumes(ray_session, checkpoint, t
     assert rows["png_named.jpg"]["output"] == "png_named.png"
     assert rows["palette.gif"]["output"] == "palette.png"
     assert Image.open(tmp_path / "ray" / rows["exif_rotated.jpg"]["output"]).size == (80, 96)
-    # every group occurred, and hard patches were refined only by the hard pool
-    assert all(c > 0 for c in summary["patches_per_group"])
-    # the per-stage progress counted every patch of every written image, and every image
+
+
+def test_hard_patches_go_to_the_hard_pool_and_progress_counts_every_patch(corpus_run):
+    summary = corpus_run["summary"]
+    assert all(c > 0 for c in summary["patches_per_group"])   # every group occurred
     ppg = summary["patches_per_group"]
     assert summary["stages"]["hard"][1] >= ppg[2] and summary["stages"]["easy"][1] >= ppg[0] + ppg[1]
     assert summary["stages"]["hard"][0] == summary["stages"]["hard"][1]
     assert summary["stages"]["easy"][0] == summary["stages"]["easy"][1]
-    assert summary["stages"]["stitch"] == [len(files), 0]
+    assert summary["stages"]["stitch"] == [len(corpus_run["files"]), 0]
     for r in summary["rows"]:
         for g, (pool, _node) in json.loads(r["trace"]).get("groups", {}).items():
             assert pool == ("hard" if g == "2" else "easy")
-    # the distributed pipeline writes the same bytes as the in-process oracle
-    lrows = {r["input"]: r for r in oracle["rows"]}
-    for name, r in rows.items():
+
+
+def test_the_ray_engine_writes_the_oracles_bytes(corpus_run):
+    tmp_path = corpus_run["tmp"]
+    lrows = {r["input"]: r for r in corpus_run["oracle"]["rows"]}
+    for name, r in corpus_run["rows"].items():
         assert r["status"] == lrows[name]["status"]
         if r["status"] == "ok":
             a = (tmp_path / "ray" / r["output"]).read_bytes()
             b = (tmp_path / "local" / lrows[name]["output"]).read_bytes()
             assert a == b, name
-    # manifest: one Parquet row per image, no loose row files, no temp files left
-    t = pq.read_table(summary["manifest"]).to_pylist()
+
+
+def test_one_manifest_row_per_image_a_report_and_no_leftovers(corpus_run):
+    tmp_path, files = corpus_run["tmp"], corpus_run["files"]
+    t = pq.read_table(corpus_run["summary"]["manifest"]).to_pylist()
     assert len(t) == len(files) and {x["input"] for x in t} == set(files)
     leftovers = [p for p in (tmp_path / "ray").rglob("*") if p.name.startswith(".part-") or p.suffix == ".json"]
     assert not leftovers
     assert "<img" in (tmp_path / "ray" / "_manifest" / "report-r1.html").read_text()
 
-    # resume: a re-run skips every written image; the failures whose input has not changed are
-    # listed as still bad, not tried again; --retry-failed tries them (the plan is the same code
-    # in both engines, so the in-process engine continues the Ray engine's DST)
-    again = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r2"))
+
+def test_resume_skips_what_is_written_and_redoes_only_what_is_gone(corpus_run):
+    """Last in this file: it changes the run's DST. A re-run skips every written image; the
+    failures whose input has not changed are listed as still bad, not tried again; --retry-failed
+    tries them (the worklist is the same code in both engines, so the in-process engine continues
+    the Ray engine's DST); a deleted output is the only image redone."""
+    from pipeline.graph import run_pipeline
+    from pipeline.local import run_local
+    src, tmp_path, ckpt = corpus_run["src"], corpus_run["tmp"], corpus_run["checkpoint"]
+    summary, rows = corpus_run["summary"], corpus_run["rows"]
+    again = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), ckpt, run_id="r2"))
     assert again["skipped"] == summary["ok"] and again["ok"] == 0
     assert again["failed"] == 0 and len(again["still_bad"]) == summary["failed"]
-    retried = run_local(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r2b", retry_failed=True))
+    retried = run_local(opts_for(str(src), str(tmp_path / "ray"), ckpt, run_id="r2b", retry_failed=True))
     assert retried["failed"] == summary["failed"] and retried["ok"] == 0
-    # a killed run: delete one output and its record goes stale -> only that image is redone
     os.unlink(tmp_path / "ray" / rows["photo_a.jpg"]["output"])
-    third = run_local(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r3"))
+    third = run_local(opts_for(str(src), str(tmp_path / "ray"), ckpt, run_id="r3"))
     assert {r["input"] for r in third["rows"] if r["status"] == "ok"} == {"photo_a.jpg"}
 
 
