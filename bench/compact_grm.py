@@ -8,7 +8,9 @@ runs every candidate in turn (interleaved); model loads excluded.
 
 Columns: seconds per photo and the ratio to x4plus (fp32, channels_last, the same threads),
 PSNR-Y against the HR photo, PSNR-Y against x4plus's own output (how well it is reproduced),
-sharpness (mean |gradient of Y| / the HR's: x4plus's crisp look is ~0.8, a smooth result lower)."""
+sharpness (mean |gradient of Y| / the HR's: x4plus's crisp look is ~0.8, a smooth result lower),
+blockiness at a 4 px grid (the pixel-shuffle mosaic of a compact GRM) and at 32 px (the input's
+8 px JPEG blocks, upscaled): about 1.0 when there is none."""
 import argparse
 
 import harness
@@ -31,7 +33,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jobs.evaluate import _u8  # noqa: E402
-from jobs.metrics import mean_gradient, psnr_y  # noqa: E402
+from jobs.metrics import blockiness, mean_gradient, psnr_y  # noqa: E402
 from jobs.trainstate import load_state  # noqa: E402
 from patchscaler.realesrgan import SRVGGNetCompact, load_backbone  # noqa: E402
 
@@ -66,11 +68,12 @@ for family in ("training", "classical"):
         for name in names:
             rows.append({"family": family, "name": name, "s": secs[name], "psnr": psnr_y(outs[name], hr8),
                          "psnr_teacher": psnr_y(outs[name], outs["x4plus"]) if name != "x4plus" else float("nan"),
-                         "sharp": mean_gradient(outs[name]) / max(mean_gradient(hr8), 1e-9)})
+                         "sharp": mean_gradient(outs[name]) / max(mean_gradient(hr8), 1e-9),
+                         "block4": blockiness(outs[name], 4), "block32": blockiness(outs[name], 32)})
 
 print(f"\n# {len(held)} held-out photos per family, {a.lr_size} -> {4 * a.lr_size} px, fp32, channels_last")
-print("| GRM | family | s / photo | x x4plus | PSNR-Y vs HR | PSNR-Y vs x4plus | sharpness |")
-print("|---|---|---|---|---|---|---|")
+print("| GRM | family | s / photo | x x4plus | PSNR-Y vs HR | PSNR-Y vs x4plus | sharpness | blockiness 4 | blockiness 32 |")
+print("|---|---|---|---|---|---|---|---|---|")
 for name in names:
     for family in ("training", "classical"):
         rs = [r for r in rows if r["name"] == name and r["family"] == family]
@@ -78,4 +81,5 @@ for name in names:
         s = sum(r["s"] for r in rs)
         pt = np.mean([r["psnr_teacher"] for r in rs])
         print(f"| {name} | {family} | {s / len(rs):.3f} | {s / base:.3f}x | {np.mean([r['psnr'] for r in rs]):.2f} | "
-              f"{'-' if np.isnan(pt) else f'{pt:.2f}'} | {np.mean([r['sharp'] for r in rs]):.3f} |")
+              f"{'-' if np.isnan(pt) else f'{pt:.2f}'} | {np.mean([r['sharp'] for r in rs]):.3f} | "
+              f"{np.mean([r['block4'] for r in rs]):.3f} | {np.mean([r['block32'] for r in rs]):.3f} |")

@@ -123,19 +123,53 @@ def test_grm_stage_distils_the_compact_grm_towards_x4plus(trained, data, tmp_pat
            "--grm-batch", "8")
     assert {p.name: p.stat().st_mtime_ns for p in (work / "grm_data").iterdir()} == cached
     images = split(list_photos(data / "train"))[0] + split(list_photos(data / "textures"))[0]
-    pairs = TeacherPairs(str(work), images)
-    lr, sr = pairs.lr.float() / 255, pairs.sr.float() / 255
+    pairs = TeacherPairs(str(work), images, 12)
+    lr, sr = torch.stack(pairs.lr).float() / 255, torch.stack(pairs.sr).float() / 255
     start = student_from_animevideov3(16)
     trained_net = student_from_animevideov3(16)
     w = load_file(str(work / "grm.done.safetensors"))
     trained_net.load_state_dict({k.split(".", 1)[1]: v for k, v in w.items() if k.startswith("student.")})
     from jobs.train.train_options import TrainOptions
-    w = (TrainOptions.grm_hf_weight, TrainOptions.grm_energy_weight)
+    w = (TrainOptions.grm_hf_weight, TrainOptions.grm_energy_weight, TrainOptions.grm_mosaic_weight)
     with torch.no_grad():   # the stage's objective, on every cached crop
         before = distil_loss(start(lr), sr, *w).item()
         after = distil_loss(trained_net(lr), sr, *w).item()
     assert after < 0.95 * before, (before, after)
-    assert distil_loss(sr, sr, 1.0, 1.0).item() == 0.0
+    assert distil_loss(sr, sr, 1.0, 1.0, 1.0).item() == 0.0
+
+
+def test_the_mosaic_term_sees_steps_on_the_pixel_shuffle_grid():
+    """cell_edges: an x4 picture drawn cell by cell (nearest-neighbour blocks on the 4x4 grid, the
+    blocky look a compact GRM drifts to) scores high; the same picture upscaled smoothly, or the
+    blocks moved off the grid by 2 px, do not."""
+    import torch.nn.functional as F
+    from jobs.train.grm_distill import cell_edges
+    lr = torch.rand(1, 3, 10, 10, generator=torch.Generator().manual_seed(0))
+    blocky = F.interpolate(lr, scale_factor=4, mode="nearest")[..., 2:34, 2:34]     # 32 px, blocks off the grid
+    aligned = F.interpolate(lr, scale_factor=4, mode="nearest")[..., :32, :32]
+    smooth = F.interpolate(lr, scale_factor=4, mode="bilinear", align_corners=False)[..., :32, :32]
+    assert cell_edges(aligned)[..., :-1, :-1].mean() > 0.1
+    assert cell_edges(smooth)[..., :-1, :-1].abs().mean() < 0.02
+    assert cell_edges(blocky)[..., :-1, :-1].mean() < 0
+    assert cell_edges(aligned).shape == (1, 6, 8, 8)
+
+
+def test_teacher_pairs_leave_out_crops_narrower_than_the_patch(tmp_path):
+    """A small texture's crops are left out, named, and the others keep their own size: one
+    small image must not cut every crop down to its size (a patch narrower than the student's
+    receptive field trains it on zero padding)."""
+    from safetensors.torch import save_file
+    from jobs.train.grm_distill import TeacherPairs, data_path
+    (tmp_path / "grm_data").mkdir()
+    for name, n in (("big.png", 40), ("small.png", 16)):
+        save_file({"lr": torch.zeros(2, 3, n, n, dtype=torch.uint8), "sr": torch.zeros(2, 3, 4 * n, 4 * n, dtype=torch.uint8)},
+                  data_path(str(tmp_path), name))
+    pairs = TeacherPairs(str(tmp_path), [Path("big.png"), Path("small.png")], 24)
+    assert pairs.skipped == ["small.png"] and len(pairs) == 2 and pairs.lr[0].shape[-1] == 40
+    lr, sr = pairs.batch(np.random.default_rng(0), 5, 24)
+    assert lr.shape == (5, 3, 24, 24) and sr.shape == (5, 3, 96, 96)
+    with pytest.raises(ValueError, match="--grm-patch"):
+        TeacherPairs(str(tmp_path), [Path("small.png")], 24)
 
 
 def test_a_deeper_student_starts_as_animevideov3():
