@@ -10,12 +10,15 @@ shuffle, ~0.6-1.2 M multiply-adds per LR pixel) trained to reproduce x4plus's pi
             computed once and cached per image (WORK/grm_data/), like `prepare`'s.
   student   starts from realesr-animevideov3-x4 (same architecture; deeper students start
             from it too, the extra convs set to the identity so the start is the same function)
-            and learns  L1(pixels) + w * L1(detail energy): x4plus invents texture that a
-            student 30x smaller cannot reproduce pixel for pixel, and a pointwise loss (L1, or L1
-            on the high-pass band) then prefers smooth pictures: measured, its sharpness fell
-            below its start's. The detail-energy term (the local mean of |high-pass|) asks for
-            as much fine detail as x4plus has, wherever it is placed. The weight was chosen by
-            measurement (MODEL_CARD.md).
+            and learns  L1(pixels) + w * L1(detail energy) + m * L1(cell edges): x4plus
+            invents texture that a student 30x smaller cannot reproduce pixel for pixel, and a
+            pointwise loss (L1, or L1 on the high-pass band) then prefers smooth pictures:
+            measured, its sharpness fell below its start's. The detail-energy term (the local
+            mean of |high-pass|) asks for as much fine detail as x4plus has, wherever it is
+            placed. Alone, that term is paid most cheaply by a blocky 4 px grid (the pixel
+            shuffle draws each 4x4 cell from one LR pixel's channels), so a third term asks the
+            steps across cell borders to be no steeper than x4plus's there. The weights were
+            chosen by measurement (MODEL_CARD.md).
 
 The stage is resumable (its state every --save-every steps) and ends in grm.done.safetensors,
 which `prepare` then runs as the GRM: the rest of the model is fitted to the compact GRM."""
@@ -224,9 +227,9 @@ def stage_grm(a, d) -> dict:
 
     settings = {"convs": cfg.grm.compact_convs, "hf_weight": a.grm_hf_weight, "energy_weight": a.grm_energy_weight,
                 "mosaic_weight": a.grm_mosaic_weight, "patch": size}
-    train_loop(a, d, "grm", {"student": student}, list(student.parameters()), a.grm_steps, a.grm_lr, step_fn,
-               minutes=a.grm_minutes, settings=settings)
-    result = {"convs": cfg.grm.compact_convs, "images": len(images), "crops": len(data), "hf_weight": a.grm_hf_weight,
-              "energy_weight": a.grm_energy_weight, "mosaic_weight": a.grm_mosaic_weight, "patch": size, "steps": a.grm_steps, "teacher_bf16": bf16}
+    done = train_loop(a, d, "grm", {"student": student}, list(student.parameters()), a.grm_steps, a.grm_lr, step_fn,
+                      minutes=a.grm_minutes, settings=settings)
+    # the steps run (--grm-minutes may end the stage early) and of how many the LR schedule was
+    result = dict(settings, images=len(images), crops=len(data), steps=done, of_steps=a.grm_steps, teacher_bf16=bf16)
     finish(a, d, "grm", student.eval(), "student", result)
     return result

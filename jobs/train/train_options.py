@@ -35,13 +35,13 @@ class TrainOptions:
     grm_texture_crops: int = opt(8, "grm: crops per training texture", type=int)
     grm_patch: int = opt(48, "grm: LR px per side of a training sample", type=int)
     grm_batch: int = opt(16, "grm: batch", type=int)
-    grm_steps: int = opt(2500, "grm: steps", type=int)
+    grm_steps: int = opt(3000, "grm: steps", type=int)
     grm_minutes: float = opt(0, "stop the grm stage after this long (0: no limit)", type=float)
     grm_lr: float = opt(1e-4, "grm: learning rate", type=float)
     grm_hf_weight: float = opt(0.0, "grm: weight of the pointwise high-pass L1 term", type=float)
-    grm_energy_weight: float = opt(10.0, "grm: weight of the detail-energy term (as much fine detail as x4plus, "
+    grm_energy_weight: float = opt(20.0, "grm: weight of the detail-energy term (as much fine detail as x4plus, "
                                    "wherever it cannot be matched pixel for pixel)", type=float)
-    grm_mosaic_weight: float = opt(10.0, "grm: weight of the mosaic term (no error that depends on the place in "
+    grm_mosaic_weight: float = opt(5.0, "grm: weight of the mosaic term (no error that depends on the place in "
                                    "the pixel shuffle's 4x4 cell)", type=float)
     crop: int = opt(192, "prepare: HR crop size", type=int)
     crops_per_photo: int = opt(8, "prepare: crops per training photo", type=int)
