@@ -41,6 +41,8 @@ class TrainOptions:
     grm_hf_weight: float = opt(0.0, "grm: weight of the pointwise high-pass L1 term", type=float)
     grm_energy_weight: float = opt(20.0, "grm: weight of the detail-energy term (as much fine detail as x4plus, "
                                    "wherever it cannot be matched pixel for pixel)", type=float)
+    grm_init: str = opt("", "grm: start from this student (an earlier grm.done.safetensors) instead of "
+                        "realesr-animevideov3-x4")
     grm_mosaic_weight: float = opt(5.0, "grm: weight of the mosaic term (no error that depends on the place in "
                                    "the pixel shuffle's 4x4 cell)", type=float)
     crop: int = opt(192, "prepare: HR crop size", type=int)

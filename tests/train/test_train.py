@@ -137,6 +137,15 @@ def test_grm_stage_distils_the_compact_grm_towards_x4plus(trained, data, tmp_pat
         after = distil_loss(trained_net(lr), sr, *w).item()
     assert after < 0.95 * before, (before, after)
     assert distil_loss(sr, sr, 1.0, 1.0, 1.0).item() == 0.0
+    # --grm-init: a second run continues from that student, not from animevideov3
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copytree(work / "grm_data", again / "grm_data")
+    _train("grm", "--data", str(data), "--work", str(again), *TINY, "--grm-steps", "1", "--grm-lr", "1e-12",
+           "--grm-init", str(work / "grm.done.safetensors"))
+    w2 = load_file(str(again / "grm.done.safetensors"))
+    first = {k: v for k, v in load_file(str(work / "grm.done.safetensors")).items() if k.startswith("student.")}
+    assert all(torch.allclose(w2[k], v, atol=1e-6) for k, v in first.items())
 
 
 def test_the_mosaic_term_sees_steps_on_the_pixel_shuffle_grid():
