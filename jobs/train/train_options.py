@@ -43,8 +43,8 @@ class TrainOptions:
                                    "wherever it cannot be matched pixel for pixel)", type=float)
     grm_init: str = opt("", "grm: start from this student (an earlier grm.done.safetensors) instead of "
                         "realesr-animevideov3-x4")
-    grm_mosaic_weight: float = opt(5.0, "grm: weight of the mosaic term (no error that depends on the place in "
-                                   "the pixel shuffle's 4x4 cell)", type=float)
+    grm_mosaic_weight: float = opt(5.0, "grm: weight of the cell-edge term (steps across the pixel shuffle's 4x4 "
+                                   "cell borders no steeper than x4plus's there: no 4 px grid)", type=float)
     crop: int = opt(192, "prepare: HR crop size", type=int)
     crops_per_photo: int = opt(8, "prepare: crops per training photo", type=int)
     texture_steps: int = opt(600, "texture: steps", type=int)

@@ -155,12 +155,12 @@ def test_the_mosaic_term_sees_steps_on_the_pixel_shuffle_grid():
     import torch.nn.functional as F
     from jobs.train.grm_distill import cell_edges
     lr = torch.rand(1, 3, 10, 10, generator=torch.Generator().manual_seed(0))
-    blocky = F.interpolate(lr, scale_factor=4, mode="nearest")[..., 2:34, 2:34]     # 32 px, blocks off the grid
+    off_grid = F.interpolate(lr, scale_factor=4, mode="nearest")[..., 2:34, 2:34]   # 32 px, blocks off the grid
     aligned = F.interpolate(lr, scale_factor=4, mode="nearest")[..., :32, :32]
     smooth = F.interpolate(lr, scale_factor=4, mode="bilinear", align_corners=False)[..., :32, :32]
     assert cell_edges(aligned)[..., :-1, :-1].mean() > 0.1
     assert cell_edges(smooth)[..., :-1, :-1].abs().mean() < 0.02
-    assert cell_edges(blocky)[..., :-1, :-1].mean() < 0
+    assert cell_edges(off_grid)[..., :-1, :-1].mean() < 0
     assert cell_edges(aligned).shape == (1, 6, 8, 8)
 
 
