@@ -9,7 +9,8 @@ photo). Model loads are excluded: each variant's model is loaded once before the
 DATA holds train/ (the held-out split of `patchscaler train`, 1 in 5 by file-name hash, is used:
 photos no model here was trained on). Each photo: an HR centre crop of 4 x --lr-size px, made LR
 by the family's seeded degradation (`patchscaler evaluate`'s), upscaled x4 by every variant.
-Columns: seconds per photo and its ratio to x4plus alone (sums over photos), PSNR-Y, sharpness
+Columns: seconds per photo and its ratio to x4plus alone (sums over photos), PSNR-Y, LPIPS-Alex and
+LPIPS-VGG (lower is better; scripts/install.sh eval fetches their weights), sharpness
 (mean |gradient of Y| / the HR's), NIQE (lower is better; not on MATLAB's scale), blockiness at
 8 px (neighbour differences across 8 px borders / elsewhere, ~1.0 = none), the share of 32 px
 tiles more than 4 dB below x4plus alone's local PSNR-Y, and the worst tile's difference (dB)."""
@@ -42,7 +43,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from jobs.evaluate import _u8  # noqa: E402
-from jobs.metrics import blockiness, mean_gradient, niqe, psnr_y, tile_drop  # noqa: E402
+from jobs.metrics import blockiness, grid_peak, mean_gradient, niqe, psnr_y, tile_drop  # noqa: E402
+from jobs.perceptual import lpips  # noqa: E402
 from patchscaler.config import override  # noqa: E402
 from patchscaler.model import Runtime  # noqa: E402
 from patchscaler.realesrgan import load_backbone  # noqa: E402
@@ -99,7 +101,9 @@ for family in a.families.split(","):
         for name in names:
             drop = tile_drop(outs[name], base, hr8, 32)
             rows.append({"family": family, "photo": path.name, "variant": name, "seconds": secs[name],
-                         "psnr_y": psnr_y(outs[name], hr8),
+                         "psnr_y": psnr_y(outs[name], hr8), "lpips_alex": lpips(outs[name], hr8, "alex"),
+                         "lpips_vgg": lpips(outs[name], hr8, "vgg"),
+                         "grid": grid_peak(outs[name], 4) / max(grid_peak(base, 4), 1e-9),
                          "sharpness": mean_gradient(outs[name]) / max(mean_gradient(hr8), 1e-9),
                          "niqe": niqe(outs[name]), "blockiness8": blockiness(outs[name], 8),
                          "tiles": int(drop.size), "tiles_worse": int((drop < -4).sum()),
@@ -118,15 +122,18 @@ if a.out:
     (Path(a.out) / "rows.json").write_text(json.dumps(rows, indent=0))
 print(f"\n# {len(held)} held-out photos per family, {a.lr_size} -> {4 * a.lr_size} px; side by side: LR | "
       + " | ".join(names) + " | HR")
-print("| family | variant | s/photo | x x4plus | PSNR-Y | sharpness | NIQE | blockiness 8 | tiles > 4 dB worse | worst tile |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| family | variant | s/photo | x x4plus | PSNR-Y | LPIPS-Alex | LPIPS-VGG | sharpness | NIQE | blockiness 8 "
+      "| 4 px grid / x4plus's | tiles > 4 dB worse | worst tile |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for family in a.families.split(","):
     base_s = sum(r["seconds"] for r in rows if r["family"] == family and r["variant"] == "x4plus alone")
     for name in names:
         rs = [r for r in rows if r["family"] == family and r["variant"] == name]
         s = sum(r["seconds"] for r in rs)
         print(f"| {family} | {name} | {s / len(rs):.2f} | {s / base_s:.2f}x | "
-              f"{np.mean([r['psnr_y'] for r in rs]):.2f} | {np.mean([r['sharpness'] for r in rs]):.3f} | "
+              f"{np.mean([r['psnr_y'] for r in rs]):.2f} | {np.mean([r['lpips_alex'] for r in rs]):.4f} | "
+              f"{np.mean([r['lpips_vgg'] for r in rs]):.4f} | {np.mean([r['sharpness'] for r in rs]):.3f} | "
               f"{np.mean([r['niqe'] for r in rs]):.2f} | {np.mean([r['blockiness8'] for r in rs]):.3f} | "
+              f"{np.mean([r['grid'] for r in rs]):.2f} | "
               f"{100 * sum(r['tiles_worse'] for r in rs) / sum(r['tiles'] for r in rs):.2f} % | "
               f"{min(r['worst_tile'] for r in rs):.1f} dB |")

@@ -16,6 +16,8 @@ and the HR crop itself is scored with NIQE as a reference.
 
 Numbers (per photo and method in OUT/metrics.parquet; means in OUT/table.md):
     PSNR / SSIM on Y; NIQE (lower is better)
+    LPIPS-Alex / -VGG    LPIPS v0.1 (Zhang et al. 2018), the SR field's perceptual distance to the
+                         HR, lower is better (jobs/perceptual.py; scripts/install.sh eval fetches it)
     sharpness            mean |gradient of Y| of the output / of the HR
     blockiness 4 / 8     neighbour differences across 4 / 8 px grid borders / elsewhere (~1.0)
     tiles worse          % of non-overlapping 32 px tiles whose local PSNR-Y is more than 4 dB
@@ -124,8 +126,10 @@ def _without_fusion(model, state, prep) -> np.ndarray:
 def image_measures(out: np.ndarray, hr: np.ndarray, grm: np.ndarray) -> tuple[dict, np.ndarray]:
     """The per-photo numbers of one output, and its tile drop map against the GRM-only output."""
     from .metrics import blockiness, clipped_pixels, mean_gradient, niqe, psnr_y, specks, ssim_y, tile_drop
+    from .perceptual import lpips
     drop = tile_drop(out, grm, hr, TILE)
     return {"psnr_y": psnr_y(out, hr), "ssim_y": ssim_y(out, hr), "niqe": niqe(out),
+            "lpips_alex": lpips(out, hr, "alex"), "lpips_vgg": lpips(out, hr, "vgg"),
             "sharpness": mean_gradient(out) / max(mean_gradient(hr), 1e-9),
             "blockiness4": blockiness(out, 4), "blockiness8": blockiness(out, 8),
             "clipped": clipped_pixels(out), "clipped_hr": clipped_pixels(hr), "specks": specks(out, hr),
@@ -278,6 +282,7 @@ def worst_tiles(candidates: list[tuple[float, str, dict, int, int]], path: str, 
 def summarise(df, qmaps, errs) -> dict:
     from .metrics import spearman
     agg = dict(psnr_y=("psnr_y", "mean"), ssim_y=("ssim_y", "mean"), niqe=("niqe", "mean"),
+               lpips_alex=("lpips_alex", "mean"), lpips_vgg=("lpips_vgg", "mean"),
                sharpness=("sharpness", "mean"), blockiness4=("blockiness4", "mean"),
                blockiness8=("blockiness8", "mean"), clipped=("clipped", "sum"), clipped_hr=("clipped_hr", "sum"),
                tiles=("tiles", "sum"), tiles_worse=("tiles_worse", "sum"), worst_tile_db=("worst_tile_db", "min"),
@@ -332,16 +337,17 @@ def _f(v, fmt):
 
 
 def markdown(s: dict) -> str:
-    lines = ["| method | PSNR-Y (dB) | SSIM-Y | NIQE | sharpness | blockiness 4 / 8 | tiles worse > 4 dB (%) "
+    lines = ["| method | PSNR-Y (dB) | SSIM-Y | LPIPS-Alex | LPIPS-VGG | NIQE | sharpness | blockiness 4 / 8 | tiles worse > 4 dB (%) "
              "| worst tile (dB) | specks (per mille) | clipped / HR | guarded | flat guarded | s / photo | Patch-DiT s / photo |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in s["methods"]:
         if m["method"] == REFERENCE:
-            lines.append(f"| hr (ground truth, reference) | - | - | {m['niqe']:.3f} | 1 | - | - | - | 0 | 1 | - | - | - | - |")
+            lines.append(f"| hr (ground truth, reference) | - | - | 0 | 0 | {m['niqe']:.3f} | 1 | - | - | - | 0 | 1 | - | - | - | - |")
             continue
         if m["psnr_y"] is None:   # not run (--no-uniform)
             continue
-        lines.append(f"| {m['method']} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} | {m['niqe']:.3f} | {m['sharpness']:.3f} "
+        lines.append(f"| {m['method']} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} | {m['lpips_alex']:.4f} "
+                     f"| {m['lpips_vgg']:.4f} | {m['niqe']:.3f} | {m['sharpness']:.3f} "
                      f"| {m['blockiness4']:.3f} / {m['blockiness8']:.3f} | {_f(m['tiles_worse_pct'], '.2f')} "
                      f"| {_f(m['worst_tile_db'], '+.1f')} | {_f(m['specks'], '.3f')} | {_f(m['clipped_ratio'], '.2f')} "
                      f"| {_f(m['guarded'], '.3f')} | {_f(m['flat_guarded'], '.4f')} "
@@ -350,7 +356,7 @@ def markdown(s: dict) -> str:
     seeds = s.get("seeds", [s.get("seed", 0)])
     each = f" x {len(seeds)} seeds ({', '.join(map(str, seeds))}): {s.get('images')} LR images" if len(seeds) > 1 else ""
     lines += ["", f"- photos: {s['photos']}{each}, degradation: {s.get('degradation', 'training')}",
-              "- lower is better for NIQE; sharpness and clipped are output / HR (1 = as the truth); tiles: "
+              "- lower is better for LPIPS and NIQE; sharpness and clipped are output / HR (1 = as the truth); tiles: "
               f"{TILE} px, local PSNR-Y against the GRM-only output's",
               f"- confidence vs true per-patch error, Spearman rho (pooled): {s['confidence_spearman_pooled']:.3f}; "
               f"per-photo mean {s['confidence_spearman_per_image_mean']:.3f}",

@@ -150,6 +150,30 @@ def blockiness(img: np.ndarray, period: int) -> float:
     return float((border / max(n_border, 1)) / max(other / max(n_other, 1), 1e-12))
 
 
+def grid_peak(img: np.ndarray, period: int = 4) -> float:
+    """How much a regular `period`-px pattern stands out of the spectrum: the Y spectrum's magnitude
+    (Hann-windowed) at the grid's frequencies (1/period and its harmonics, along x, y and the
+    diagonals) over the median of the same magnitude in the 9x9 bins around each, averaged. A
+    natural image gives ~1-2; a 4 px mosaic or dot pattern much more. Compare it with x4plus's on
+    the same photo (its own ratio), not across photos."""
+    y = rgb_to_y(img)
+    h, w = y.shape
+    y = (y - y.mean()) * np.hanning(h)[:, None] * np.hanning(w)[None]
+    mag = np.abs(np.fft.fft2(y))
+    ratios = []
+    for ky in range(0, period // 2 + 1):
+        for kx in range(0, period // 2 + 1):
+            if ky == kx == 0:
+                continue
+            cy, cx = round(ky * h / period), round(kx * w / period)
+            ys, xs = np.arange(cy - 4, cy + 5) % h, np.arange(cx - 4, cx + 5) % w
+            around = mag[np.ix_(ys, xs)]
+            peak = around[3:6, 3:6].max()
+            ring = np.delete(around.ravel(), [r * 9 + c for r in range(3, 6) for c in range(3, 6)])
+            ratios.append(peak / max(np.median(ring), 1e-12))
+    return float(np.mean(ratios))
+
+
 def specks(img: np.ndarray, ref: np.ndarray, level: float = 6.0, flat: float = 1.0, radius: int = 3) -> float:
     """Spurious detail in flat areas, per mille of the pixels: where the truth `ref` is flat
     (its steepest Y gradient within `radius` px, at a 2.5 px blur, below `flat` levels per px)

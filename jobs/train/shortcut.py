@@ -162,6 +162,12 @@ def stage_shortcut(a: TrainOptions, d: Dist) -> dict:
     mon_noise = torch.randn(mon.y0.shape, generator=torch.Generator().manual_seed(a.seed + 6)).to(dev)
     mon_priors, mon_sims = priors_for(mon.y0, mon.photo)
 
+    # what a viewer sees: VGG16 features of the decoded x0 estimate (never AlexNet: LPIPS-Alex judges)
+    perceptual = None
+    if a.shortcut_perceptual > 0:
+        from jobs.perceptual import VGGFeatureLoss
+        perceptual = VGGFeatureLoss().to(dev)
+
     def monitor(module) -> dict:
         return sampled_error_ratios(diffusion, module, paths, mon, mon_noise, mon_priors, mon_sims)
 
@@ -175,13 +181,22 @@ def stage_shortcut(a: TrainOptions, d: Dist) -> dict:
         priors, sims = priors_for(b.y0, b.photo)
         x_t, implied = training_input(diffusion, dit, b, noise, own, priors, sims)
         dit.train()
-        loss = F.mse_loss(net(x_t, b.t, b.y0, priors, sims), diffusion.target(b.x0, implied, b.t, b.y0))
-        return loss, (monitor(ema.shadow) if (step + 1) % 100 == 0 and d.main else {})
+        out = net(x_t, b.t, b.y0, priors, sims)
+        loss = diffusion_loss = F.mse_loss(out, diffusion.target(b.x0, implied, b.t, b.y0))
+        extra = monitor(ema.shadow) if (step + 1) % 100 == 0 and d.main else {}
+        if perceptual is not None:
+            x0_hat, _ = diffusion.to_x0_eps(out, x_t, b.t, b.y0)
+            seen = perceptual(model.codec.decode(x0_hat).clamp(0, 1), model.codec.decode(b.x0))
+            loss = loss + a.shortcut_perceptual * seen
+            extra.update(diffusion_loss=float(diffusion_loss), perceptual_loss=float(seen))
+        return loss, extra
 
     before = monitor(dit) if d.main else {}
     steps = train_loop(a, d, "shortcut", {"dit": dit}, list(dit.parameters()), a.shortcut_steps, a.shortcut_lr,
-                       step_fn, warmup=50, ema=ema, settings={"paths": paths_spec(paths)})
-    result = {"steps": steps, "paths": paths_spec(paths),
+                       step_fn, warmup=50, ema=ema, minutes=a.shortcut_minutes,
+                       settings={"paths": paths_spec(paths), "perceptual": a.shortcut_perceptual})
+    result_settings = {"perceptual": a.shortcut_perceptual} if a.shortcut_perceptual else {}
+    result = {"steps": steps, "paths": paths_spec(paths), **result_settings,
               **monitor(ema.shadow), **{f"before_{k}": v for k, v in before.items()}}
     if d.main:
         print("Patch-DiT sampled along its group's path, error / GRM error, before -> after: " +

@@ -59,6 +59,11 @@ class TrainOptions:
                               "100/2,400/8,1000/20 (v0.3.0-v0.5.0's weights); default: the model's own PGS paths. "
                               "A quarter of the patches take the full path instead (T with the largest STEPS "
                               "given); paths off the model's stride-50 grid are allowed", metavar="TAU/STEPS,...")
+    shortcut_perceptual: float = opt(0.0, "shortcut: weight of the perceptual term, VGG16 features (before ReLU, "
+                                     "conv1_2..conv5_3) of the decoded x0 estimate against the HR, beside the "
+                                     "diffusion loss (0: none; needs the LPIPS weights, scripts/install.sh train)",
+                                     type=float)
+    shortcut_minutes: float = opt(0, "stop the shortcut stage after this long (0: no limit)", type=float)
     batch: int = opt(32, "global batch (split over DDP workers)", type=int)
     lr: float = opt(3e-4, "Patch-DiT learning rate", type=float)
     save_every: int = opt(100, "save each stage's state every this many steps", type=int)

@@ -54,6 +54,16 @@ def test_blockiness_is_one_on_a_photo_and_high_on_a_4px_mosaic():
     assert blockiness(blocks8, 8) > blockiness(blocks8, 4) > 1.0
 
 
+def test_the_grid_peak_is_low_on_a_photo_and_high_on_a_fine_regular_pattern():
+    from jobs.metrics import grid_peak
+    hr = photo()
+    clean = grid_peak(u8(hr), 4)
+    dots = hr.clone()
+    dots[..., ::4, ::4] += 0.04          # a faint dot every 4 px, as a GAN-distilled student draws
+    assert clean < 3
+    assert grid_peak(u8(dots), 4) > 5 * clean
+
+
 def test_tile_drop_finds_the_damaged_tile():
     hr = u8(photo())
     grm = hr.copy()

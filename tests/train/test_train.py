@@ -285,6 +285,30 @@ def load_state_extra(path) -> dict:
     return load_state(str(path), {}, None)[1]
 
 
+def test_the_perceptual_term_trains_the_patch_dit_on_vgg_features_of_its_decoded_x0(trained, data, tmp_path):
+    """--shortcut-perceptual adds VGG16 features of the decoded x0 estimate to the shortcut stage's
+    loss: both parts are logged, the record says its weight, the weights differ from the plain
+    stage's, and a state saved with another weight is not resumed."""
+    work, _, _ = trained
+    w = tmp_path / "perceptual"
+    shutil.copytree(work, w)
+    for f in ("shortcut.done.safetensors", "shortcut.state.safetensors", "logs/shortcut.jsonl"):
+        if (w / f).exists():
+            os.unlink(w / f)
+    _train("shortcut", "--data", str(data), "--work", str(w), "--shortcut-perceptual", "0.5", "--stop-after", "2", *TINY)
+    r = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "shortcut", "--data", str(data), "--work", str(w),
+                        "--shortcut-perceptual", "0.1", *TINY], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "perceptual 0.5 (now 0.1)" in r.stderr
+    _train("shortcut", "--data", str(data), "--work", str(w), "--shortcut-perceptual", "0.5", *TINY)
+    record = load_state_extra(w / "shortcut.done.safetensors")
+    assert record["perceptual"] == 0.5 and record["steps"] == 4
+    logged = [json.loads(line) for line in (w / "logs" / "shortcut.jsonl").read_text().splitlines()]
+    assert logged and all(v["perceptual_loss"] > 0 and v["diffusion_loss"] > 0 for v in logged if "perceptual_loss" in v)
+    assert any("perceptual_loss" in v for v in logged)
+    a, b = load_file(str(work / "shortcut.done.safetensors")), load_file(str(w / "shortcut.done.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
 def test_init_continues_from_an_assembled_checkpoint(trained, data, tmp_path):
     """`train all --init CKPT`: texture, confidence head, calibration and Patch-DiT come from the
     checkpoint (not retrained), the RTM is rebuilt by the same job, the shortcut stage fine-tunes
@@ -391,7 +415,9 @@ def test_evaluate_writes_table_parquet_and_png(trained, data, tmp_path):
     assert (df[df.method == "grm"].tiles_worse == 0).all() and (df[df.method == "grm"].worst_tile_db == 0).all()
     assert (scored.tiles == (208 // 32) ** 2).all()
     assert scored.specks.between(0, 1000).all() and df[df.method == "patchscaler_pgs"].flat_guarded.between(0, 1).all()
+    assert scored.lpips_alex.between(0, 1.5).all() and scored.lpips_vgg.between(0, 1.5).all()
     table = (out / "table.md").read_text()
+    assert "LPIPS-Alex" in table and "LPIPS-VGG" in table
     assert "Spearman" in table and "diffusion time ratio" in table and "blockiness" in table
     assert "specks" in table and "95 % interval" in table
     summary = json.loads((out / "summary.json").read_text())
