@@ -210,7 +210,8 @@ def encode(im: Image.Image, fmt: str, quality: int = 95, meta: Metadata | None =
     kw = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     extra = metadata.save_options(meta, fmt, im.mode) if meta is not None else {}
     try:
-        return _save(im, fmt, {**kw, **extra})
+        data = _save(im, fmt, {**kw, **extra})
+        return metadata.with_unitless_resolution(data, fmt, meta.aspect if meta and not meta.dpi else None)
     except Exception:
         if not extra:
             raise

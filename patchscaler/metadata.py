@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import struct
+import contextlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 
@@ -45,7 +46,9 @@ class Metadata:
     xmp: bytes | None = None         # the XMP packet
     iptc: bytes | None = None        # IPTC-IIM records (what JPEG's APP13 and TIFF's tag 33723 hold)
     text: dict[str, str] = field(default_factory=dict)   # PNG text chunks; "Comment": JPEG/GIF comments
+    itxt: dict[str, tuple[str, str]] = field(default_factory=dict)   # PNG iTXt key -> (language, translated key)
     dpi: tuple[float, float] | None = None
+    aspect: tuple[int, int] | None = None   # a resolution without a unit (JFIF unit 0, pHYs unit 0): a pixel aspect only
 
 
 def read(im: Image.Image, data: bytes = b"", rotated: bool = False) -> Metadata:
@@ -57,10 +60,30 @@ def read(im: Image.Image, data: bytes = b"", rotated: bool = False) -> Metadata:
                     xmp=_tried(lambda: _valid_xmp(im.info.get("xmp") or _gif_xmp(im, data)), "XMP"),
                     iptc=_tried(lambda: _read_iptc(im), "IPTC"),
                     text=_tried(lambda: _read_text(im), "text") or {},
-                    dpi=_tried(lambda: _valid_dpi(im.info.get("dpi")), "resolution"))
+                    itxt=_tried(lambda: _read_itxt(im), "iTXt languages") or {},
+                    dpi=_tried(lambda: _valid_dpi(im.info.get("dpi")), "resolution"),
+                    aspect=_tried(lambda: _unitless(im), "resolution"))
+    if meta.aspect:
+        meta.dpi = None   # Pillow reads a unitless density as dots per inch: it is not one
     if rotated and meta.dpi:
         meta.dpi = meta.dpi[::-1]
+    if rotated and meta.aspect:
+        meta.aspect = meta.aspect[::-1]
     return meta
+
+
+def _unitless(im: Image.Image) -> tuple[int, int] | None:
+    """The pixel aspect of a resolution given without a unit (aspect ratio only), or None.
+    JPEG: JFIF density unit 0 and no EXIF resolution in inches or cm; PNG: pHYs unit 0."""
+    if im.format == "JPEG" and im.info.get("jfif_unit") == 0:
+        if im.getexif().get(ExifTags.Base.ResolutionUnit) in (2, 3):
+            return None   # the EXIF gives a real resolution
+        x, y = im.info.get("jfif_density", (1, 1))
+        return (int(x), int(y)) if x > 0 and y > 0 else None
+    if im.format == "PNG" and "aspect" in im.info and "dpi" not in im.info:
+        x, y = im.info["aspect"]
+        return (int(x), int(y)) if x > 0 and y > 0 else None
+    return None
 
 
 def _tried(get, what: str):
@@ -84,11 +107,40 @@ def _read_exif(im: Image.Image, rotated: bool) -> bytes | None:
         exif = Image.Exif()
         exif.load(raw)
     _keep_readable_ifds(exif)
+    _load_exif(exif=exif)
     if ORIENTATION in exif:
         exif[ORIENTATION] = 1
     if rotated:
         _swap(exif, X_RESOLUTION, Y_RESOLUTION)
     return exif.tobytes() if len(exif) else None
+
+
+class RawText(str):
+    """An EXIF ASCII value that writes back the bytes it was read from. Pillow reads ASCII tags
+    as Latin-1 and writes them as ASCII with "?" for anything else, so "Zoë" in UTF-8 (as
+    exiftool and cameras' software write it) would come out "Zo??"; Latin-1 maps each byte to
+    one character and back, so this gives the original bytes, whatever their encoding."""
+
+    def encode(self, encoding="utf-8", errors="strict"):
+        return str.encode(self, "latin-1")
+
+
+def _load_exif(raw: bytes | None = None, exif: Image.Exif | None = None) -> Image.Exif:
+    """An Exif block whose text values (IFD0, Exif, GPS and Interop IFDs) write back byte for byte."""
+    if exif is None:
+        exif = Image.Exif()
+        if raw:
+            exif.load(raw)
+    ifds = [exif]
+    for tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo, ExifTags.IFD.Interop):
+        if tag in exif or (tag == ExifTags.IFD.Interop and ExifTags.IFD.Interop in exif.get_ifd(ExifTags.IFD.Exif)):
+            with contextlib.suppress(Exception):   # unreadable: _keep_readable_ifds drops it
+                ifds.append(exif.get_ifd(tag))
+    for ifd in ifds:
+        for tag, value in list(ifd.items()):
+            if isinstance(value, str) and not isinstance(value, RawText):
+                ifd[tag] = RawText(value)
+    return exif
 
 
 def _keep_readable_ifds(exif: Image.Exif) -> None:
@@ -163,6 +215,14 @@ def _read_text(im: Image.Image) -> dict[str, str]:
     return text
 
 
+def _read_itxt(im: Image.Image) -> dict[str, tuple[str, str]]:
+    """A PNG's iTXt chunks' language tag and translated keyword, which str values lose."""
+    if im.format != "PNG":
+        return {}
+    return {k: (v.lang or "", v.tkey or "") for k, v in im.text.items()
+            if (getattr(v, "lang", None) or getattr(v, "tkey", None))}
+
+
 def _valid_dpi(dpi) -> tuple[float, float] | None:
     if not dpi:
         return None
@@ -184,13 +244,12 @@ def for_output(meta: Metadata, size_in: tuple[int, int], size_out: tuple[int, in
 
 
 def _exif_for_output(raw: bytes | None, size: tuple[int, int], factor: tuple[float, float], software: str) -> bytes:
-    exif = Image.Exif()
-    if raw:
-        exif.load(raw)
+    exif = _load_exif(raw)
     exif.pop(256, None)    # an old ImageWidth/ImageLength: the writer gives the output's, or none
     exif.pop(257, None)
+    unitless = exif.get(ExifTags.Base.ResolutionUnit) == 1   # an aspect ratio only: no print size to keep
     for tag, f in ((X_RESOLUTION, factor[0]), (Y_RESOLUTION, factor[1])):
-        if tag in exif:
+        if tag in exif and not unitless:
             exif[tag] = TiffImagePlugin.IFDRational(float(exif[tag]) * f)
     sub = exif.get_ifd(ExifTags.IFD.Exif)
     for tag, v in ((PIXEL_X, size[0]), (PIXEL_Y, size[1])):
@@ -241,6 +300,60 @@ def save_options(meta: Metadata, fmt: str, mode: str) -> dict:
     return kw
 
 
+def with_unitless_resolution(data: bytes, fmt: str, aspect: tuple[int, int] | None) -> bytes:
+    """An encoded file given a resolution without a unit, `aspect`, which Pillow's writers cannot
+    write (they know dots per inch only): JPEG's JFIF density with unit 0 (Pillow writes 1:1),
+    PNG's pHYs with unit 0 (Pillow writes none)."""
+    if not aspect:
+        return data
+    x, y = aspect
+    if fmt == "JPEG":
+        at = data.find(b"JFIF\0", 0, 32)
+        if at < 0 or aspect == (1, 1):
+            return data
+        return data[:at + 7] + b"\0" + struct.pack(">HH", min(x, 0xFFFF), min(y, 0xFFFF)) + data[at + 12:]
+    if fmt == "PNG" and data[12:16] == b"IHDR":
+        return png_insert(data, b"pHYs", struct.pack(">IIB", x, y, 0))
+    return data
+
+
+def png_insert(data: bytes, cid: bytes, payload: bytes) -> bytes:
+    """A PNG with one more chunk, right after its IHDR (where every ancillary chunk may go)."""
+    import zlib
+    end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4
+    chunk = struct.pack(">I", len(payload)) + cid + payload + struct.pack(">I", zlib.crc32(cid + payload))
+    return data[:end] + chunk + data[end:]
+
+
+# what each output format holds of a photo's metadata (save_options writes exactly these)
+HELD = {"JPEG": {"EXIF", "ICC profile", "XMP", "IPTC", "comment", "resolution"},
+        "PNG": {"EXIF", "ICC profile", "XMP", "text", "comment", "resolution"},
+        "WEBP": {"EXIF", "ICC profile", "XMP"},
+        "TIFF": {"EXIF", "ICC profile", "XMP", "IPTC", "resolution"},
+        "BMP": {"resolution"}}
+
+
+def groups(meta: Metadata) -> set[str]:
+    """The kinds of metadata `meta` holds."""
+    have = {name for name, v in (("EXIF", meta.exif), ("ICC profile", meta.icc), ("XMP", meta.xmp),
+                                  ("IPTC", meta.iptc), ("resolution", meta.dpi or meta.aspect)) if v}
+    if meta.text.get("Comment"):
+        have.add("comment")
+    if set(meta.text) - {"Comment"}:
+        have.add("text")
+    return have
+
+
+def not_kept(meta: Metadata, fmt: str) -> list[str]:
+    """What `meta` holds that a `fmt` output cannot, each with the formats that would keep it,
+    e.g. "IPTC (JPEG or TIFF keep it)"."""
+    out = []
+    for name in sorted(groups(meta) - HELD.get(fmt, set())):
+        keep = [f for f in ("JPEG", "PNG", "TIFF", "WEBP") if name in HELD[f]]
+        out.append(f"{name} ({' or '.join(keep)} keep{'s' if len(keep) == 1 else ''} it)")
+    return out
+
+
 def _icc_fits(icc: bytes, mode: str) -> bool:
     """Whether a profile describes the output's channels: a CMYK photo is written as RGB, and
     its CMYK profile would make every reader show wrong colours."""
@@ -250,9 +363,7 @@ def _icc_fits(icc: bytes, mode: str) -> bool:
 
 def _tiff_tags(meta: Metadata) -> Image.Exif:
     """A TIFF's first IFD: the EXIF's tags (the writer adds the Exif and GPS IFDs), XMP, IPTC."""
-    exif = Image.Exif()
-    if meta.exif:
-        exif.load(meta.exif)
+    exif = _load_exif(meta.exif)
     if meta.xmp:
         exif[XMP_TAG] = meta.xmp
     if meta.iptc:
@@ -277,6 +388,9 @@ def _png_text(meta: Metadata):
     from PIL.PngImagePlugin import PngInfo
     info = PngInfo()
     for key, value in meta.text.items():
+        if key in meta.itxt:
+            info.add_itxt(key, value, *meta.itxt[key])
+            continue
         try:
             value.encode("latin-1")
             info.add_text(key, value)

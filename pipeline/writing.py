@@ -68,6 +68,10 @@ def write_ok(dst: Store, opts: UpscaleOptions, rel: str, prep: imageio.Prepared,
     fmt = imageio.output_format(prep.format, prep.mode, prep.alpha is not None, opts.out_format)
     out_rel = check_output_name(rel, output_relpath(rel, fmt, naming.get("keep_ext", False)), naming)
     meta = metadata.for_output(prep.meta, prep.size, image.size, made_by(model))
+    lost = metadata.not_kept(meta, fmt)
+    if lost:
+        row.notes = "; ".join([*notes, f"not kept in {fmt}: {', '.join(lost)}"])
+        warn_once(fmt, lost)
     data = imageio.encode(image, fmt, opts.quality, meta)
     row.output, row.sec_write = out_rel, time.perf_counter() - t
     write_row(dst, row)
@@ -77,6 +81,18 @@ def write_ok(dst: Store, opts: UpscaleOptions, rel: str, prep: imageio.Prepared,
         remove_row(dst, opts.run_id, rel)   # its output is nothing: so is its record
         raise
     return row
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_once(fmt: str, lost: list[str]) -> None:
+    """One warning per kind of metadata and output format (per process): the rows say it per photo."""
+    new = [x for x in lost if (fmt, x) not in _warned]
+    if new:
+        _warned.update((fmt, x) for x in new)
+        log.warning("%s outputs cannot hold the inputs' %s: left out (each photo's manifest row says so)",
+                    fmt, ", ".join(new))
 
 
 def write_error(dst: Store, opts: UpscaleOptions, rel: str, err: Exception | str, version: str = "",
