@@ -63,16 +63,17 @@ def add_status_args(p: argparse.ArgumentParser) -> None:
     from pipeline.status import STATES
     p.add_argument("dst", help="the DST of upscale runs (folder or URI)")
     p.add_argument("--show", choices=("problems", "all") + STATES, default="problems",
-                   help="which inputs to list: problems (failed and interrupted, the default), all, or one state")
+                   help="which inputs to list: problems (failed, interrupted and not done, the default), all, or one state")
     p.add_argument("--limit", type=int, default=50, help="list at most this many inputs (default 50)")
     p.add_argument("--json", action="store_true", help="print the totals, runs and listed inputs as JSON")
     add_storage_args(p)
 
 
 def status_main(a: argparse.Namespace) -> int:
-    """Exit 0 when no input's latest state is failed or interrupted, else 3."""
+    """Exit 0 when every input's latest state is written or not read, else 3 (failed, interrupted,
+    or planned by a run and not done)."""
     from pipeline.worklist import UsageError, storage_error
-    from pipeline.status import archive_status, report_lines, totals
+    from pipeline.status import PROBLEMS, archive_status, report_lines, totals
     from storage import Store, options_for
     dst = Store(a.dst, options_for(a.dst, storage_options(a)))
     try:
@@ -84,14 +85,14 @@ def status_main(a: argparse.Namespace) -> int:
         raise UsageError(f"{dst.uri()}: no _manifest folder here: not the DST of an upscale run")
     t = totals(st)
     if a.json:
-        wanted = {"problems": ("failed", "interrupted"), "all": None}.get(a.show, (a.show,))
+        wanted = {"problems": PROBLEMS, "all": None}.get(a.show, (a.show,))
         items = [{"input": k, "state": v[0], "reason": v[1], "run": v[2], "output": v[4]}
                  for k, v in sorted(st["inputs"].items()) if wanted is None or v[0] in wanted][: a.limit]
         print(json.dumps({"dst": dst.uri(), "totals": t, "runs": {k: vars(r) for k, r in st["runs"].items()},
                           "inputs": items}, indent=1))
     else:
         print("\n".join(report_lines(dst, st, a.show, a.limit)))
-    return 3 if t["failed"] or t["interrupted"] else 0
+    return 3 if any(t[state] for state in PROBLEMS) else 0
 
 
 # below this many CPUs a single host runs the in-process engine by default: on 2 cores it was

@@ -100,6 +100,33 @@ def remove_parts(dst: Store, run_id: str | None = None) -> None:
             os.rmdir(dst.full(f"{MANIFEST_DIR}/parts"))
 
 
+def plan_path(run_id: str) -> str:
+    """The inputs a run set out to do, written before its first photo (status counts those
+    without a row of theirs as not done, whatever stopped the run)."""
+    return f"{MANIFEST_DIR}/plans/plan-{run_id}.parquet"
+
+
+def write_plan(dst: Store, run_id: str, inputs: list[str]) -> None:
+    table = pa.table({"input": pa.array(inputs, pa.string())})
+    table = table.replace_schema_metadata({"plan": json.dumps({"run_id": run_id, "started_at": time.time()})})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    dst.write_atomic(plan_path(run_id), buf.getvalue())
+
+
+def read_plans(dst: Store):
+    """(run_id, started_at, inputs) of every run's plan, one at a time."""
+    for rel in sorted(dst.files(f"{MANIFEST_DIR}/plans")):
+        if not (rel.endswith(".parquet") and posixpath.basename(rel).startswith("plan-")):
+            continue
+        try:
+            table = pq.read_table(io.BytesIO(dst.read(rel)))
+            meta = json.loads(table.schema.metadata[b"plan"])
+        except (ValueError, KeyError, TypeError, FileNotFoundError, pa.ArrowException):
+            continue   # not ours, or being replaced right now
+        yield meta["run_id"], float(meta["started_at"]), table.column("input").to_pylist()
+
+
 def maps_dir(run_id: str) -> str:
     """Each photo's difficulty map (its patches' groups), for the report."""
     return f"{MANIFEST_DIR}/maps/{run_id}"

@@ -14,7 +14,7 @@ from storage import StorageError, Store
 
 from .options import UpscaleOptions, settings_key
 from .listing import input_signatures, overlap, scan_inputs
-from .manifest import MANIFEST_DIR, RUN_ID, done_inputs, known_bad, read_rows, recover, remove_parts
+from .manifest import MANIFEST_DIR, RUN_ID, done_inputs, known_bad, read_rows, recover, remove_parts, write_plan
 from .naming import naming_rules, output_owners
 
 log = logging.getLogger("patchscaler")
@@ -120,6 +120,11 @@ def make_worklist(opts: UpscaleOptions) -> Worklist:
     names = naming_rules(inputs, output_owners(rows, files), only=pending)
     redo = {r: why for r, why in redo.items() if r not in still_bad}
     naming = {r: {**names[r], "sig": sigs.get(r, ""), **({"redo": redo[r]} if r in redo else {})} for r in pending}
+    if pending:
+        try:   # before the first photo: from now on `status` counts what this run has not done
+            write_plan(dst, opts.run_id, pending)
+        except Exception as e:
+            raise storage_error(e, f"DST {dst.uri()}", dst) from None
     return Worklist(opts, src, dst, inputs, skipped, done, pending, naming, recovered, sigs, redo, still_bad)
 
 

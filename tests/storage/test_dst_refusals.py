@@ -9,28 +9,12 @@ import logging
 import os
 import subprocess
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import encode, photo, write_tree
-
-
-@contextmanager
-def tmpfs(path, size="1m", read_only=False):
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                       capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or 'mount failed'}")
-    try:
-        if read_only:
-            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=False)
+from helpers import encode, photo, tmpfs, write_tree
 
 
 def _err_lines(capsys) -> list[str]:
