@@ -124,6 +124,9 @@ def upscale_main(a: argparse.Namespace) -> int:
     from pipeline.options import UpscaleOptions
     from pipeline.progress import Progress
     from storage import options_for
+    from pipeline.worklist import UsageError
+    if "://" not in a.src and not os.path.exists(a.src):   # before anything starts: no engine, no model
+        raise UsageError(f"SRC {a.src} does not exist")
     so = storage_options(a)
     opts = from_args(UpscaleOptions, a, src_options=options_for(a.src, so), dst_options=options_for(a.dst, so),
                      rtm_options=options_for(a.rtm or "", so))
@@ -187,12 +190,24 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
+class _Version(argparse.Action):
+    """--version, read only when asked (the package's version comes with its import)."""
+
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from patchscaler import __version__
+        parser.exit(0, f"patchscaler {__version__}\n")
+
+
 def build_parser(cmd: str | None) -> argparse.ArgumentParser:
     """The parser, with only `cmd`'s arguments filled in: the other commands' modules (torch,
     Ray, training code) are not imported."""
     ap = Parser(prog="patchscaler", description="The command line: " + ", ".join(
                                      f"`patchscaler {c}`" for c in COMMANDS) + ".",
                                  epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action=_Version, help="print the version and exit")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     ap.commands = {}
     for name, text in COMMANDS.items():
@@ -281,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("patchscaler").exception("failed")
         from pipeline.worklist import UsageError, one_line
         from storage import StorageError
+        if isinstance(e, UsageError) and a.cmd in COMMANDS and "--help`" not in str(e):
+            return _fail(e.exit_code, f"{e}; see `patchscaler {a.cmd} --help`")
         if isinstance(e, (UsageError, StorageError)):
             return _fail(e.exit_code, str(e))
         if type(e).__name__ in ("DeviceError", "NoCUDA"):

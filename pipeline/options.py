@@ -24,7 +24,8 @@ class UpscaleOptions:
     dst_options: dict = field(default_factory=dict)
     rtm_options: dict = field(default_factory=dict)   # for an --rtm URI (its own store, not SRC's)
     address: str | None = opt(None, "Ray cluster address (e.g. ray://head:10001 or auto)")
-    checkpoint: str | None = opt(None, "model checkpoint (path or URI); default: the shipped one")
+    checkpoint: str | None = opt(None, "model: a shipped one by name, default (the default) or compact (a cheaper, "
+                                      "softer GRM; patchscaler/weights/MODEL_CARD.md), or a checkpoint's path or URI")
     rtm: str | None = opt(None, "RTM folder written by build-rtm (FAISS index); default: the checkpoint's")
     seed: int = opt(0, "the diffusion's noise seed (default 0); the same seed gives the same pixels", type=int)
     out_format: str | None = opt(None, "output format: JPEG, PNG, WEBP, TIFF or BMP; default: as the input "

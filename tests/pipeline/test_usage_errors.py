@@ -72,3 +72,34 @@ def test_ray_data_issue_detector_is_quiet_without_verbose():
         assert detector.isEnabledFor(logging.WARNING)
     finally:
         quiet_ray(verbose=False)
+
+
+def test_version_prints_the_packages_version(capsys):
+    from jobs.cli import main
+    from patchscaler import __version__
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"patchscaler {__version__}"
+
+
+def test_a_missing_src_is_refused_before_anything_starts_and_points_to_the_help(tmp_path, capsys, caplog, monkeypatch):
+    import jobs.cli
+    from jobs.cli import main
+
+    def no_engine(*a, **k):
+        raise AssertionError("an engine was started for a SRC that does not exist")
+    monkeypatch.setattr(jobs.cli, "choose_engine", no_engine)
+    with caplog.at_level(logging.INFO):
+        assert main(["upscale", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"patchscaler: error: SRC {tmp_path / 'nowhere'} does not exist; see `patchscaler upscale --help`"]
+    assert not [r for r in caplog.records if r.name == "patchscaler"], "nothing is logged before the refusal"
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_checkpoint_help_names_the_shipped_models(capsys):
+    from jobs.cli import main
+    with pytest.raises(SystemExit):
+        main(["upscale", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--checkpoint CHECKPOINT model: a shipped one by name, default (the default) or compact" in text
