@@ -198,7 +198,8 @@ class _Version(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         from patchscaler import __version__
-        parser.exit(0, f"patchscaler {__version__}\n")
+        print(f"patchscaler {__version__}")
+        parser.exit(0)
 
 
 def build_parser(cmd: str | None) -> argparse.ArgumentParser:
