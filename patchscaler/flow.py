@@ -318,7 +318,7 @@ def finish(model: PatchScaler, state: InFlight, stats: dict | None = None) -> Im
             alpha = al[..., (a - ha) * s:(b - ha) * s, bx0 * s:bx1 * s]
         part = imageio.to_pil(hr, alpha, state.prep.mode)
         if out is None:
-            out = Image.new(part.mode, ((bx1 - bx0) * s, (by1 - by0) * s))
+            out = imageio.new_image(part.mode, ((bx1 - bx0) * s, (by1 - by0) * s))
         out.paste(part, (0, (a - by0) * s))
     if resized:
         out = _resize(out, piece, (by0 + ry0, bx0 + rx0), s)
@@ -401,7 +401,7 @@ def run_image(model: PatchScaler, prep: imageio.Prepared, seed: int = 0, piece_s
         else:
             if image is None:
                 oh, ow = pieces.output_size(h, w, outscale)
-                image = Image.new(out.mode, (ow, oh))
+                image = imageio.new_image(out.mode, (ow, oh))
             y0, _, x0, _ = pieces.output_box(part, s)
             image.paste(out, (x0, y0))
         counts = [a + b for a, b in zip(counts, state.group_counts(len(counts)))]

@@ -3,7 +3,8 @@
 `decode` turns bytes into a `Prepared` image (RGB float tensor, optional alpha, and what is
 needed to write the result back in kind) or raises `BadImage` with a clear reason. Modes:
   L, LA, RGB, RGBA, P (with or without transparency), CMYK (processed and written as RGB),
-  I;16 / I / F (16-bit or float grey: processed in float, written as 16-bit PNG/TIFF).
+  I;16 / I / F (16-bit or float grey: processed in float, written as 16-bit PNG/TIFF),
+  16-bit RGB and RGBA PNG/TIFF (archive scans: read and written with all 16 bits, deep.py).
 EXIF orientation is applied (and the orientation tag reset); the photo's metadata (EXIF, ICC,
 XMP, IPTC, text, resolution: metadata.py) is carried to the output. Animated GIF/WebP/APNG: the first frame only (recorded in `notes`). Images over
 `max_pixels` are refused from their header, before any pixel is decoded (bomb guard)."""
@@ -20,9 +21,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import metadata
+from . import deep, metadata
+from .deep import DeepImage
 from .metadata import Metadata
 
+DEEP_MODES = ("I16", "RGB16")   # 16 bits per channel: PNG or TIFF outputs only
 WRITABLE = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 DEFAULT_MAX_PIXELS = 16_000_000   # LR pixels; the x4 output is 16 times larger
 
@@ -35,7 +38,7 @@ class BadImage(ValueError):
 class Prepared:
     rgb: torch.Tensor                 # (1, 3, h, w) float32 in [0, 1]
     alpha: torch.Tensor | None        # (1, 1, h, w) float32 in [0, 1] or None
-    mode: str                         # the source mode family: "L", "RGB", "I16"
+    mode: str                         # the source mode family: "L", "RGB", "I16" (16-bit grey), "RGB16"
     format: str                       # source format (JPEG, PNG, ...)
     meta: Metadata = field(default_factory=Metadata)
     notes: list[str] = field(default_factory=list)
@@ -47,10 +50,10 @@ class Prepared:
         return self.image_size or (self.rgb.shape[-1], self.rgb.shape[-2])
 
     # 8-bit inputs travel as 8 bits between processes (the values are k/255 exactly, so the
-    # float32 made again is the same); 16-bit grey stays float32
+    # float32 made again is the same); 16-bit ones stay float32
     def __getstate__(self):
         d = dict(self.__dict__)
-        if self.mode != "I16":
+        if self.mode not in DEEP_MODES:
             d["rgb"] = (self.rgb * 255).round().to(torch.uint8)
             if self.alpha is not None:
                 d["alpha"] = (self.alpha * 255).round().to(torch.uint8)
@@ -129,9 +132,11 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
             im.seek(0)
         fmt = im.format or "PNG"
         im.load()
-        turned = ImageOps.exif_transpose(im)
-        meta = metadata.read(im, data, rotated=im.getexif().get(0x0112, 1) in (5, 6, 7, 8))
-        im = turned
+        orientation = im.getexif().get(0x0112, 1)
+        meta = metadata.read(im, data, rotated=orientation in (5, 6, 7, 8))
+        if deep.is_deep(im, data):
+            return _deep_prepared(deep.orient(deep.read_array(data, fmt), orientation), fmt, meta, notes, region)
+        im = ImageOps.exif_transpose(im)
     if region is None:
         return _to_prepared(im, fmt, meta, notes)
     size = im.size
@@ -144,6 +149,23 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     prep = _to_prepared(im, fmt, meta, notes)
     prep.image_size = size
     return prep
+
+
+def _deep_prepared(arr: np.ndarray, fmt: str, meta: Metadata, notes, region) -> Prepared:
+    size = (arr.shape[1], arr.shape[0])
+    if region is not None:
+        y0, y1, x0, x1 = region
+        if not (0 <= y0 < y1 <= size[1] and 0 <= x0 < x1 <= size[0]):
+            raise BadImage(f"the image is {size[0]}x{size[1]}, not the size its header gave")
+        arr = arr[y0:y1, x0:x1]
+    t = torch.from_numpy(arr.transpose(2, 0, 1).astype(np.float32)).div_(65535)[None]
+    alpha = t[:, 3:4].contiguous() if t.shape[1] == 4 else None
+    return Prepared(t[:, :3].contiguous(), alpha, "RGB16", fmt, meta, notes, size if region is not None else None)
+
+
+def new_image(mode: str, size: tuple[int, int]):
+    """An empty output of `mode` (a DeepImage for 16-bit RGB/RGBA) to paste pieces into."""
+    return DeepImage.new(mode, size) if mode in ("RGB;16", "RGBA;16") else Image.new(mode, size)
 
 
 def _to_prepared(im: Image.Image, fmt: str, meta: Metadata, notes) -> Prepared:
@@ -177,6 +199,10 @@ def _to_prepared(im: Image.Image, fmt: str, meta: Metadata, notes) -> Prepared:
 def to_pil(rgb: torch.Tensor, alpha: torch.Tensor | None, mode: str) -> Image.Image:
     """(1, 3, H, W) and (1, 1, H, W) floats in [0, 1] -> a PIL image of the source's family."""
     x = rgb[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    if mode == "RGB16":
+        if alpha is not None:
+            x = np.concatenate([x, alpha[0].clamp(0, 1).permute(1, 2, 0).numpy()], -1)
+        return DeepImage((x * 65535 + 0.5).astype(np.uint16))
     if mode == "I16":
         g = (x.mean(-1) * 65535 + 0.5).astype(np.uint16)
         return Image.fromarray(g)
@@ -196,7 +222,7 @@ def output_format(src_format: str, mode: str, has_alpha: bool, override: str | N
     fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
     if fmt not in WRITABLE:
         fmt = "PNG"
-    if mode == "I16" and fmt not in ("PNG", "TIFF"):
+    if mode in DEEP_MODES and fmt not in ("PNG", "TIFF"):
         fmt = "PNG"
     if has_alpha and fmt in ("JPEG", "BMP"):
         fmt = "PNG"
@@ -207,6 +233,8 @@ def encode(im: Image.Image, fmt: str, quality: int = 95, meta: Metadata | None =
     """`im` as a `fmt` file with what the format holds of `meta` (metadata.for_output fits it
     to the output first). Metadata the format's writer refuses (an EXIF over JPEG's 64 KiB) is
     left out rather than failing the image."""
+    if isinstance(im, DeepImage):
+        return _encode_deep(im, fmt, meta)
     kw = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     extra = metadata.save_options(meta, fmt, im.mode) if meta is not None else {}
     try:
@@ -229,3 +257,22 @@ def _save(im: Image.Image, fmt: str, kw: dict) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format=fmt, **kw)
     return buf.getvalue()
+
+
+def _encode_deep(im: DeepImage, fmt: str, meta: Metadata | None) -> bytes:
+    """A 16-bit RGB(A) output: the metadata as Pillow writes it, moved into the 16-bit file."""
+    mode = "RGBA" if im.array.shape[-1] == 4 else "RGB"
+    extra = metadata.save_options(meta, fmt, mode) if meta is not None else {}
+    if fmt == "TIFF":
+        eight = Image.fromarray((im.array[:1] >> 8).astype(np.uint8), mode)   # one row: it carries the tags
+        try:
+            data = _save(eight, "TIFF", extra)
+        except Exception:
+            data = _save(eight, "TIFF", {})
+        return deep.encode_tiff(im.array, data)
+    try:
+        carrier = _save(Image.new(mode, (1, 1)), "PNG", extra)
+    except Exception:
+        carrier = _save(Image.new(mode, (1, 1)), "PNG", {})
+    data = deep.encode_png(im.array, carrier)
+    return metadata.with_unitless_resolution(data, "PNG", meta.aspect if meta and not meta.dpi else None)

@@ -12,6 +12,7 @@ import io
 import numpy as np
 
 from patchscaler import imageio
+from patchscaler.deep import open_png
 from patchscaler.pieces import Piece, output_box, output_size
 
 from storage import StorageError, Store
@@ -75,7 +76,6 @@ def assemble(dst: Store, opts: UpscaleOptions, rel: str, infos: list[dict], nami
     """Put a photo together from its pieces in scratch (the output in 8 or 16 bits, one piece
     at a time), write it and its row, and remove the scratch. A failed piece fails the photo."""
     import torch
-    from PIL import Image
 
     from patchscaler.flow import Done
     d = _scratch(opts, rel)
@@ -85,10 +85,9 @@ def assemble(dst: Store, opts: UpscaleOptions, rel: str, infos: list[dict], nami
             return write_error(dst, opts, rel, bad[0]["error"], model.cfg.version, naming)
         first = infos[0]
         oh, ow = output_size(first["size"][1], first["size"][0], first["outscale"])
-        image = Image.new(first["mode"], (ow, oh))
+        image = imageio.new_image(first["mode"], (ow, oh))
         for k, info in enumerate(infos):
-            with Image.open(io.BytesIO(dst.read(f"{d}/{k}.png"))) as part:
-                image.paste(part, (info["box"][2], info["box"][0]))
+            image.paste(open_png(dst.read(f"{d}/{k}.png")), (info["box"][2], info["box"][0]))
         seconds: dict[str, float] = {}
         for info in infos:
             for key, v in info["seconds"].items():

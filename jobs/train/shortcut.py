@@ -188,7 +188,7 @@ def stage_shortcut(a: TrainOptions, d: Dist) -> dict:
             x0_hat, _ = diffusion.to_x0_eps(out, x_t, b.t, b.y0)
             seen = perceptual(model.codec.decode(x0_hat).clamp(0, 1), model.codec.decode(b.x0))
             loss = loss + a.shortcut_perceptual * seen
-            extra.update(diffusion_loss=float(diffusion_loss), perceptual_loss=float(seen))
+            extra.update(diffusion_loss=float(diffusion_loss.detach()), perceptual_loss=float(seen.detach()))
         return loss, extra
 
     before = monitor(dit) if d.main else {}
