@@ -4,6 +4,7 @@ actors' peak RSS and the bytes handed between stages, for inputs 256 to 4096 px 
     python bench/big_photos.py                      # stand-in model, 256 / 1024 / 2048 / 4096 px
     python bench/big_photos.py --model shipped --widths 1024
     python bench/big_photos.py --ray --widths 1024  # also the Ray engine: 1 then 2 actors per pool
+    python bench/big_photos.py --sixteen tif --widths 4000   # a 12 MP 16-bit RGB scan (TIFF or png)
 
 Each size runs in a fresh process (peak RSS is a process's lifetime maximum). The stand-in model
 (`--model standin`, the default) has the shipped model's geometry (pixel-unshuffle latent of
@@ -12,7 +13,8 @@ bicubic backbone and a one-block Patch-DiT with one step per group, so a 4096 px
 minutes, not hours: memory comes from the latent and the output sizes, not from the network's
 weights (the shipped networks add their weights, ~0.1 GiB, and activations bounded by the GRM
 tile and the Patch-DiT batch). The output in 8 bits (what a stage holding it must hold) is
-printed beside each peak.
+printed beside each peak (in 16 bits with --sixteen: the input is then a 16-bit RGB TIFF or PNG,
+read and written with all 16 bits).
 """
 from __future__ import annotations
 
@@ -65,12 +67,25 @@ def one(a) -> dict:
     img = Image.fromarray(base).resize((w, h), Image.Resampling.BICUBIC)
     tmp = tempfile.mkdtemp(prefix="bigphoto")
     os.makedirs(f"{tmp}/in")
-    img.save(f"{tmp}/in/photo.png")
+    name = "photo.png"
+    if a.sixteen:   # 16 bits: the 8-bit picture times 257 plus noise in the low byte
+        deep = np.asarray(img).astype(np.uint16) * 257 + rng.integers(0, 256, (h, w, 3), dtype=np.uint16)
+        name = f"photo.{a.sixteen}"
+        if a.sixteen == "tif":
+            import tifffile
+            tifffile.imwrite(f"{tmp}/in/{name}", deep, photometric="rgb")
+        else:
+            import imagecodecs
+            open(f"{tmp}/in/{name}", "wb").write(imagecodecs.png_encode(deep))
+        del deep
+    else:
+        img.save(f"{tmp}/in/{name}")
+    del img
     ckpt = a.checkpoint
     opts = dict(checkpoint=ckpt, precision="fp32", report=False, piece_size=a.piece_size)
     if a.state_bytes:   # bytes handed between stages, piece by piece (not timed)
         model = build_default(ckpt).configure(__import__("patchscaler").Runtime(precision="fp32"))
-        prep = imageio.decode(open(f"{tmp}/in/photo.png", "rb").read())
+        prep = imageio.decode(open(f"{tmp}/in/{name}", "rb").read())
         from patchscaler import pieces
         sizes = [0, 0, 0]
         for part in pieces.split(h, w, model.cfg, a.piece_size):
@@ -86,7 +101,8 @@ def one(a) -> dict:
     dt = time.perf_counter() - t
     assert s["ok"] == 1, s["errors"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-    return {"width": w, "height": h, "peak_gib": peak, "output_gib": 16 * w * h * 3 / 2 ** 30, "seconds": dt,
+    return {"width": w, "height": h, "peak_gib": peak, "output_gib": 16 * w * h * 3 * (2 if a.sixteen else 1) / 2 ** 30,
+            "seconds": dt,
             "pieces": s["rows"][0]["pieces"]}
 
 
@@ -124,6 +140,7 @@ def main():
     ap.add_argument("--widths", default="256,1024,2048,4096")
     ap.add_argument("--model", choices=["standin", "shipped"], default="standin")
     ap.add_argument("--piece-size", type=int, default=768)
+    ap.add_argument("--sixteen", choices=["tif", "png"], help="the input a 16-bit RGB TIFF or PNG (an archive scan)")
     ap.add_argument("--ray", action="store_true",
                     help="instead: one photo through the Ray engine with 1 and with 2 actors per pool")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
@@ -144,7 +161,8 @@ def main():
 
     def child(w, *extra):
         cmd = [sys.executable, __file__, "--one", str(w), "--piece-size", str(a.piece_size), "--threads",
-               str(a.threads), "--wait-policy", a.wait_policy, *(["--checkpoint", ckpt] if ckpt else []), *extra]
+               str(a.threads), "--wait-policy", a.wait_policy, *(["--checkpoint", ckpt] if ckpt else []),
+               *(["--sixteen", a.sixteen] if a.sixteen else []), *extra]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=harness.ROOT)
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if not line:
@@ -164,11 +182,11 @@ def main():
             print(f"{w} px: 2 actors per pool / 1 = {harness.med(secs[2]) / harness.med(secs[1]):.2f} "
                   f"(median of {a.repeats})", flush=True)
         return
-    print(f"{'input':>11} {'pieces':>6} {'peak RSS':>9} {'output u8':>9} {'peak - output':>13} {'seconds':>8}  "
+    print(f"{'input':>11} {'pieces':>6} {'peak RSS':>9} {'output u16' if a.sixteen else 'output u8':>9} {'peak - output':>13} {'seconds':>8}  "
           "state B/px (GRM->hard, hard->easy, easy->stitch; v0.6.1: ~690)")
     for w in (int(x) for x in a.widths.split(",")):
         r = child(w)
-        sb = child(w, "--state-bytes")["state_bytes_per_px"]
+        sb = [] if a.sixteen else child(w, "--state-bytes")["state_bytes_per_px"]
         print(f"{r['width']:>5}x{r['height']:<5} {r['pieces']:>6} {r['peak_gib']:>7.2f} G {r['output_gib']:>7.2f} G "
               f"{r['peak_gib'] - r['output_gib']:>11.2f} G {r['seconds']:>8.0f}  " + " / ".join(f"{x:.0f}" for x in sb),
               flush=True)
