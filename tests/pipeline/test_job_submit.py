@@ -1,5 +1,6 @@
 """`ray job submit --working-dir . -- python -m jobs.upscale ...` against a real local head
-(ray[default]; token auth as Ray 2.60 turns it on), and a repeated dated submission id is refused.
+(ray[default]; token auth as Ray 2.60 turns it on), a repeated dated submission id is refused, and
+a submission without the token, or with another one, is refused.
 
 The heads here are this test's own: each in its own temp dir, on free ports, in the
 foreground (`ray start --block`), and stopped by ending exactly the processes it started,
@@ -193,6 +194,20 @@ def test_job_submit_runs_the_upscale_job_and_stops_only_its_own_ray(ray_cli, che
             assert len(list(out.glob("*.jpg"))) == 4 and list((out / "_manifest").glob("manifest-*.parquet"))
             again = subprocess.run(sub, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
             assert again.returncode != 0  # the same dated id cannot run twice
+            # without the token, or with another one, the Jobs API refuses the submission
+            home = tmp_path / "home"     # no ~/.ray/auth_token to fall back on
+            home.mkdir()
+            for name, client in (("no token", {k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}),
+                                 ("a wrong token", dict(env, RAY_AUTH_TOKEN=secrets.token_hex(16)))):
+                client = dict(client, HOME=str(home))
+                r = subprocess.run([ray_bin, "job", "submit", "--address", head.address, "--no-wait",
+                                    "--submission-id", f"intruder-{len(name)}", "--", "touch", str(tmp_path / "pwned")],
+                                   env=client, capture_output=True, text=True, timeout=120, cwd=ROOT)
+                said = r.stdout + r.stderr
+                assert r.returncode != 0, (name, said[-2000:])
+                assert "401" in said or "Authentication" in said or "authentication" in said, (name, said[-2000:])
+            time.sleep(2)
+            assert not (tmp_path / "pwned").exists()
             own = head.pids()
         # the test's head is gone, all of it, and the other Ray on this host is untouched
         now = _processes()
