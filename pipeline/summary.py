@@ -30,8 +30,9 @@ def stopped_by_storage(work: Worklist, tally: Tally, e: Exception | str) -> Stor
         work.dst.retry_budget = 0
         consolidate(work.dst, work.opts.run_id, stopped=True)
     when = "when DST takes writes again" if REFUSED in str(e) else "when the storage is back"
+    report = "; no report was written" if work.opts.report else ""
     return StorageError(f"{e}; stopped after {tally.ok} photo(s) written this run, {len(work.pending) - len(tally)} "
-                        f"not done: run the same command again {when}")
+                        f"not done (`patchscaler status DST` lists them{report}): run the same command again {when}")
 
 
 def worklist_line(work: Worklist) -> str:
