@@ -4,7 +4,8 @@ run, interleaved per photo (each photo runs every variant, in an order that rota
 photo). Model loads are excluded: each variant's model is loaded once before the first photo.
 
     OMP_WAIT_POLICY=PASSIVE python bench/value.py --data DATA [--n 24] [--lr-size 128] [--threads 2]
-        [--checkpoint CKPT] [--x4plus-checkpoint CKPT] [--variant NAME=CKPT[@TAUS/STEPS]] ...
+        [--checkpoint CKPT] [--x4plus-checkpoint CKPT] [--variant NAME=CKPT[@TAUS/STEPS|@SECTION.FIELD=V;...]]
+        [--no-compact]
 
 DATA holds train/ (the held-out split of `patchscaler train`, 1 in 5 by file-name hash, is used:
 photos no model here was trained on). Each photo: an HR centre crop of 4 x --lr-size px, made LR
@@ -27,8 +28,10 @@ ap.add_argument("--checkpoint", default="compact", help="the method on the compa
                 "model compact)")
 ap.add_argument("--x4plus-checkpoint", default="default", help="the method on x4plus (default: the shipped default "
                 "model; an earlier version's file compares versions)")
-ap.add_argument("--variant", action="append", default=[], metavar="NAME=CKPT[@TAUS/STEPS]",
-                help="another variant of the method, e.g. fast=ckpt.safetensors@100,200,500/2,4,10")
+ap.add_argument("--variant", action="append", default=[], metavar="NAME=CKPT[@TAUS/STEPS|@SECTION.FIELD=V;...]",
+                help="another variant of the method, e.g. fast=ckpt.safetensors@100,200,500/2,4,10 or "
+                     "sharp=default@fusion.detail_sigma=1.0")
+ap.add_argument("--no-compact", action="store_true", help="leave out the compact GRM and the method on it")
 ap.add_argument("--out", help="folder for a side-by-side PNG per family (the first photos) and rows.json")
 harness.add_args(ap, threads=2)
 ap.set_defaults(repeats=1)
@@ -53,7 +56,15 @@ from patchscaler.upscale import build_default, resolve_checkpoint, upscale_prepa
 
 def method(ckpt, sampling=None):
     m = build_default(resolve_checkpoint(ckpt))
-    if sampling:
+    if sampling and "=" in sampling:   # SECTION.FIELD=VALUE;...: e.g. fusion.detail_sigma=1.0
+        changes = {}
+        for item in sampling.split(";"):
+            key, value = item.split("=", 1)
+            section, field = key.split(".")
+            v = tuple(float(x) for x in value.split(",")) if "," in value else float(value)
+            changes.setdefault(section, {})[field] = v
+        m.cfg = override(m.cfg, **changes)
+    elif sampling:
         taus, steps = sampling.split("/")
         m.cfg = override(m.cfg, pgs={"taus": tuple(int(t) for t in taus.split(",")),
                                      "steps": tuple(int(s) for s in steps.split(","))})
@@ -71,12 +82,14 @@ def alone(net):
 
 
 x4plus = load_backbone("rrdb")
-compact_model, compact_method = method(a.checkpoint)
 variants = {"x4plus alone": alone(x4plus)}
-if compact_model.cfg.grm.backbone == "compact":
-    variants["compact GRM alone"] = alone(compact_model.grm.backbone)
-variants["method on x4plus"] = method(a.x4plus_checkpoint)[1]
-variants[f"method on {compact_model.cfg.grm.backbone}"] = compact_method
+x4plus_model, variants["method on x4plus"] = method(a.x4plus_checkpoint)
+compact_model = x4plus_model
+if not a.no_compact:
+    compact_model, compact_method = method(a.checkpoint)
+    if compact_model.cfg.grm.backbone == "compact":
+        variants["compact GRM alone"] = alone(compact_model.grm.backbone)
+    variants[f"method on {compact_model.cfg.grm.backbone}"] = compact_method
 for v in a.variant:
     name, spec = v.split("=", 1)
     ckpt, _, sampling = spec.partition("@")

@@ -10,7 +10,8 @@ shuffle, ~0.6-1.2 M multiply-adds per LR pixel) trained to reproduce x4plus's pi
             computed once and cached per image (WORK/grm_data/), like `prepare`'s.
   student   starts from realesr-animevideov3-x4 (same architecture; deeper students start
             from it too, the extra convs set to the identity so the start is the same function)
-            and learns  L1(pixels) + w * L1(detail energy) + m * L1(cell edges): x4plus
+            and learns  L1(pixels) + w * L1(detail energy) + m * L1(cell edges)
+            (+ p * VGG16 features, --grm-perceptual, against x4plus's output): x4plus
             invents texture that a student 30x smaller cannot reproduce pixel for pixel, and a
             pointwise loss (L1, or L1 on the high-pass band) then prefers smooth pictures:
             measured, its sharpness fell below its start's. The detail-energy term (the local
@@ -152,8 +153,12 @@ def cell_edges(x: torch.Tensor, pool: int = 3) -> torch.Tensor:
 
 
 def distil_loss(out: torch.Tensor, target: torch.Tensor, hf_weight: float, energy_weight: float = 0.0,
-                mosaic_weight: float = 0.0) -> torch.Tensor:
+                mosaic_weight: float = 0.0, perceptual=None, perceptual_weight: float = 0.0) -> torch.Tensor:
     loss = (out - target).abs().mean()
+    if perceptual_weight:
+        # VGG16 features of the student's output against x4plus's: detail in the right place,
+        # which the energy terms (an amount of detail, anywhere) could not ask for
+        loss = loss + perceptual_weight * perceptual(out.clamp(0, 1), target)
     if hf_weight:
         loss = loss + hf_weight * (high_pass(out) - high_pass(target)).abs().mean()
     if energy_weight:
@@ -220,6 +225,10 @@ def stage_grm(a, d) -> dict:
     net = d.wrap(student)
     size = a.grm_patch
     bf16 = native_bf16(a.device)
+    perceptual = None
+    if a.grm_perceptual:
+        from jobs.perceptual import VGGFeatureLoss
+        perceptual = VGGFeatureLoss().to(a.device)
 
     def step_fn(step):
         rng = np.random.default_rng([a.seed, 7, step])
@@ -228,10 +237,11 @@ def stage_grm(a, d) -> dict:
         sr = d.shard(sr).to(a.device)
         with torch.autocast(torch.device(a.device).type, dtype=torch.bfloat16, enabled=bf16):
             out = net(lr)
-        return distil_loss(out.float(), sr, a.grm_hf_weight, a.grm_energy_weight, a.grm_mosaic_weight), {}
+        return distil_loss(out.float(), sr, a.grm_hf_weight, a.grm_energy_weight, a.grm_mosaic_weight,
+                           perceptual, a.grm_perceptual), {}
 
     settings = {"convs": cfg.grm.compact_convs, "hf_weight": a.grm_hf_weight, "energy_weight": a.grm_energy_weight,
-                "mosaic_weight": a.grm_mosaic_weight, "patch": size,
+                "mosaic_weight": a.grm_mosaic_weight, "patch": size, "perceptual": a.grm_perceptual,
                 "init": os.path.basename(a.grm_init) if a.grm_init else "animevideov3"}
     done = train_loop(a, d, "grm", {"student": student}, list(student.parameters()), a.grm_steps, a.grm_lr, step_fn,
                       minutes=a.grm_minutes, settings=settings)

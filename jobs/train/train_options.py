@@ -45,6 +45,9 @@ class TrainOptions:
                         "realesr-animevideov3-x4")
     grm_mosaic_weight: float = opt(5.0, "grm: weight of the cell-edge term (steps across the pixel shuffle's 4x4 "
                                    "cell borders no steeper than x4plus's there: no 4 px grid)", type=float)
+    grm_perceptual: float = opt(0.0, "grm: weight of the perceptual term, VGG16 features (before ReLU) of the "
+                                "student's output against x4plus's (needs the LPIPS weights, scripts/install.sh "
+                                "train)", type=float)
     crop: int = opt(192, "prepare: HR crop size", type=int)
     crops_per_photo: int = opt(8, "prepare: crops per training photo", type=int)
     texture_steps: int = opt(600, "texture: steps", type=int)
