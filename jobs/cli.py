@@ -129,7 +129,7 @@ def upscale_main(a: argparse.Namespace) -> int:
         raise UsageError(f"SRC {a.src} does not exist")
     so = storage_options(a)
     opts = from_args(UpscaleOptions, a, src_options=options_for(a.src, so), dst_options=options_for(a.dst, so),
-                     rtm_options=options_for(a.rtm or "", so))
+                     rtm_options=options_for(a.rtm or "", so), checkpoint_options=options_for(a.checkpoint or "", so))
     progress = Progress(interval=a.progress_interval)
     engine, why = choose_engine(a)
     if a.engine == "auto":

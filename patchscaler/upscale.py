@@ -80,13 +80,14 @@ def load_default(runtime: Runtime | None = None, checkpoint: str | None = None) 
     return _DEFAULT[key]
 
 
-def build_default(checkpoint: str | None = None, parts=None) -> PatchScaler:
+def build_default(checkpoint: str | None = None, parts=None, storage_options: dict | None = None) -> PatchScaler:
     """A fresh model from `checkpoint`, $PATCHSCALER_CHECKPOINT, the shipped checkpoint, or
-    else the untrained default, in that order; `parts`: only these (checkpoint.PARTS)."""
+    else the untrained default, in that order; `parts`: only these (checkpoint.PARTS);
+    `storage_options`: fsspec options for a checkpoint's URI (an S3 endpoint, a profile)."""
     from .checkpoint import keep_parts, load
     path = resolve_checkpoint(checkpoint or os.environ.get("PATCHSCALER_CHECKPOINT")) or (
         str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.exists() else None)
-    return load(path, parts=parts) if path else keep_parts(untrained_model(), parts)
+    return load(path, parts=parts, storage_options=storage_options) if path else keep_parts(untrained_model(), parts)
 
 
 def untrained_model(cfg=None, seed: int = 0) -> PatchScaler:

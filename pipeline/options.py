@@ -23,6 +23,7 @@ class UpscaleOptions:
     src_options: dict = field(default_factory=dict)   # fsspec options, e.g. S3 endpoint/credentials
     dst_options: dict = field(default_factory=dict)
     rtm_options: dict = field(default_factory=dict)   # for an --rtm URI (its own store, not SRC's)
+    checkpoint_options: dict = field(default_factory=dict)   # for a --checkpoint URI
     address: str | None = opt(None, "Ray cluster address (e.g. ray://head:10001 or auto)")
     checkpoint: str | None = opt(None, "model: a shipped one by name, default (the default) or compact (a cheaper, "
                                       "softer GRM; patchscaler/weights/MODEL_CARD.md), or a checkpoint's path or URI")

@@ -33,7 +33,7 @@ def load_model(opts: UpscaleOptions, stage: str | None = None):
     parts = None if stage is None else STAGE_PARTS[stage]
     rt = Runtime(device=stage_device(opts, stage), precision=opts.precision, max_batch=opts.max_batch,
                  compile=opts.compile)
-    model = build_default(opts.checkpoint, parts)
+    model = build_default(opts.checkpoint, parts, opts.checkpoint_options)
     if opts.rtm and (parts is None or "rtm" in parts):
         from rtm_index.format import expectations, load_rtm
         model.rtm = load_rtm(opts.rtm, options_for(opts.rtm, opts.rtm_options), expect=expectations(model))

@@ -20,7 +20,7 @@ import struct
 import numpy as np
 import torch
 
-from patchscaler.files import sha256_file
+from storage.durable import sha256_file
 from storage import Store
 
 from patchscaler.rtm import FaissRTM, build_index, import_faiss

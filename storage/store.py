@@ -1,8 +1,7 @@
-"""Storage for everything above the method: a root on any fsspec URI (local folders,
-s3://, ...) with bounded S3 calls and writes that never leave a partial object, and the rules
-for the options each URI gets. Everything above the method imports storage from here; local
-writes use the method's own durable writes (patchscaler/files.py), imported where they are
-used, so that importing storage (the command line's --help does) loads no torch.
+"""Storage, the one I/O layer: a root on any fsspec URI (local folders, s3://, ...) with bounded
+S3 calls and writes that never leave a partial object, and the rules for the options each URI
+gets. Inputs, outputs, manifests, RTMs, checkpoints and training state all go through it (one
+file by its URI: `read_uri`, `write_uri`). Local writes are durable (durable.py).
 
 Options rule: fsspec options (an S3 endpoint, a profile, --storage-options) apply to URIs
 only; a local path gets none (`options_for`). Each URI of a job (SRC, DST, --rtm) gets them
@@ -131,6 +130,30 @@ def cli_options(storage_options: dict | None = None, s3_endpoint: str | None = N
     return so
 
 
+def _parent_and_name(uri: str) -> tuple[str, str]:
+    head, _, name = uri.rstrip("/").rpartition("/")
+    if not name:
+        raise ValueError(f"{uri!r}: not a file's path or URI")
+    if not head:   # a bare local name: the current folder
+        return ".", name
+    if head.endswith(":/"):   # "s3://bucket-less": keep the scheme's slashes
+        head += "/"
+    return head, name
+
+
+def read_uri(uri: str, options: dict | None = None) -> bytes:
+    """One file's bytes by its path or URI, with the URI's fsspec options (an S3 endpoint, a
+    profile: `options_for`), bounded calls and retries, as every other read."""
+    parent, name = _parent_and_name(uri.removeprefix("file://"))
+    return Store(parent, options_for(uri, options or {})).read(name)
+
+
+def write_uri(uri: str, data: bytes, options: dict | None = None) -> None:
+    """One file written whole by its path or URI: durably on a local disk, one PUT on an object store."""
+    parent, name = _parent_and_name(uri.removeprefix("file://"))
+    Store(parent, options_for(uri, options or {})).write_atomic(name, data)
+
+
 def content_tag(info: dict) -> str:
     """What says an object is still the one an output was made from, from its listing or info:
     "size:ETag" (the store's own content tag: a new upload of other bytes gets a new one; GCS and
@@ -249,7 +272,7 @@ class Store:
     def _local_write(self, rel: str, data) -> None:
         """write_durable (a failed write leaves the old file or nothing: its temp file is
         removed), with a refusal of the disk as StorageRefused."""
-        from patchscaler.files import write_durable
+        from .durable import write_durable
         try:
             write_durable(self.full(rel), data)
         except OSError as e:
@@ -264,7 +287,7 @@ class Store:
         if not self.is_local:
             return
         import tempfile
-        from patchscaler.files import makedirs_durable
+        from .durable import makedirs_durable
         makedirs_durable(self.path)
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".probe-")
         try:

@@ -10,7 +10,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from patchscaler.files import sha256_file
+from storage.durable import sha256_file
 
 # beside the shipped checkpoint (patchscaler/weights/)
 LIST = Path(importlib.util.find_spec("patchscaler").origin).parent / "weights" / "training_data.csv"

@@ -32,22 +32,23 @@ def test_config_json_round_trip():
 def test_atomic_write_gives_normal_permissions(tmp_path):
     import os
     import stat
-    from patchscaler.files import _UMASK, write_bytes_atomic
-    write_bytes_atomic(str(tmp_path / "a" / "out.png"), b"x")
+    from storage import write_uri
+    from storage.durable import _UMASK
+    write_uri(str(tmp_path / "a" / "out.png"), b"x")
     # the mode a plain open() would give (0644 under the usual umask), not mkstemp's 0600
     assert stat.S_IMODE(os.stat(tmp_path / "a" / "out.png").st_mode) == 0o666 & ~_UMASK != 0o600
     assert os.listdir(tmp_path / "a") == ["out.png"]
 
 
 def test_checkpoints_and_training_state_are_written_durably(tmp_path, monkeypatch):
-    """The one writer (patchscaler/files.py) fsyncs the temp file before the rename and the
+    """The one writer (storage/durable.py) fsyncs the temp file before the rename and the
     folder after it; checkpoints and training state use it as the pipeline's outputs do."""
     import os
-    from patchscaler.files import write_bytes_atomic
+    from storage import write_uri
     events, real_fsync, real_replace = [], os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", fd)), real_fsync(fd))[1])
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", b)), real_replace(a, b))[1])
-    write_bytes_atomic(str(tmp_path / "ck.safetensors"), b"weights")
+    write_uri(str(tmp_path / "ck.safetensors"), b"weights")
     kinds = [e[0] for e in events]
     assert kinds.index("fsync") < kinds.index("replace") < len(kinds) - 1 and kinds[-1] == "fsync"
     assert (tmp_path / "ck.safetensors").read_bytes() == b"weights"

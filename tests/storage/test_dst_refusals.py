@@ -97,15 +97,15 @@ def test_a_full_disk_stops_the_run_and_the_next_run_does_the_rest(checkpoint, tm
 
 
 def test_a_report_that_cannot_be_written_is_a_warning(checkpoint, tmp_path, capsys, caplog, monkeypatch):
-    import patchscaler.files
+    import storage.durable
     from jobs.cli import main
-    real = patchscaler.files.write_durable
+    real = storage.durable.write_durable
 
     def full_for_reports(path, data):
         if "/_manifest/report-" in path:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, data)
-    monkeypatch.setattr(patchscaler.files, "write_durable", full_for_reports)
+    monkeypatch.setattr(storage.durable, "write_durable", full_for_reports)
     src, dst = tmp_path / "in", tmp_path / "out"
     write_tree(src, {"a.png": encode(photo(16, 16))})
     with caplog.at_level(logging.WARNING, logger="patchscaler"):

@@ -1,6 +1,5 @@
-"""Files on local disk or any fsspec URI, for the method and everything above it: reading
-bytes, and writes that never leave a partial file (checkpoints, training state, outputs,
-manifests). Local writes go to a temp file in the same folder, fsync'd, renamed into place,
+"""Local writes that never leave a partial file (checkpoints, training state, outputs,
+manifests), under `Store` (store.py), the one I/O layer; and a local file's hash. Local writes go to a temp file in the same folder, fsync'd, renamed into place,
 then the folder is fsync'd, so after a crash or power loss a path holds the old file or the
 whole new one; object stores commit a single PUT whole or not at all."""
 from __future__ import annotations
@@ -73,25 +72,6 @@ def write_durable(path: str, data) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(d)
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """write_durable for a local path (or file://), one whole-object PUT for any other URI."""
-    if "://" in path and not path.startswith("file://"):
-        import fsspec
-        with fsspec.open(path, "wb") as f:  # object stores commit a whole object on close
-            f.write(data)
-        return
-    write_durable(path.removeprefix("file://"), data)
-
-
-def read_bytes(path: str) -> bytes:
-    if "://" in path and not path.startswith("file://"):
-        import fsspec
-        with fsspec.open(path, "rb") as f:
-            return f.read()
-    with open(path.removeprefix("file://"), "rb") as f:
-        return f.read()
 
 
 def sha256_file(path: str | os.PathLike) -> str:
