@@ -56,11 +56,15 @@ from patchscaler.upscale import build_default, resolve_checkpoint, upscale_prepa
 
 def method(ckpt, sampling=None):
     m = build_default(resolve_checkpoint(ckpt))
-    if sampling and "=" in sampling:   # SECTION.FIELD=VALUE;...: e.g. fusion.detail_sigma=1.0
+    runtime = {}
+    if sampling and "=" in sampling:   # SECTION.FIELD=VALUE;...: fusion.detail_sigma=1.0, runtime.precision=bf16
         changes = {}
         for item in sampling.split(";"):
             key, value = item.split("=", 1)
             section, field = key.split(".")
+            if section == "runtime":
+                runtime[field] = value
+                continue
             v = tuple(float(x) for x in value.split(",")) if "," in value else float(value)
             changes.setdefault(section, {})[field] = v
         m.cfg = override(m.cfg, **changes)
@@ -68,7 +72,7 @@ def method(ckpt, sampling=None):
         taus, steps = sampling.split("/")
         m.cfg = override(m.cfg, pgs={"taus": tuple(int(t) for t in taus.split(",")),
                                      "steps": tuple(int(s) for s in steps.split(","))})
-    m = m.configure(Runtime())
+    m = m.configure(Runtime(**runtime))
     return m, (lambda prep: np.asarray(upscale_prepared(m, prep).image.convert("RGB")))
 
 
