@@ -19,7 +19,7 @@ shuffle, ~0.6-1.2 M multiply-adds per LR pixel) trained to reproduce x4plus's pi
             placed. Alone, that term is paid most cheaply by a blocky 4 px grid (the pixel
             shuffle draws each 4x4 cell from one LR pixel's channels), so a third term asks the
             steps across cell borders to be no steeper than x4plus's there. The weights were
-            chosen by measurement (MODEL_CARD.md).
+            chosen by measurement (docs/experiments.md).
 
 The stage is resumable (its state every --save-every steps) and ends in grm.done.safetensors,
 which `prepare` then runs as the GRM: the rest of the model is fitted to the compact GRM."""
