@@ -247,6 +247,27 @@ class VGGFeatureLoss(nn.Module):
         return sum(w * F.l1_loss(a, b) for w, a, b in zip(self.weights, fx, ft) if w)
 
 
+class LPIPSLoss(nn.Module):
+    """LPIPS as a training loss (its mean over the batch); with the VGG trunk only: AlexNet-LPIPS
+    is the judge and stays out of every loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.lpips = LPIPS("vgg")
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.lpips(x, target).mean()
+
+
+def perceptual_loss(kind: str) -> nn.Module:
+    """A training loss by name: "features" (VGGFeatureLoss) or "lpips-vgg" (LPIPSLoss)."""
+    if kind == "features":
+        return VGGFeatureLoss()
+    if kind == "lpips-vgg":
+        return LPIPSLoss()
+    raise ValueError(f"perceptual loss {kind!r}: features or lpips-vgg")
+
+
 @lru_cache(maxsize=2)
 def lpips_model(net: str) -> LPIPS:
     return LPIPS(net)

@@ -165,8 +165,8 @@ def stage_shortcut(a: TrainOptions, d: Dist) -> dict:
     # what a viewer sees: VGG16 features of the decoded x0 estimate (never AlexNet: LPIPS-Alex judges)
     perceptual = None
     if a.shortcut_perceptual > 0:
-        from jobs.perceptual import VGGFeatureLoss
-        perceptual = VGGFeatureLoss().to(dev)
+        from jobs.perceptual import perceptual_loss
+        perceptual = perceptual_loss(a.shortcut_perceptual_kind).to(dev)
 
     def monitor(module) -> dict:
         return sampled_error_ratios(diffusion, module, paths, mon, mon_noise, mon_priors, mon_sims)
@@ -194,8 +194,10 @@ def stage_shortcut(a: TrainOptions, d: Dist) -> dict:
     before = monitor(dit) if d.main else {}
     steps = train_loop(a, d, "shortcut", {"dit": dit}, list(dit.parameters()), a.shortcut_steps, a.shortcut_lr,
                        step_fn, warmup=50, ema=ema, minutes=a.shortcut_minutes,
-                       settings={"paths": paths_spec(paths), "perceptual": a.shortcut_perceptual})
-    result_settings = {"perceptual": a.shortcut_perceptual} if a.shortcut_perceptual else {}
+                       settings={"paths": paths_spec(paths), "perceptual": a.shortcut_perceptual,
+                                 "perceptual_kind": a.shortcut_perceptual_kind})
+    result_settings = ({"perceptual": a.shortcut_perceptual, "perceptual_kind": a.shortcut_perceptual_kind}
+                       if a.shortcut_perceptual else {})
     result = {"steps": steps, "paths": paths_spec(paths), **result_settings,
               **monitor(ema.shadow), **{f"before_{k}": v for k, v in before.items()}}
     if d.main:

@@ -66,6 +66,10 @@ class TrainOptions:
                                      "conv1_2..conv5_3) of the decoded x0 estimate against the HR, beside the "
                                      "diffusion loss (0: none; needs the LPIPS weights, scripts/install.sh train)",
                                      type=float)
+    shortcut_perceptual_kind: str = opt("features", "shortcut: the perceptual term: features (L1 of VGG16 features "
+                                         "before ReLU, weighed as Real-ESRGAN weighs VGG19's) or lpips-vgg (LPIPS "
+                                         "with the VGG16 trunk; LPIPS-Alex stays the judge)",
+                                         choices=["features", "lpips-vgg"])
     shortcut_minutes: float = opt(0, "stop the shortcut stage after this long (0: no limit)", type=float)
     batch: int = opt(32, "global batch (split over DDP workers)", type=int)
     lr: float = opt(3e-4, "Patch-DiT learning rate", type=float)

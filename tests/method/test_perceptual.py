@@ -63,3 +63,15 @@ def test_the_vgg_feature_loss_is_zero_on_equal_images_and_sends_gradients_to_its
     # the closer distortion (p1, as LPIPS ranks it) is also the closer one to the feature loss
     p0 = torch.from_numpy(_img("ex_p0").copy()).permute(2, 0, 1)[None].float() / 255
     assert float(loss(p0, t)) > float(value)
+
+
+def test_the_training_losses_are_vgg_only_and_send_gradients_to_their_input():
+    ref = torch.from_numpy(_img("ex_ref").copy()).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(_img("ex_p1").copy()).permute(2, 0, 1)[None].float().div(255).requires_grad_(True)
+    loss = perceptual.perceptual_loss("lpips-vgg")
+    value = loss(x, ref)
+    value.backward()
+    assert float(value) == pytest.approx(0.422, abs=1e-3) and x.grad.abs().sum() > 0
+    assert loss.lpips.net == "vgg"
+    with pytest.raises(ValueError, match="features or lpips-vgg"):
+        perceptual.perceptual_loss("lpips-alex")   # the judge is never a loss
