@@ -5,7 +5,7 @@ photo). Model loads are excluded: each variant's model is loaded once before the
 
     OMP_WAIT_POLICY=PASSIVE python bench/value.py --data DATA [--n 24] [--lr-size 128] [--threads 2]
         [--checkpoint CKPT] [--x4plus-checkpoint CKPT] [--variant NAME=CKPT[@TAUS/STEPS|@SECTION.FIELD=V;...]]
-        [--no-compact]
+        [--no-compact] [--x4plus-bf16]
 
 DATA holds train/ (the held-out split of `patchscaler train`, 1 in 5 by file-name hash, is used:
 photos no model here was trained on). Each photo: an HR centre crop of 4 x --lr-size px, made LR
@@ -31,6 +31,7 @@ ap.add_argument("--x4plus-checkpoint", default="default", help="the method on x4
 ap.add_argument("--variant", action="append", default=[], metavar="NAME=CKPT[@TAUS/STEPS|@SECTION.FIELD=V;...]",
                 help="another variant of the method, e.g. fast=ckpt.safetensors@100,200,500/2,4,10 or "
                      "sharp=default@fusion.detail_sigma=1.0")
+ap.add_argument("--x4plus-bf16", action="store_true", help="add x4plus alone in bf16 (where the CPU computes it natively)")
 ap.add_argument("--no-compact", action="store_true", help="leave out the compact GRM and the method on it")
 ap.add_argument("--out", help="folder for a side-by-side PNG per family (the first photos) and rows.json")
 harness.add_args(ap, threads=2)
@@ -76,17 +77,19 @@ def method(ckpt, sampling=None):
     return m, (lambda prep: np.asarray(upscale_prepared(m, prep).image.convert("RGB")))
 
 
-def alone(net):
-    net = net.eval().to(memory_format=torch.channels_last)
+def alone(net, dtype=torch.float32):
+    net = net.eval().to(dtype).to(memory_format=torch.channels_last)
 
     def run(prep):
         with torch.no_grad():
-            return _u8(net(prep.rgb.contiguous(memory_format=torch.channels_last)).clamp(0, 1))
+            return _u8(net(prep.rgb.to(dtype).contiguous(memory_format=torch.channels_last)).float().clamp(0, 1))
     return run
 
 
 x4plus = load_backbone("rrdb")
 variants = {"x4plus alone": alone(x4plus)}
+if a.x4plus_bf16:   # what a bf16 build of Real-ESRGAN would cost and give (a second, honest baseline)
+    variants["x4plus alone bf16"] = alone(load_backbone("rrdb"), torch.bfloat16)
 x4plus_model, variants["method on x4plus"] = method(a.x4plus_checkpoint)
 compact_model = x4plus_model
 if not a.no_compact:
