@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("patchscaler", "storage", "rtm_index", "actors", "pipeline", "jobs")
 
