@@ -72,7 +72,7 @@ def add_status_args(p: argparse.ArgumentParser) -> None:
 def status_main(a: argparse.Namespace) -> int:
     """Exit 0 when every input's latest state is written or not read, else 3 (failed, interrupted,
     or planned by a run and not done)."""
-    from pipeline.worklist import UsageError, storage_error
+    from pipeline.errors import UsageError, storage_error
     from pipeline.status import PROBLEMS, archive_status, report_lines, totals
     from storage import Store, options_for
     dst = Store(a.dst, options_for(a.dst, storage_options(a)))
@@ -124,7 +124,7 @@ def upscale_main(a: argparse.Namespace) -> int:
     from pipeline.options import UpscaleOptions
     from pipeline.progress import Progress
     from storage import options_for
-    from pipeline.worklist import UsageError
+    from pipeline.errors import UsageError
     if "://" not in a.src and not os.path.exists(a.src):   # before anything starts: no engine, no model
         raise UsageError(f"SRC {a.src} does not exist")
     so = storage_options(a)
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             raise  # long jobs of their own: their tracebacks stay
         if verbose:
             logging.getLogger("patchscaler").exception("failed")
-        from pipeline.worklist import UsageError, one_line
+        from pipeline.errors import UsageError, one_line
         from storage import StorageError
         if isinstance(e, UsageError) and a.cmd in COMMANDS and "--help`" not in str(e):
             return _fail(e.exit_code, f"{e}; see `patchscaler {a.cmd} --help`")
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(a: argparse.Namespace) -> int:
     if a.cmd == "upscale":
-        from pipeline.worklist import UsageError
+        from pipeline.errors import UsageError
         from patchscaler.upscale import resolve_checkpoint
         try:   # a shipped model's name becomes its file, so every actor loads the same one
             a.checkpoint = resolve_checkpoint(a.checkpoint)
