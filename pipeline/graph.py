@@ -125,10 +125,10 @@ def auto_pools(work: Worklist, sample: int = 2) -> UpscaleOptions:
             break
     if not preps:
         return opts
-    work = measure(model, preps, opts.seed).pool_work(hard_groups(opts, model))
-    sizes = split(work, opts.grm_actors + opts.hard_actors + opts.easy_actors)
+    seconds = measure(model, preps, opts.seed).pool_work(hard_groups(opts, model))   # per image, per pool
+    sizes = split(seconds, opts.grm_actors + opts.hard_actors + opts.easy_actors)
     log.info("pools from the work of %d image(s) (s/image: grm %.2f, hard %.2f, easy %.2f): "
-             "GRM %d, hard %d, easy %d actors", len(preps), work["grm"], work["hard"], work["easy"],
+             "GRM %d, hard %d, easy %d actors", len(preps), seconds["grm"], seconds["hard"], seconds["easy"],
              sizes["grm"], sizes["hard"], sizes["easy"])
     return dataclasses.replace(opts, grm_actors=sizes["grm"], hard_actors=sizes["hard"], easy_actors=sizes["easy"])
 
