@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from jobs.args import add_fields, add_storage_args, from_args, storage_options
+from jobs.args import add_fields, add_storage_args, from_args, given, storage_options
 
 # idle OpenMP threads sleep instead of spinning (patchscaler/__init__.py says why); set before
 # any command imports torch, and inherited by the Ray workers a run starts
@@ -106,12 +106,8 @@ def choose_engine(a: argparse.Namespace) -> tuple[str, str]:
         return a.engine, "asked for"
     if a.address or os.environ.get("RAY_ADDRESS"):
         return "ray", "a Ray cluster address is given"
-    ray_only = [flag for flag, on in (("--grm-gpus", a.grm_gpus), ("--dit-gpus", a.dit_gpus),
-                                      ("--grm-actors", a.grm_actors > 1), ("--hard-actors", a.hard_actors > 1),
-                                      ("--easy-actors", a.easy_actors > 1), ("--stitch-actors", a.stitch_actors > 1),
-                                      ("--pools auto", a.pools == "auto"), ("--grm-resources", a.grm_resources),
-                                      ("--hard-resources", a.hard_resources), ("--easy-resources", a.easy_resources))
-                if on]
+    from pipeline.options import UpscaleOptions
+    ray_only = given(UpscaleOptions, a, "ray_only")    # the options declared with opt(ray_only=True)
     if ray_only:
         return "ray", f"{ray_only[0]} is an option of the Ray engine"
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

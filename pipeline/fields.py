@@ -16,13 +16,17 @@ from typing import Any
 _NO_DEFAULT = dataclasses.MISSING
 
 
-def opt(default: Any = _NO_DEFAULT, help: str = "", *, factory=None, **cli) -> Any:
+def opt(default: Any = _NO_DEFAULT, help: str = "", *, factory=None, ray_only: bool = False, **cli) -> Any:
     """A dataclass field with its command-line form. `cli` takes argparse's keywords (type,
     choices, metavar, action, const, required) and three of ours: `flags` (default
     `--field-name`), `positional` (the field is a positional argument) and `cli_default` (the
     command line's default when it differs from the field's, e.g. None for "let the dataclass
-    choose"). A field declared with plain `field()` has no command-line form."""
+    choose"). `ray_only`: an option that only the Ray engine has; given a value other than its
+    default, it makes `--engine auto` choose Ray (jobs/cli.py, choose_engine). A field declared
+    with plain `field()` has no command-line form."""
     meta = {"help": help, **cli}
+    if ray_only:
+        meta["ray_only"] = True
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata={"cli": meta})
     return dataclasses.field(default=default, metadata={"cli": meta})

@@ -78,11 +78,12 @@ class UpscaleOptions:
     hard_groups: tuple[int, ...] | None = opt(None, "groups the hard Patch-DiT pool serves, e.g. 2 or 3,4 "
                                               "(default: the checkpoint's, or the last group when --thresholds "
                                               "changes the number of groups)", type=values.ints)
-    grm_actors: int = opt(1, "Ray: decode + GRM actors (default 1)", type=values.positive_int)
-    hard_actors: int = opt(1, "Ray: Patch-DiT actors for hard patches (default 1)", type=values.positive_int)
+    grm_actors: int = opt(1, "Ray: decode + GRM actors (default 1)", type=values.positive_int, ray_only=True)
+    hard_actors: int = opt(1, "Ray: Patch-DiT actors for hard patches (default 1)", type=values.positive_int,
+                           ray_only=True)
     easy_actors: int = opt(1, "Ray: Patch-DiT actors for simple and medium patches (default 1)",
-                           type=values.positive_int)
-    stitch_actors: int = opt(1, "Ray: stitch + write actors (default 1)", type=values.positive_int)
+                           type=values.positive_int, ray_only=True)
+    stitch_actors: int = opt(1, "Ray: stitch + write actors (default 1)", type=values.positive_int, ray_only=True)
     # the photos of one Ray Data run: an archive runs as consecutive waves, so what Ray Data keeps
     # per block (queued pieces, per-block stats) is bounded by a wave, not by the archive
     wave: int = opt(2000, "Ray: photos per wave (default 2000): an archive runs as consecutive Ray Data runs of "
@@ -90,20 +91,20 @@ class UpscaleOptions:
                     "its actors anew (seconds)", type=values.positive_int, metavar="N")
     actor_cpus: float = opt(0.25, "Ray: CPUs each actor reserves (default 0.25; whole CPUs on a 2-core host "
                             "stall the pipeline)", type=float)
-    grm_gpus: float = opt(0.0, "Ray: GPUs each GRM actor reserves (fractions share one)", type=float)
-    dit_gpus: float = opt(0.0, "Ray: GPUs each Patch-DiT actor reserves", type=float)
+    grm_gpus: float = opt(0.0, "Ray: GPUs each GRM actor reserves (fractions share one)", type=float, ray_only=True)
+    dit_gpus: float = opt(0.0, "Ray: GPUs each Patch-DiT actor reserves", type=float, ray_only=True)
     dit_images: int = opt(0, "images per Patch-DiT call, patches batched by group (default: 8 with --dit-gpus, "
                           "else 1)", type=int)
     # "auto": the GRM / hard / easy actor counts re-split from the work measured on the first
     # images (pipeline/sizing.py), keeping their total
     pools: str = opt("fixed", "auto: re-split the GRM/hard/easy actors (same total) from the work measured on "
-                     "the first images", choices=["fixed", "auto"])
+                     "the first images", choices=["fixed", "auto"], ray_only=True)
     grm_resources: dict = opt(help="Ray custom resources per GRM actor, JSON or k=v,k=v (see cluster.yaml)",
-                              factory=dict, type=values.resources, metavar="RES")
+                              factory=dict, type=values.resources, metavar="RES", ray_only=True)
     hard_resources: dict = opt(help="Ray custom resources per hard Patch-DiT actor", factory=dict,
-                               type=values.resources, metavar="RES")
+                               type=values.resources, metavar="RES", ray_only=True)
     easy_resources: dict = opt(help="Ray custom resources per easy Patch-DiT actor", factory=dict,
-                               type=values.resources, metavar="RES")
+                               type=values.resources, metavar="RES", ray_only=True)
     # a timestamp plus a random suffix: two runs started in the same second never share an id
     run_id: str = opt(help="run id (default: a timestamp and a random suffix)", cli_default=None,
                       factory=lambda: time.strftime("%Y%m%dT%H%M%S-") + secrets.token_hex(3))

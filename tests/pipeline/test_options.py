@@ -140,6 +140,10 @@ def test_engine_auto_fits_the_host(monkeypatch):
     assert choose("--engine", "ray") == "ray" and choose("--engine", "local", cpus=64) == "local"
     assert choose("--address", "auto") == "ray" and choose("--dit-gpus", "1") == "ray"
     assert choose("--hard-actors", "2") == "ray" and choose("--pools", "auto") == "ray"
+    # the options declared ray_only count when given a value other than their default
+    assert choose("--grm-actors", "1") == "local" and choose("--easy-resources", "ssd=1") == "ray"
+    why = cli.choose_engine(_parser("upscale").parse_args(["upscale", "S", "D", "--grm-gpus", "0.5"]))[1]
+    assert why == "--grm-gpus is an option of the Ray engine"
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")       # inside `ray job submit`
     assert choose() == "ray"
 
