@@ -4,13 +4,20 @@
 command lines are built from their fields (jobs/args.py). Plain Python: `--help` must not
 wait for torch.
 
+An option whose default or choices are the library's reads them with `library_constant`, from
+the library's source: they are declared once, there.
+
 The value parsers below check a value where it is typed (argparse calls them), so a bad one is
 refused with one line naming what is allowed, before anything starts."""
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
+import importlib.util
 import json
+from pathlib import Path
 from typing import Any
 
 _NO_DEFAULT = dataclasses.MISSING
@@ -30,6 +37,40 @@ def opt(default: Any = _NO_DEFAULT, help: str = "", *, factory=None, ray_only: b
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata={"cli": meta})
     return dataclasses.field(default=default, metadata={"cli": meta})
+
+
+def library_constant(name: str) -> Any:
+    """A constant of the library, `module:NAME` (a top-level assignment) or `module:Class.field`
+    (a class attribute's default), e.g. "patchscaler.pieces:DEFAULT_PIECE": read from the
+    module's source, not imported. The options take their defaults and choices from the library,
+    where they are declared once, but cannot import it: importing patchscaler loads torch, and
+    `--help` must not wait for that. Only a literal (a number, a string, a tuple of them) is
+    read; a name that is not one is a KeyError when the options are defined."""
+    module, _, attr = name.partition(":")
+    return _literals(module)[attr]
+
+
+@functools.lru_cache(maxsize=None)
+def _literals(module: str) -> dict[str, Any]:
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)    # a top-level package is found, not imported
+    path = Path(spec.submodule_search_locations[0], *rest).with_suffix(".py")
+    out: dict[str, Any] = {}
+
+    def read(body: list, prefix: str) -> None:
+        for node in body:
+            if isinstance(node, ast.ClassDef) and not prefix:
+                read(node.body, node.name + ".")
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+                if isinstance(target, ast.Name):
+                    try:
+                        out[prefix + target.id] = ast.literal_eval(node.value)
+                    except (ValueError, TypeError, SyntaxError):
+                        pass    # not a literal
+
+    read(ast.parse(path.read_text(encoding="utf-8"), str(path)).body, "")
+    return out
 
 
 # --- value parsers (argparse `type=`): one line naming what is allowed ------------------------

@@ -4,6 +4,7 @@ graph of our packages has no circle."""
 import argparse
 import ast
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,19 @@ def test_the_storage_retry_default_is_the_stores():
     import storage
     from pipeline.options import UpscaleOptions
     assert UpscaleOptions("S", "D").storage_retry == storage.STORAGE_RETRY_S == storage.Store("/tmp").retry_budget
+
+
+def test_the_library_declares_the_defaults_and_choices_the_options_show():
+    # read from the library's source (pipeline/fields.py, library_constant): the same values as
+    # its modules hold once imported
+    from patchscaler import config, model, pieces
+    from pipeline.options import UpscaleOptions
+    opts, field = UpscaleOptions("S", "D"), {f.name: f for f in dataclasses.fields(UpscaleOptions)}
+    assert opts.piece_size == pieces.DEFAULT_PIECE
+    assert opts.max_batch == model.MAX_BATCH == model.Runtime().max_batch
+    assert field["precision"].metadata["cli"]["choices"] == ("auto", *model.PRECISIONS)
+    pgs = config.PGSConfig()
+    for name, value in (("taus", pgs.taus), ("steps", pgs.steps), ("piece_size", pieces.DEFAULT_PIECE),
+                        ("max_batch", model.MAX_BATCH)):
+        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        assert re.search(rf"default(: the checkpoint's,)? {text}[);]", field[name].metadata["cli"]["help"]), name
