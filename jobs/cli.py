@@ -10,11 +10,10 @@ import logging
 import os
 import sys
 
+from actors.runtime import passive_openmp
 from jobs.args import add_fields, add_storage_args, from_args, given, storage_options
 
-# idle OpenMP threads sleep instead of spinning (patchscaler/__init__.py says why); set before
-# any command imports torch, and inherited by the Ray workers a run starts
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+passive_openmp()   # before any command imports torch; the Ray workers a run starts inherit it
 
 EXIT_CODES = """exit codes:
   0    every image written (or already done; entries that are not read are listed)

@@ -1,9 +1,10 @@
 import os
 import sys
 
-# before torch loads (libgomp reads it then): idle OpenMP threads sleep instead of spinning, so
-# the Ray workers, the driver and the moto server do not fight over the 2 cores
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from actors.runtime import passive_openmp
+
+# before torch loads: the Ray workers, the driver and the moto server do not fight over the 2 cores
+passive_openmp()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
