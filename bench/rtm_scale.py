@@ -59,7 +59,7 @@ def build_one(src: str, dst: str, threads: int) -> dict:
     """In this (fresh) process: one build, its peak RSS."""
     import torch
     torch.set_num_threads(threads)
-    from jobs.build_rtm import BuildRTMOptions, build
+    from jobs.rtm_job import BuildRTMOptions, build
     t0 = time.perf_counter()
     s = build(BuildRTMOptions(src, dst, crops_per_image=32, candidates=100_000, size=500, engine="local",
                               version="bench").namespace())

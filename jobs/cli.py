@@ -218,7 +218,7 @@ def build_parser(cmd: str | None) -> argparse.ArgumentParser:
         if cmd != name:
             continue
         if name == "build-rtm":
-            from jobs.build_rtm import add_args
+            from jobs.rtm_job import add_args
         elif name == "train":
             from jobs.train import add_args
         elif name == "plan":
@@ -331,7 +331,7 @@ def _run(a: argparse.Namespace) -> int:
     if a.cmd == "evaluate":
         from jobs.evaluate import run as eval_run
         return eval_run(a)
-    from jobs.build_rtm import main as rtm_main
+    from jobs.rtm_job import main as rtm_main
     return rtm_main(a)
 
 

@@ -27,7 +27,7 @@ def _sub(ap, cmd):
 @pytest.mark.parametrize("cmd,argv,cls,extra", [
     ("upscale", ["upscale", "S", "D"], "pipeline.options:UpscaleOptions", {"src": "S", "dst": "D"}),
     ("train", ["train", "--data", "DATA"], "jobs.train:TrainOptions", {"data": "DATA"}),
-    ("build-rtm", ["build-rtm", "S", "D"], "jobs.build_rtm:BuildRTMOptions", {"src": "S", "dst": "D"}),
+    ("build-rtm", ["build-rtm", "S", "D"], "jobs.rtm_job:BuildRTMOptions", {"src": "S", "dst": "D"}),
 ])
 def test_a_command_line_parses_to_its_dataclass_defaults(cmd, argv, cls, extra):
     import importlib
