@@ -13,7 +13,8 @@
       -> driver                      counts the small manifest rows, consolidates Parquet
     (every stage also tells a ProgressHub actor what it finished: one progress line per stage)
 
-The stages are stages.py, one class each; the method they run is patchscaler/flow.py.
+The stages are stages.py, one class each, and so are their rows (PieceRow); the method they
+run is patchscaler/flow.py.
 
 A row is one piece of a photo carrying all its patches (a compact state: flow.py), so there is
 no fan-out into tiny rows, no global groupby and no stitch state to lose: memory is bounded by
@@ -39,7 +40,7 @@ from .options import UpscaleOptions
 from .progress import PipelineProgress, Progress
 from .reading import decode
 from .run_model import hard_groups, load_model
-from .stages import DecodeGRM, PatchDiTPool, StitchWrite, split_pieces
+from .stages import DecodeGRM, PatchDiTPool, PieceRow, StitchWrite, from_photo_row, split_pieces
 from .summary import fold_rows, stopped_by_storage, summarize, worklist_line
 from .tally import Tally
 from .worklist import Worklist, make_worklist
@@ -65,7 +66,7 @@ def _build_dataset(work: Worklist, hub, pending: list[str], ledger):
     import ray
     from ray.data import TaskPoolStrategy
     opts = work.opts
-    items = [{"input": r, "naming": json.dumps(work.names[r])} for r in pending]
+    items = [PieceRow(input=r, naming=json.dumps(work.names[r])).to_dict() for r in pending]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
     # reading headers costs next to nothing: a task that reserves no CPU (a 1-CPU head whose
     # actors hold it all must still run it). Reserving nothing, it must be bounded otherwise:
@@ -203,9 +204,7 @@ def _run_wave(ds, tally: Tally) -> str | None:
             continue
         if r["status"] == "interrupted":    # only the storage stops a photo in the stages
             return r["error"]      # the storage stayed down: stop here, not one error per photo
-        r = dict(r)
-        r["group_counts"] = json.loads(r["group_counts"])
-        tally.add(r)
+        tally.add(from_photo_row(r))
     return None
 
 
