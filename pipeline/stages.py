@@ -114,8 +114,7 @@ def _index(row: PieceRow) -> int:
 
 def split_pieces(batch: dict, opts, cfg, hub=None) -> dict:
     """Read each photo's header (EXIF orientation, the pixel limit) and emit one row per piece.
-    A task, not an actor: Ray Data fuses the streaming repartition that follows (one piece per
-    block) into it, so neither reserves a CPU of its own (graph.py)."""
+    A task that reserves no CPU, not an actor (graph.py)."""
     src = reading.open_source(opts)
     out = []
     for photo in _rows(batch):
