@@ -1,5 +1,6 @@
-"""Ray set-up shared by every Ray job here (the upscale graph, build-rtm): starting or
-joining Ray quietly, and the arguments of an actor pool stage."""
+"""Process set-up shared by the entry points (OpenMP's wait policy) and by every Ray job here
+(the upscale graph, build-rtm): starting or joining Ray quietly, and the arguments of an actor
+pool stage. Imports nothing heavy: the command line imports it before `--help`."""
 from __future__ import annotations
 
 import logging
@@ -7,6 +8,17 @@ import os
 import signal
 
 RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")
+
+
+def passive_openmp() -> None:
+    """Idle OpenMP threads sleep instead of spinning, unless the user chose otherwise: on a busy
+    host spinning threads fight the process that holds the core (a tiny model's Patch-DiT took
+    155 s instead of 0.8 s beside other jobs, bench/busy_host.py). libgomp reads the variable
+    when torch loads, so each entry point calls this before anything imports torch: the command
+    line, the tests' conftest, the scripts and benchmarks; init_ray hands it to the Ray workers.
+    patchscaler/__init__.py sets it as well, for programs that use the library alone (it cannot
+    import this module: the library imports nothing above it)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def quiet_ray(verbose: bool = False) -> None:
@@ -48,9 +60,10 @@ def init_ray(address: str | None = None, verbose: bool = False):
         # no address: a Ray of our own ("local"), never whichever cluster `ray start` left
         # running on this host; inside `ray job submit` RAY_ADDRESS names the job's cluster
         address = address or os.environ.get("RAY_ADDRESS") or "local"
-        # the workers' OpenMP threads sleep when idle (patchscaler/__init__.py says why); a
-        # cluster's workers get it from the job's runtime environment
-        env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        # the workers' OpenMP threads sleep when idle (passive_openmp); a cluster's workers get it
+        # from the job's runtime environment
+        passive_openmp()
+        env = {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}
         kept = _python_handlers()
         ray.init(address=address, log_to_driver=verbose, runtime_env={"env_vars": env},
                  logging_level=logging.INFO if verbose else logging.WARNING)

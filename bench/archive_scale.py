@@ -13,20 +13,22 @@ here if unset). Scratch goes to a temporary folder, removed at the end."""
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from actors.runtime import passive_openmp  # noqa: E402
+
+passive_openmp()   # before torch loads, here and in the processes this starts
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_archive(folder: Path, n: int, px: int) -> None:

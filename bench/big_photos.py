@@ -139,7 +139,7 @@ def main():
     harness.add_args(ap, threads=2)
     ap.add_argument("--widths", default="256,1024,2048,4096")
     ap.add_argument("--model", choices=["standin", "shipped"], default="standin")
-    ap.add_argument("--piece-size", type=int, default=768)
+    ap.add_argument("--piece-size", type=int, help="default: patchscaler.pieces.DEFAULT_PIECE")
     ap.add_argument("--sixteen", choices=["tif", "png"], help="the input a 16-bit RGB TIFF or PNG (an archive scan)")
     ap.add_argument("--ray", action="store_true",
                     help="instead: one photo through the Ray engine with 1 and with 2 actors per pool")
@@ -149,11 +149,13 @@ def main():
     ap.add_argument("--ray-one", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--actors", type=int, default=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if "torch" not in sys.modules:
+        harness.start(a)
+    from patchscaler.pieces import DEFAULT_PIECE
+    a.piece_size = a.piece_size or DEFAULT_PIECE
     if a.one:
-        harness.start(a) if "torch" not in sys.modules else None
         print("RESULT " + json.dumps(ray_run(a) if a.ray_one else one(a)))
         return
-    harness.start(a)
     ckpt = ""
     if a.model == "standin":
         ckpt = standin_checkpoint(os.path.join(tempfile.mkdtemp(), "standin.safetensors"))

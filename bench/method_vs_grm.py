@@ -14,7 +14,7 @@ ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("--photos", help="folder of HR photos (default: the bundled samples)")
 ap.add_argument("--n", type=int, default=4)
 ap.add_argument("--lr-size", type=int, default=128)
-ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16-dit", "bf16"])
+ap.add_argument("--precision", default="auto", help="auto (default) or one of patchscaler.model.PRECISIONS")
 ap.add_argument("--checkpoint")
 ap.add_argument("--compile", default="", metavar="BACKEND",
                 help="torch.compile the Patch-DiT with this backend (e.g. inductor); the first photo's "

@@ -21,10 +21,9 @@ torch = harness.start(a)
 
 import numpy as np  # noqa: E402
 
-from patchscaler.model import Runtime, native_bf16  # noqa: E402
+from patchscaler.model import PRECISIONS, Runtime, native_bf16  # noqa: E402
 from patchscaler.upscale import build_default, upscale_prepared  # noqa: E402
 
-PRECISIONS = ("fp32", "bf16-dit", "bf16")
 models = {p: build_default(a.checkpoint).configure(Runtime(precision=p)) for p in PRECISIONS}
 print(f"# bf16 native on cpu: {native_bf16('cpu')}; Runtime(precision='auto') -> {Runtime().precision}")
 photos = harness.lr_photos(a.photos, a.n, a.lr_size)

@@ -22,20 +22,22 @@ Scratch goes to a temporary folder (200k entries: 4.9 GB on disk), removed at th
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from actors.runtime import passive_openmp  # noqa: E402
+
+passive_openmp()   # before torch loads, here and in the processes this starts
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_images(folder: Path, n: int, size: int = 256) -> None:
@@ -57,7 +59,7 @@ def build_one(src: str, dst: str, threads: int) -> dict:
     """In this (fresh) process: one build, its peak RSS."""
     import torch
     torch.set_num_threads(threads)
-    from jobs.build_rtm import BuildRTMOptions, build
+    from jobs.rtm_job import BuildRTMOptions, build
     t0 = time.perf_counter()
     s = build(BuildRTMOptions(src, dst, crops_per_image=32, candidates=100_000, size=500, engine="local",
                               version="bench").namespace())

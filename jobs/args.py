@@ -26,12 +26,31 @@ def add_fields(p: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), only
         if "cli_default" in meta:
             kw["default"] = meta["cli_default"]
         elif kw.get("action") not in ("store_true", "store_false"):
-            kw["default"] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            kw["default"] = field_default(f)
         if kw.get("required"):
             kw.pop("default", None)
         kw.setdefault("dest", f.name)
-        flags = meta.get("flags") or ("--" + f.name.replace("_", "-"),)
-        p.add_argument(*flags, **kw)
+        p.add_argument(*flags(f), **kw)
+
+
+def flags(f: dataclasses.Field) -> tuple[str, ...]:
+    """The command-line flags of an `opt()` field: its own, or `--field-name`."""
+    return f.metadata["cli"].get("flags") or ("--" + f.name.replace("_", "-"),)
+
+
+def field_default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def given(cls, a: argparse.Namespace, mark: str) -> list[str]:
+    """The first flag of each field of `cls` declared with `opt(..., mark=True)` to which the
+    parsed command line `a` gives a value other than its default, in field order."""
+    out = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata.get("cli", {})
+        if meta.get(mark) and getattr(a, f.name) != meta.get("cli_default", field_default(f)):
+            out.append(flags(f)[0])
+    return out
 
 
 def from_args(cls, a: argparse.Namespace, **extra):

@@ -10,11 +10,10 @@ import logging
 import os
 import sys
 
-from jobs.args import add_fields, add_storage_args, from_args, storage_options
+from actors.runtime import passive_openmp
+from jobs.args import add_fields, add_storage_args, from_args, given, storage_options
 
-# idle OpenMP threads sleep instead of spinning (patchscaler/__init__.py says why); set before
-# any command imports torch, and inherited by the Ray workers a run starts
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+passive_openmp()   # before any command imports torch; the Ray workers a run starts inherit it
 
 EXIT_CODES = """exit codes:
   0    every image written (or already done; entries that are not read are listed)
@@ -72,7 +71,7 @@ def add_status_args(p: argparse.ArgumentParser) -> None:
 def status_main(a: argparse.Namespace) -> int:
     """Exit 0 when every input's latest state is written or not read, else 3 (failed, interrupted,
     or planned by a run and not done)."""
-    from pipeline.worklist import UsageError, storage_error
+    from pipeline.errors import UsageError, storage_error
     from pipeline.status import PROBLEMS, archive_status, report_lines, totals
     from storage import Store, options_for
     dst = Store(a.dst, options_for(a.dst, storage_options(a)))
@@ -106,12 +105,8 @@ def choose_engine(a: argparse.Namespace) -> tuple[str, str]:
         return a.engine, "asked for"
     if a.address or os.environ.get("RAY_ADDRESS"):
         return "ray", "a Ray cluster address is given"
-    ray_only = [flag for flag, on in (("--grm-gpus", a.grm_gpus), ("--dit-gpus", a.dit_gpus),
-                                      ("--grm-actors", a.grm_actors > 1), ("--hard-actors", a.hard_actors > 1),
-                                      ("--easy-actors", a.easy_actors > 1), ("--stitch-actors", a.stitch_actors > 1),
-                                      ("--pools auto", a.pools == "auto"), ("--grm-resources", a.grm_resources),
-                                      ("--hard-resources", a.hard_resources), ("--easy-resources", a.easy_resources))
-                if on]
+    from pipeline.options import UpscaleOptions
+    ray_only = given(UpscaleOptions, a, "ray_only")    # the options declared with opt(ray_only=True)
     if ray_only:
         return "ray", f"{ray_only[0]} is an option of the Ray engine"
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -124,7 +119,7 @@ def upscale_main(a: argparse.Namespace) -> int:
     from pipeline.options import UpscaleOptions
     from pipeline.progress import Progress
     from storage import options_for
-    from pipeline.worklist import UsageError
+    from pipeline.errors import UsageError
     if "://" not in a.src and not os.path.exists(a.src):   # before anything starts: no engine, no model
         raise UsageError(f"SRC {a.src} does not exist")
     so = storage_options(a)
@@ -223,7 +218,7 @@ def build_parser(cmd: str | None) -> argparse.ArgumentParser:
         if cmd != name:
             continue
         if name == "build-rtm":
-            from jobs.build_rtm import add_args
+            from jobs.rtm_job import add_args
         elif name == "train":
             from jobs.train import add_args
         elif name == "plan":
@@ -295,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             raise  # long jobs of their own: their tracebacks stay
         if verbose:
             logging.getLogger("patchscaler").exception("failed")
-        from pipeline.worklist import UsageError, one_line
+        from pipeline.errors import UsageError, one_line
         from storage import StorageError
         if isinstance(e, UsageError) and a.cmd in COMMANDS and "--help`" not in str(e):
             return _fail(e.exit_code, f"{e}; see `patchscaler {a.cmd} --help`")
@@ -310,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(a: argparse.Namespace) -> int:
     if a.cmd == "upscale":
-        from pipeline.worklist import UsageError
+        from pipeline.errors import UsageError
         from patchscaler.upscale import resolve_checkpoint
         try:   # a shipped model's name becomes its file, so every actor loads the same one
             a.checkpoint = resolve_checkpoint(a.checkpoint)
@@ -336,7 +331,7 @@ def _run(a: argparse.Namespace) -> int:
     if a.cmd == "evaluate":
         from jobs.evaluate import run as eval_run
         return eval_run(a)
-    from jobs.build_rtm import main as rtm_main
+    from jobs.rtm_job import main as rtm_main
     return rtm_main(a)
 
 

@@ -6,11 +6,11 @@
 This package never imports Ray; the distributed pipeline lives in `pipeline/` and `actors/`."""
 import os
 
-# Idle OpenMP threads sleep instead of spinning, unless the user chose otherwise. On a busy host
-# spinning threads fight the process that holds the core: a tiny model's Patch-DiT took 155 s
-# instead of 0.8 s beside other jobs (bench/busy_host.py). libgomp reads this when torch loads,
-# so it only takes effect when patchscaler is imported before torch (the CLI and the Ray actors
-# set it themselves).
+# Idle OpenMP threads sleep instead of spinning, unless the user chose otherwise: what
+# actors.runtime.passive_openmp does (it says why) for every entry point of this repository,
+# done here again for a program that uses the library alone, which this package cannot reach
+# through that helper (it imports nothing above it). libgomp reads it when torch loads, so it
+# only takes effect when patchscaler is imported before torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .config import PatchScalerConfig, tiny_config

@@ -76,6 +76,10 @@ def resolve_device(requested: str | None = "auto", gpus: float | None = None,
     return device
 
 
+PRECISIONS = ("fp32", "bf16-dit", "bf16")   # Runtime.precision's values besides "auto"
+MAX_BATCH = 64                              # patches per Patch-DiT call, by default
+
+
 @dataclass
 class Runtime:
     """How to run, not what to run: never saved in a checkpoint."""
@@ -85,8 +89,8 @@ class Runtime:
     # method: more than the 1 % noise we allow; bench/precision.py, docs/experiments.md). "auto": bf16-dit
     # where the device computes bf16 natively (native_bf16), else fp32; $PATCHSCALER_PRECISION
     # overrides "auto".
-    precision: str = "auto"   # "auto", "fp32", "bf16-dit" or "bf16"
-    max_batch: int = 64       # patches per Patch-DiT call
+    precision: str = "auto"   # "auto" or one of PRECISIONS
+    max_batch: int = MAX_BATCH   # patches per Patch-DiT call
     # torch.compile the Patch-DiT with this backend ("" = not compiled; "inductor": 0.87x the
     # Patch-DiT time on a 2-core CPU, bench/compile.py, after a one-time compile of 2-5 min per
     # process; needs a C++ compiler). Dynamic shapes: patch batches and the second token grid vary in size.
@@ -105,9 +109,6 @@ class Runtime:
             return contextlib.nullcontext()
         dev = torch.device(self.device).type
         return torch.autocast(dev, dtype=torch.bfloat16)
-
-
-PRECISIONS = ("fp32", "bf16-dit", "bf16")
 
 
 class PatchScaler(nn.Module):

@@ -1,8 +1,8 @@
 """The upscale job as one streaming Ray Data graph (wired here and nowhere else):
 
     worklist (driver, worklist.py: SRC/DST checks, killed runs' rows folded, listing, resume, output names)
-      -> split_pieces task           read each header: one row per piece (reading.py)
-      -> (streaming repartition: one piece per block, so a photo's pieces spread over the actors)
+      -> split_pieces task           read each header: one row per piece (reading.py), one row per
+                                     block, so a photo's pieces spread over the actors
       -> DecodeGRM actor pool        read bytes, decode the piece's crop, GRM, Qmap groups
       -> hard Patch-DiT actor pool   refines the hard group, passes the rest through
       -> easy Patch-DiT actor pool   refines simple + medium, passes the rest through
@@ -13,7 +13,8 @@
       -> driver                      counts the small manifest rows, consolidates Parquet
     (every stage also tells a ProgressHub actor what it finished: one progress line per stage)
 
-The stages are stages.py, one class each; the method they run is patchscaler/flow.py.
+The stages are stages.py, one class each, and so are their rows (PieceRow); the method they
+run is patchscaler/flow.py.
 
 A row is one piece of a photo carrying all its patches (a compact state: flow.py), so there is
 no fan-out into tiny rows, no global groupby and no stitch state to lose: memory is bounded by
@@ -25,6 +26,7 @@ on different images, the paper's two-GPU split. Chaining them, rather than filte
 keeps the GRM from running twice (Ray Data has no fork)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,7 +41,7 @@ from .options import UpscaleOptions
 from .progress import PipelineProgress, Progress
 from .reading import decode
 from .run_model import hard_groups, load_model
-from .stages import DecodeGRM, PatchDiTPool, StitchWrite, split_pieces
+from .stages import DecodeGRM, PatchDiTPool, PieceRow, StitchWrite, from_photo_row, split_pieces
 from .summary import fold_rows, stopped_by_storage, summarize, worklist_line
 from .tally import Tally
 from .worklist import Worklist, make_worklist
@@ -47,6 +49,7 @@ from .writing import write_error, write_skipped
 
 log = logging.getLogger("patchscaler")
 SPLIT_TASKS = 2   # header-reading tasks at a time (they reserve no CPU: see _build_dataset)
+ONE_ROW_BYTES = 1   # the datasets' target block size (one_row_per_block)
 
 
 def build_dataset(work: Worklist, hub=None, inputs: list[str] | None = None, ledger=None):
@@ -65,8 +68,9 @@ def _build_dataset(work: Worklist, hub, pending: list[str], ledger):
     import ray
     from ray.data import TaskPoolStrategy
     opts = work.opts
-    items = [{"input": r, "naming": json.dumps(work.names[r])} for r in pending]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
+    items = [PieceRow(input=r, naming=json.dumps(work.names[r])).to_dict() for r in pending]
+    with one_row_per_block():
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(pending), 1000)))
     # reading headers costs next to nothing: a task that reserves no CPU (a 1-CPU head whose
     # actors hold it all must still run it). Reserving nothing, it must be bounded otherwise:
     # Ray Data would start a task, and a worker process, per block (a hundred and more processes
@@ -74,7 +78,6 @@ def _build_dataset(work: Worklist, hub, pending: list[str], ledger):
     cfg = load_model(opts, "stitch").cfg
     ds = ds.map_batches(split_pieces, fn_kwargs={"opts": opts, "cfg": cfg, "hub": hub}, batch_size=1,
                         num_cpus=0, compute=TaskPoolStrategy(size=SPLIT_TASKS))
-    ds = one_row_per_block(ds, TaskPoolStrategy(size=SPLIT_TASKS))
     ds = ds.map_batches(DecodeGRM, fn_constructor_args=(opts, hub),
                         **pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
     rows = opts.dit_images or (8 if opts.dit_gpus else 1)  # a GPU wants many patches per call
@@ -87,24 +90,26 @@ def _build_dataset(work: Worklist, hub, pending: list[str], ledger):
     return ds
 
 
-def one_row_per_block(ds, compute):
-    """A streaming repartition to one row per block, so that a photo's pieces go to different
-    actors. Ray 2.60's `repartition` takes neither resources nor a pool size; both are set on
-    its logical operator (checked by tests/pipeline/test_pieces.py), the same as the header split's, so
-    that Ray Data fuses the two into one task. Left to its defaults it reserves 1 CPU per task,
-    which a 2-core host whose actors already hold more than one CPU (or a 1-CPU head whose
-    actors hold it all) cannot give: the run would wait forever. Reserving none and unbounded,
-    it would start a task, and a fresh worker process, per block: on an archive of small photos
-    the workers' start-up took most of the CPU (300 ms per photo, most of it not ours)."""
-    ds = ds.repartition(target_num_rows_per_block=1)
-    op = getattr(getattr(ds, "_logical_plan", None), "dag", None)
-    args = getattr(op, "ray_remote_args", None)
-    if isinstance(args, dict) and hasattr(op, "compute"):
-        args["num_cpus"] = 0
-        object.__setattr__(op, "compute", compute)
-    else:
-        log.warning("Ray Data's repartition changed: its tasks reserve a whole CPU each")
-    return ds
+@contextlib.contextmanager
+def one_row_per_block():
+    """A dataset created inside has blocks of one row at every stage: the header split emits a
+    photo's pieces together, and an actor pool takes a block whole, so one row per block is what
+    spreads a photo's pieces over the actors of each pool. Ray Data cuts each stage's output into
+    blocks of at most DataContext.target_max_block_size bytes, never less than a row; a Dataset
+    keeps the DataContext current when it is created (Ray Data's documented way to tune one
+    dataset), so the run's datasets get ONE_ROW_BYTES and the process's context is given back.
+    (Ray 2.60's public `repartition(target_num_rows_per_block=1)` would do the same as a stage of
+    its own, but it takes neither resources nor a pool size: its tasks reserve a whole CPU each,
+    which a 2-core host whose actors hold more than one CPU, or a 1-CPU head whose actors hold it
+    all, cannot give, and the run waits forever.)"""
+    from ray.data import DataContext
+    ctx = DataContext.get_current()
+    kept = ctx.target_max_block_size
+    ctx.target_max_block_size = ONE_ROW_BYTES
+    try:
+        yield
+    finally:
+        ctx.target_max_block_size = kept
 
 
 def auto_pools(work: Worklist, sample: int = 2) -> UpscaleOptions:
@@ -125,10 +130,10 @@ def auto_pools(work: Worklist, sample: int = 2) -> UpscaleOptions:
             break
     if not preps:
         return opts
-    work = measure(model, preps, opts.seed).pool_work(hard_groups(opts, model))
-    sizes = split(work, opts.grm_actors + opts.hard_actors + opts.easy_actors)
+    seconds = measure(model, preps, opts.seed).pool_work(hard_groups(opts, model))   # per image, per pool
+    sizes = split(seconds, opts.grm_actors + opts.hard_actors + opts.easy_actors)
     log.info("pools from the work of %d image(s) (s/image: grm %.2f, hard %.2f, easy %.2f): "
-             "GRM %d, hard %d, easy %d actors", len(preps), work["grm"], work["hard"], work["easy"],
+             "GRM %d, hard %d, easy %d actors", len(preps), seconds["grm"], seconds["hard"], seconds["easy"],
              sizes["grm"], sizes["hard"], sizes["easy"])
     return dataclasses.replace(opts, grm_actors=sizes["grm"], hard_actors=sizes["hard"], easy_actors=sizes["easy"])
 
@@ -203,9 +208,7 @@ def _run_wave(ds, tally: Tally) -> str | None:
             continue
         if r["status"] == "interrupted":    # only the storage stops a photo in the stages
             return r["error"]      # the storage stayed down: stop here, not one error per photo
-        r = dict(r)
-        r["group_counts"] = json.loads(r["group_counts"])
-        tally.add(r)
+        tally.add(from_photo_row(r))
     return None
 
 

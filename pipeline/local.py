@@ -14,7 +14,7 @@ from storage import StorageError, Store
 from .manifest import ManifestRow
 from .options import UpscaleOptions
 from .progress import Progress
-from .reading import decode
+from .reading import FIRST_HEADER_BYTES, HEADER_BYTES, decode
 from .run_model import hard_groups, load_model
 from .summary import fold_rows, stopped_by_storage, summarize, worklist_line
 from .tally import Tally
@@ -120,7 +120,7 @@ class InputPixels:
     def _probe(self, rel: str) -> int:
         from patchscaler import imageio
         data = b""
-        for head in (1 << 16, 1 << 20):   # most headers are in the first 64 KiB; a large EXIF block is not
+        for head in (FIRST_HEADER_BYTES, HEADER_BYTES):
             try:
                 data = self.src.read_head(rel, head)
                 w, h = imageio.probe(data, self.max_pixels)

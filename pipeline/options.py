@@ -10,7 +10,18 @@ from dataclasses import dataclass, field
 from storage.store import STORAGE_RETRY_S
 
 from . import fields as values
-from .fields import opt
+from .fields import library_constant, opt
+
+# the library's defaults and choices (fields.library_constant says why they are read, not imported)
+PIECE = library_constant("patchscaler.pieces:DEFAULT_PIECE")
+MAX_BATCH = library_constant("patchscaler.model:MAX_BATCH")
+PRECISION_CHOICES = ("auto", *library_constant("patchscaler.model:PRECISIONS"))
+TAUS = library_constant("patchscaler.config:PGSConfig.taus")
+STEPS = library_constant("patchscaler.config:PGSConfig.steps")
+
+
+def _csv(values: tuple) -> str:
+    return ",".join(map(str, values))
 
 
 @dataclass
@@ -38,9 +49,9 @@ class UpscaleOptions:
                                  "antialiased) before it is written; default 4", type=values.outscale)
     # LR px per side of a piece (patchscaler/pieces.py): a larger photo is split into pieces
     # with a halo, processed as separate rows, so memory does not grow with its size
-    piece_size: int = opt(768, "a photo larger than this many input px on a side is processed in pieces with a "
+    piece_size: int = opt(PIECE, "a photo larger than this many input px on a side is processed in pieces with a "
                           "halo, each its own row, so memory stays bounded and one photo spreads over the actors "
-                          "(default 768; docs/usage.md 'Big photos')", type=values.positive_int, metavar="PX")
+                          f"(default {PIECE}; docs/usage.md 'Big photos')", type=values.positive_int, metavar="PX")
     resume: bool = opt(True, "skip images whose output exists and was made from the same input (size and mtime; "
                        "an object's ETag) with the same settings (default); --no-resume redoes them all",
                        action=argparse.BooleanOptionalAction)
@@ -63,27 +74,28 @@ class UpscaleOptions:
                       "A device given here overrides for the in-process engine and the GPU stages")
     precision: str = opt("auto", "auto (default): bf16-dit (the Patch-DiT in bf16, the GRM in fp32) where the "
                          "device computes bf16 natively (CUDA, AVX512-BF16/AMX), else fp32",
-                         choices=["auto", "fp32", "bf16-dit", "bf16"])
-    max_batch: int = opt(64, "patches per Patch-DiT call (default 64)", type=int)
+                         choices=PRECISION_CHOICES)
+    max_batch: int = opt(MAX_BATCH, f"patches per Patch-DiT call (default {MAX_BATCH})", type=int)
     # torch.compile backend for the Patch-DiT ("" = off); --compile-backend NAME is its other form
     compile: str = opt("", "torch.compile the Patch-DiT: 0.87x its time on a 2-core CPU after a one-time "
                        "compile of 2-5 min per process (needs a C++ compiler); for long jobs",
                        action="store_const", const="inductor")
     thresholds: tuple[float, ...] | None = opt(None, "Qmap thresholds, descending (default: the checkpoint's "
                                                "calibrated ones)", type=values.floats)
-    taus: tuple[int, ...] | None = opt(None, "shortcut point per group (default: the checkpoint's, 100,200,300)",
+    taus: tuple[int, ...] | None = opt(None, f"shortcut point per group (default: the checkpoint's, {_csv(TAUS)})",
                                        type=values.ints)
-    steps: tuple[int, ...] | None = opt(None, "sampling steps per group (default: the checkpoint's, 2,4,6)",
+    steps: tuple[int, ...] | None = opt(None, f"sampling steps per group (default: the checkpoint's, {_csv(STEPS)})",
                                         type=values.ints)
     # a deployment choice, not the model's: it does not change the model version
     hard_groups: tuple[int, ...] | None = opt(None, "groups the hard Patch-DiT pool serves, e.g. 2 or 3,4 "
                                               "(default: the checkpoint's, or the last group when --thresholds "
                                               "changes the number of groups)", type=values.ints)
-    grm_actors: int = opt(1, "Ray: decode + GRM actors (default 1)", type=values.positive_int)
-    hard_actors: int = opt(1, "Ray: Patch-DiT actors for hard patches (default 1)", type=values.positive_int)
+    grm_actors: int = opt(1, "Ray: decode + GRM actors (default 1)", type=values.positive_int, ray_only=True)
+    hard_actors: int = opt(1, "Ray: Patch-DiT actors for hard patches (default 1)", type=values.positive_int,
+                           ray_only=True)
     easy_actors: int = opt(1, "Ray: Patch-DiT actors for simple and medium patches (default 1)",
-                           type=values.positive_int)
-    stitch_actors: int = opt(1, "Ray: stitch + write actors (default 1)", type=values.positive_int)
+                           type=values.positive_int, ray_only=True)
+    stitch_actors: int = opt(1, "Ray: stitch + write actors (default 1)", type=values.positive_int, ray_only=True)
     # the photos of one Ray Data run: an archive runs as consecutive waves, so what Ray Data keeps
     # per block (queued pieces, per-block stats) is bounded by a wave, not by the archive
     wave: int = opt(2000, "Ray: photos per wave (default 2000): an archive runs as consecutive Ray Data runs of "
@@ -91,20 +103,20 @@ class UpscaleOptions:
                     "its actors anew (seconds)", type=values.positive_int, metavar="N")
     actor_cpus: float = opt(0.25, "Ray: CPUs each actor reserves (default 0.25; whole CPUs on a 2-core host "
                             "stall the pipeline)", type=float)
-    grm_gpus: float = opt(0.0, "Ray: GPUs each GRM actor reserves (fractions share one)", type=float)
-    dit_gpus: float = opt(0.0, "Ray: GPUs each Patch-DiT actor reserves", type=float)
+    grm_gpus: float = opt(0.0, "Ray: GPUs each GRM actor reserves (fractions share one)", type=float, ray_only=True)
+    dit_gpus: float = opt(0.0, "Ray: GPUs each Patch-DiT actor reserves", type=float, ray_only=True)
     dit_images: int = opt(0, "images per Patch-DiT call, patches batched by group (default: 8 with --dit-gpus, "
                           "else 1)", type=int)
     # "auto": the GRM / hard / easy actor counts re-split from the work measured on the first
     # images (pipeline/sizing.py), keeping their total
     pools: str = opt("fixed", "auto: re-split the GRM/hard/easy actors (same total) from the work measured on "
-                     "the first images", choices=["fixed", "auto"])
+                     "the first images", choices=["fixed", "auto"], ray_only=True)
     grm_resources: dict = opt(help="Ray custom resources per GRM actor, JSON or k=v,k=v (see cluster.yaml)",
-                              factory=dict, type=values.resources, metavar="RES")
+                              factory=dict, type=values.resources, metavar="RES", ray_only=True)
     hard_resources: dict = opt(help="Ray custom resources per hard Patch-DiT actor", factory=dict,
-                               type=values.resources, metavar="RES")
+                               type=values.resources, metavar="RES", ray_only=True)
     easy_resources: dict = opt(help="Ray custom resources per easy Patch-DiT actor", factory=dict,
-                               type=values.resources, metavar="RES")
+                               type=values.resources, metavar="RES", ray_only=True)
     # a timestamp plus a random suffix: two runs started in the same second never share an id
     run_id: str = opt(help="run id (default: a timestamp and a random suffix)", cli_default=None,
                       factory=lambda: time.strftime("%Y%m%dT%H%M%S-") + secrets.token_hex(3))

@@ -14,7 +14,9 @@ from storage import Store
 from .listing import safe_relpath
 from .options import UpscaleOptions
 
-HEADER_BYTES = 1 << 20   # what is read of a photo to know its size: its header, almost always
+HEADER_BYTES = 1 << 20        # what is read of a photo to know its size: its header, almost always
+FIRST_HEADER_BYTES = 1 << 16  # where most headers end (a large EXIF block does not): the in-process
+                              # engine's ETA (local.py) reads this much first
 
 
 def open_source(opts: UpscaleOptions) -> Store:

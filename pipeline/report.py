@@ -190,7 +190,7 @@ def report_or_warning(work, tally) -> str | None:
     try:
         return write_report(work, tally)
     except Exception as e:
-        from .worklist import one_line
+        from .errors import one_line
         log.warning("the report was not written: %s: %s", type(e).__name__, one_line(e))
         return None
 

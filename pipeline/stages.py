@@ -9,20 +9,19 @@ its own stores and model, and moves one piece through `patchscaler.flow`: a phot
 reading.py, its output writing.py, a photo of several pieces is put together by
 assembly.py.
 
-Row columns: input (str), naming (str: JSON of the input's naming rules, pipeline.naming.naming_rules),
-piece (str: JSON of its pieces.Piece, "" when the photo could not be split), status (str:
-ok, error, "interrupted" when the storage stopped it, or "part" for a piece written to scratch
-whose photo another stitcher finishes),
-error (str), state (bytes: the piece's `flow.InFlight`, pickled between our own stages of one
-job), trace (str: JSON of which pool and node did what). Each stage tells the driver's
-ProgressHub (actors/hub.py, if given) what it finished (pieces, or patches per Patch-DiT batch) and which
-piece it is working on (so a piece whose actor dies is reported with its stage).
+The rows between the stages are `PieceRow`s (their fields are the columns); StitchWrite emits
+the photo's manifest row for the driver instead (`photo_row`, read back by `from_photo_row`).
+Each stage tells the driver's ProgressHub (actors/hub.py, if given) what it finished (pieces, or
+patches per Patch-DiT batch) and which piece it is working on (so a piece whose actor dies is
+reported with its stage).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -33,19 +32,57 @@ from actors.hub import mark, peak, report
 from storage import StorageError
 
 from . import assembly, reading, writing
+from .manifest import ManifestRow
 from .run_model import hard_groups, load_model
 
 
-def _one(batch: dict) -> dict:
-    return {k: v[0] for k, v in batch.items()}
+@dataclass
+class PieceRow:
+    """A Ray Data row of the graph: one piece of one photo (before the header split, the photo:
+    `piece` still ""). Its fields are the columns, in this order."""
+    input: str              # the photo, relative to SRC
+    naming: str             # JSON of its naming rules (pipeline.naming.naming_rules)
+    piece: str = ""         # JSON of its pieces.Piece; "" before the split and when the photo could not be split
+    status: str = "ok"      # ok, error, or "interrupted" when the storage stopped it
+    error: str = ""
+    state: bytes = b""      # the piece's `flow.InFlight`, pickled between our own stages of one job
+    trace: str = "{}"       # JSON of which pool and node did what
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PieceRow":
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
 
 
-def _rows(batch: dict) -> list[dict]:
-    return [{k: v[i] for k, v in batch.items()} for i in range(len(batch["input"]))]
+def _rows(batch: dict) -> list[PieceRow]:
+    """A Ray Data batch (columns) as rows."""
+    return [PieceRow.from_dict({k: v[i] for k, v in batch.items()}) for i in range(len(batch["input"]))]
+
+
+def _batch(rows: list[PieceRow]) -> dict:
+    return _columns([r.to_dict() for r in rows])
 
 
 def _columns(rows: list[dict]) -> dict:
     return {k: [r[k] for r in rows] for k in rows[0]}
+
+
+def photo_row(r: ManifestRow, trace: str) -> dict:
+    """What StitchWrite emits for a photo (a piece that did not finish its photo: a "part" row of
+    the same columns, which the driver skips): its manifest row, group_counts as JSON, and its
+    trace."""
+    out = {k: v for k, v in r.__dict__.items() if k != "group_counts"}
+    out["group_counts"] = json.dumps(r.group_counts)
+    out["trace"] = trace
+    return out
+
+
+def from_photo_row(d: dict) -> dict:
+    """The driver's reading of a `photo_row`: the manifest row's fields (group_counts a list)
+    and its trace."""
+    return {**d, "group_counts": json.loads(d["group_counts"])}
 
 
 def _node() -> str:
@@ -71,27 +108,25 @@ def _device(model) -> dict:
     return {"device": str(model.runtime.device), "precision": model.runtime.precision, "gpu_ids": ids}
 
 
-def _index(row: dict) -> int:
-    return json.loads(row["piece"])["index"] if row.get("piece") else 0
+def _index(row: PieceRow) -> int:
+    return json.loads(row.piece)["index"] if row.piece else 0
 
 
 def split_pieces(batch: dict, opts, cfg, hub=None) -> dict:
-    """Read each image's header (EXIF orientation, the pixel limit) and emit one row per piece.
-    A task, not an actor: Ray Data fuses the streaming repartition that follows (one piece per
-    block) into it, so neither reserves a CPU of its own (graph.py)."""
+    """Read each photo's header (EXIF orientation, the pixel limit) and emit one row per piece.
+    A task that reserves no CPU, not an actor (graph.py)."""
     src = reading.open_source(opts)
     out = []
-    for row in _rows(batch):
-        base = {"input": row["input"], "naming": row["naming"], "state": b"", "trace": "{}"}
+    for photo in _rows(batch):
         try:
-            parts = reading.cut(src, row["input"], opts, cfg)
+            parts = reading.cut(src, photo.input, opts, cfg)
         except Exception as e:
-            out.append({**base, "piece": "", "status": writing.failed_status(e), "error": writing.error_text(e)})
+            out.append(replace(photo, status=writing.failed_status(e), error=writing.error_text(e)))
             report(hub, "pieces", done=1, total=1)     # done: photos whose header is read
             continue
-        out += [{**base, "piece": json.dumps(p.to_dict()), "status": "ok", "error": ""} for p in parts]
+        out += [replace(photo, piece=json.dumps(p.to_dict())) for p in parts]
         report(hub, "pieces", done=1, total=len(parts))
-    return _columns(out)
+    return _batch(out)
 
 
 class DecodeGRM:
@@ -107,31 +142,30 @@ class DecodeGRM:
         self.device = _device(self.model)
 
     def __call__(self, batch: dict) -> dict:
-        row = _one(batch)
-        rel = row["input"]
+        [row] = _rows(batch)
+        rel = row.input
         self.calls += 1
         mark(self.hub, "GRM", rel, _index(row))
         maybe_die("grm", self.calls, (rel,))
         trace = {"grm": _node(), "devices": {"grm": self.device}}
-        if row["status"] != "ok":
+        if row.status != "ok":
             report(self.hub, "grm", done=1)
-            return {k: [v] for k, v in row.items()}
+            return _batch([row])
         try:
-            piece = Piece.from_dict(json.loads(row["piece"]))
+            piece = Piece.from_dict(json.loads(row.piece))
             prep, t_dec = reading.decode(self.src, rel, self.opts, piece)
             state = flow.begin(self.model, prep, piece, {"decode": t_dec})
         except Exception as e:
             report(self.hub, "grm", done=1)
-            return {k: [v] for k, v in {**row, "status": writing.failed_status(e), "error": writing.error_text(e),
-                                        "trace": json.dumps(trace)}.items()}
+            return _batch([replace(row, status=writing.failed_status(e), error=writing.error_text(e),
+                                   trace=json.dumps(trace))])
         groups = state.coarse.groups
         n_hard = sum(int((groups == g).sum()) for g in self.hard)
         report(self.hub, "hard", total=n_hard)
         report(self.hub, "easy", total=len(groups) - n_hard)
         report(self.hub, "grm", done=1)
         peak(self.hub, "GRM")
-        return {k: [v] for k, v in {**row, "state": pickle.dumps(state, protocol=5),
-                                    "trace": json.dumps(trace)}.items()}
+        return _batch([replace(row, state=pickle.dumps(state, protocol=5), trace=json.dumps(trace))])
 
 
 class PatchDiTPool:
@@ -165,25 +199,25 @@ class PatchDiTPool:
             report(self.hub, self.pool, done=-done)  # counted again when the pieces are retried
             raise
 
-    def _failed(self, row: dict, e: Exception) -> dict:
-        return {**row, "status": "error", "error": f"{type(e).__name__} in {self.pool} Patch-DiT: {e}", "state": b""}
+    def _failed(self, row: PieceRow, e: Exception) -> PieceRow:
+        return replace(row, status="error", error=f"{type(e).__name__} in {self.pool} Patch-DiT: {e}", state=b"")
 
     def __call__(self, batch: dict) -> dict:
         rows = _rows(batch)
         self.calls += 1
         for r in rows:
-            mark(self.hub, f"{self.pool} Patch-DiT", r["input"], _index(r))
-        maybe_die(self.pool, self.calls, [r["input"] for r in rows])
+            mark(self.hub, f"{self.pool} Patch-DiT", r.input, _index(r))
+        maybe_die(self.pool, self.calls, [r.input for r in rows])
         out = list(rows)
-        live = [i for i, r in enumerate(rows) if r["status"] == "ok"]
+        live = [i for i, r in enumerate(rows) if r.status == "ok"]
         try:
-            states = {i: pickle.loads(rows[i]["state"]) for i in live}
+            states = {i: pickle.loads(rows[i].state) for i in live}
             self._refine([states[i] for i in live])
         except Exception:
             states = {}
             for i in live:  # one at a time: find the piece that fails, keep the others
                 try:
-                    states[i] = pickle.loads(rows[i]["state"])
+                    states[i] = pickle.loads(rows[i].state)
                     self._refine([states[i]])
                 except Exception as e:
                     planned = 0 if i not in states else sum(
@@ -193,16 +227,16 @@ class PatchDiTPool:
                     out[i] = self._failed(rows[i], e)
         node = _node()
         for i, state in states.items():
-            trace = json.loads(rows[i]["trace"])
+            trace = json.loads(rows[i].trace)
             trace.setdefault("images_per_call", {})[self.pool] = len(states)
             for g in self.groups:
                 if bool((state.coarse.groups == g).any()):
                     trace.setdefault("groups", {})[str(g)] = [self.pool, node]
             trace.setdefault("actors", {})[self.pool] = f"{node}:{os.getpid()}"
             trace.setdefault("devices", {})[self.pool] = self.device
-            out[i] = {**rows[i], "state": pickle.dumps(state, protocol=5), "trace": json.dumps(trace)}
+            out[i] = replace(rows[i], state=pickle.dumps(state, protocol=5), trace=json.dumps(trace))
         peak(self.hub, f"{self.pool} Patch-DiT")
-        return _columns(out)
+        return _batch(out)
 
 
 class StitchWrite:
@@ -220,20 +254,20 @@ class StitchWrite:
         self.device = _device(self.model)
 
     def __call__(self, batch: dict) -> dict:
-        row = _one(batch)
-        rel = row["input"]
+        [row] = _rows(batch)
+        rel = row.input
         mark(self.hub, "stitch", rel, _index(row))
-        trace = json.loads(row.get("trace") or "{}")
+        trace = json.loads(row.trace or "{}")
         trace.setdefault("devices", {})["stitch"] = self.device
-        row = {**row, "trace": json.dumps(trace)}
-        piece = Piece.from_dict(json.loads(row["piece"])) if row["piece"] else None
+        row = replace(row, trace=json.dumps(trace))
+        piece = Piece.from_dict(json.loads(row.piece)) if row.piece else None
         try:
-            r = self._stitch(row, rel, piece)   # may set row["trace"] (an assembled photo)
+            r, trace = self._stitch(row, rel, piece)
         except StorageError as e:     # the run stops on this row (graph.py): nothing more is written
-            r = writing.stopped_row(self.opts, rel, writing.error_text(e))
+            r, trace = writing.stopped_row(self.opts, rel, writing.error_text(e)), row.trace
         if r is not None and r.status == "interrupted":
             report(self.hub, "stitch", done=1)
-            return self._emit(r, row)
+            return _columns([photo_row(r, trace)])
         mark(self.hub, None, rel, _index(row))
         report(self.hub, "stitch", done=1)
         peak(self.hub, "stitch")
@@ -241,31 +275,25 @@ class StitchWrite:
             r = assembly.part_row(self.opts, rel)
         else:
             report(self.hub, "photos", done=1)
-        return self._emit(r, row)
+        return _columns([photo_row(r, trace)])
 
-    @staticmethod
-    def _emit(r, row: dict) -> dict:
-        out = {k: v for k, v in r.__dict__.items() if k != "group_counts"}
-        out["group_counts"] = json.dumps(r.group_counts)
-        out["trace"] = row.get("trace", "{}")
-        return {k: [v] for k, v in out.items()}
-
-    def _stitch(self, row: dict, rel: str, piece):
-        """The photo's row, None for a piece that did not finish its photo."""
-        if row["status"] == "interrupted":    # the storage stopped it in an earlier stage
-            return writing.stopped_row(self.opts, rel, row["error"])
-        naming = json.loads(row["naming"])
+    def _stitch(self, row: PieceRow, rel: str, piece) -> tuple[ManifestRow | None, str]:
+        """(the photo's manifest row, None for a piece that did not finish its photo; the trace
+        to emit with it: the piece's, or an assembled photo's of all its pieces)."""
+        if row.status == "interrupted":    # the storage stopped it in an earlier stage
+            return writing.stopped_row(self.opts, rel, row.error), row.trace
+        naming = json.loads(row.naming)
         if piece is None or piece.whole:
-            return self._whole(row, rel, naming)
+            return self._whole(row, rel, naming), row.trace
         return self._piece(row, rel, piece, naming)
 
-    def _whole(self, row: dict, rel: str, naming: dict):
+    def _whole(self, row: PieceRow, rel: str, naming: dict) -> ManifestRow:
         """A photo that is one piece: its output and row written here."""
         version = self.model.cfg.version
-        if row["status"] != "ok":
-            return writing.write_error(self.dst, self.opts, rel, row["error"], version, naming)
+        if row.status != "ok":
+            return writing.write_error(self.dst, self.opts, rel, row.error, version, naming)
         try:
-            state: flow.InFlight = pickle.loads(row["state"])
+            state: flow.InFlight = pickle.loads(row.state)
             image = flow.finish(self.model, state)
             done = flow.Done(state.group_counts(self.model.cfg.pgs.num_groups), state.seconds, 1)
             r = writing.write_ok(self.dst, self.opts, rel, state.prep, image, done, naming, self.model)
@@ -276,22 +304,22 @@ class StitchWrite:
         except Exception as e:
             return writing.write_error(self.dst, self.opts, rel, e, version, naming)
 
-    def _piece(self, row: dict, rel: str, piece: Piece, naming: dict):
+    def _piece(self, row: PieceRow, rel: str, piece: Piece, naming: dict) -> tuple[ManifestRow | None, str]:
         """One piece of several: to scratch; the stitcher of the photo's last piece assembles it."""
-        info = assembly.failed_piece(row["error"])
-        if row["status"] == "ok":
+        info = assembly.failed_piece(row.error)
+        if row.status == "ok":
             try:
-                state = pickle.loads(row["state"])
+                state = pickle.loads(row.state)
                 image = flow.finish(self.model, state)
                 info = assembly.write_part(self.dst, self.opts, rel, piece, image, state, self.model)
             except StorageError:
                 raise
             except Exception as e:
                 info = assembly.failed_piece(e)
-        info["trace"] = json.loads(row.get("trace") or "{}")
+        info["trace"] = json.loads(row.trace or "{}")
         import ray
         infos = ray.get(self.ledger.piece_done.remote(rel, piece.index, piece.count, info))
         if infos is None:
-            return None
-        row["trace"] = json.dumps({"pieces": [i["trace"] for i in infos]})
-        return assembly.assemble(self.dst, self.opts, rel, infos, naming, self.model)
+            return None, row.trace
+        trace = json.dumps({"pieces": [i["trace"] for i in infos]})
+        return assembly.assemble(self.dst, self.opts, rel, infos, naming, self.model), trace

@@ -2,7 +2,7 @@
 check SRC and DST, fold what killed runs left behind, list the inputs, drop the done ones
 (resume) and decide every output's name. Problems that stop the whole run are raised as
 UsageError (exit 2: fix the command) or StorageError (exit 4: storage unreachable or
-refusing), each with a one-line message."""
+refusing), each with a one-line message (errors.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,38 +12,13 @@ from dataclasses import dataclass, field
 
 from storage import StorageError, Store
 
+from .errors import UsageError, one_line, storage_error
 from .options import UpscaleOptions, settings_key
 from .listing import input_signatures, overlap, scan_inputs
 from .manifest import MANIFEST_DIR, RUN_ID, done_inputs, known_bad, read_rows, recover, remove_parts, write_plan
 from .naming import naming_rules, output_owners
 
 log = logging.getLogger("patchscaler")
-
-
-class UsageError(Exception):
-    """The command cannot work as given (exit 2)."""
-    exit_code = 2
-
-
-def one_line(e: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def storage_error(e: BaseException, what: str, store: Store | None = None) -> Exception:
-    """A one-line UsageError / StorageError for an exception from fsspec, s3fs or botocore."""
-    if isinstance(e, (UsageError, StorageError)):
-        return e
-    msg, name = one_line(e), type(e).__name__
-    if isinstance(e, FileNotFoundError):
-        return UsageError(f"{what} does not exist ({msg})")
-    if isinstance(e, PermissionError):
-        return StorageError(f"{what}: access denied ({msg})")
-    if name == "NoCredentialsError" or "Unable to locate credentials" in msg:
-        return StorageError(f"{what}: no S3 credentials found: set AWS_ACCESS_KEY_ID and "
-                            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE / --s3-profile")
-    where = f" at {store.endpoint}" if store is not None and store.endpoint else ""
-    return StorageError(f"{what}: cannot reach the storage{where}: {name}: {msg}")
 
 
 @dataclass

@@ -130,8 +130,9 @@ def write_map(dst: Store, opts: UpscaleOptions, rel: str, owned: list, size: tup
     from PIL import Image, PngImagePlugin
 
     from patchscaler import pgs
+    from patchscaler.pieces import latent_per_lr
     try:
-        cfg, r = model.cfg, model.cfg.grm.scale / model.cfg.codec.factor
+        cfg, r = model.cfg, latent_per_lr(model.cfg)
         grid = pgs.make_grid(round(size[1] * r), round(size[0] * r), cfg.pgs.patch_size, cfg.pgs.overlap)
         ph, pw = grid.padded
         ny = len(pgs._axis_positions(ph, grid.patch, grid.overlap))

@@ -1,5 +1,5 @@
 """The RTM build's steps at dataset scale (paper Algorithm 1; `patchscaler build-rtm`,
-jobs/build_rtm.py; the in-process build for small sets is patchscaler/rtm_build.py), so that
+jobs/rtm_job.py; the in-process build for small sets is patchscaler/rtm_build.py), so that
 no process holds more than the candidates' keys, whatever the dataset's size:
 
 1. `candidate_slots`: which crops of which image are candidates, chosen before any feature is

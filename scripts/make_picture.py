@@ -9,13 +9,14 @@ is a lossless pixel-unshuffle), without the Patch-DiT and without the colour fix
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from actors.runtime import passive_openmp  # noqa: E402
+
+passive_openmp()   # before torch loads
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
 import os
 import sys
 
-# before torch loads (libgomp reads it then): idle OpenMP threads sleep instead of spinning, so
-# the Ray workers, the driver and the moto server do not fight over the 2 cores
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from actors.runtime import passive_openmp
+
+# before torch loads: the Ray workers, the driver and the moto server do not fight over the 2 cores
+passive_openmp()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -78,15 +79,15 @@ def s3_endpoint():
 
 
 # The fast loop (`scripts/test.sh --fast`, minutes): the method's parts, planning, naming, the
-# manifest and the report, on tiny models; no Ray start, no full model run. A test elsewhere
-# joins it with @pytest.mark.fast.
-FAST_FILES = {"test_pgs.py", "test_config.py", "test_checkpoint.py", "test_colorfix.py", "test_degrade.py",
-              "test_diffusion.py", "test_fusion.py", "test_patch_dit.py", "test_cross_batching.py",
-              "test_texture_rtm.py", "test_options.py", "test_sizing.py", "test_tally.py", "test_listing_pages.py",
-              "test_status.py", "test_report.py", "test_usage_errors.py", "test_product_words.py", "test_imports.py"}
-
-
+# manifest and the report, on tiny models; no Ray start, no full model run. A test file joins it
+# as a whole with `pytestmark = pytest.mark.fast`, a single test with @pytest.mark.fast.
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.path.name in FAST_FILES and not item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.fast)
+    """A test marked slow stays out of the fast loop, also in a file marked fast as a whole: the
+    file's mark moves onto its other tests."""
+    for module in {item.getparent(pytest.Module) for item in items if item.get_closest_marker("slow")}:
+        if module is None or not any(m.name == "fast" for m in module.own_markers):
+            continue
+        module.own_markers[:] = [m for m in module.own_markers if m.name != "fast"]
+        for item in items:
+            if item.getparent(pytest.Module) is module and not item.get_closest_marker("slow"):
+                item.add_marker(pytest.mark.fast)

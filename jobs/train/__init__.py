@@ -49,7 +49,7 @@ from .train_options import STAGES, TrainOptions, add_args
 from .prepare import stage_prepare
 from .rtm_stage import stage_rtm
 from .shortcut import paths_spec, stage_shortcut, training_pgs
-from .texture import stage_texture
+from .texture_stage import stage_texture
 from .work import Interrupted, is_done, log, model_config, work_path
 
 RUN = {"grm": stage_grm, "prepare": stage_prepare, "texture": stage_texture, "confidence": stage_confidence,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from jobs.build_rtm import BuildRTMOptions
+from jobs.rtm_job import BuildRTMOptions
 from jobs.train_data import list_photos
 from jobs.trainstate import Dist
 from patchscaler.rtm import RTM
@@ -38,7 +38,7 @@ def stage_rtm(a: TrainOptions, d: Dist) -> dict:
     if not d.main:
         d.barrier()
         return {}
-    from jobs import build_rtm
+    from jobs import rtm_job
     src = work_path(a, "rtm_src")
     os.makedirs(src, exist_ok=True)
     train, _ = photos(a)
@@ -46,7 +46,7 @@ def stage_rtm(a: TrainOptions, d: Dist) -> dict:
         if not os.path.exists(os.path.join(src, f.name)):
             shutil.copyfile(f, os.path.join(src, f.name))
     ckpt = checkpoint_so_far(a, ("texture",), work_path(a, "texture-stage.safetensors"))
-    s = build_rtm.build(rtm_options(a, src, len(os.listdir(src)), ckpt).namespace())
+    s = rtm_job.build(rtm_options(a, src, len(os.listdir(src)), ckpt).namespace())
     Path(work_path(a, "rtm.done.json")).write_text(json.dumps(s, indent=1))
     print(f"RTM: {s['candidates']} candidates -> {s['size']} entries by FPS, {s['uri']}")
     d.barrier()

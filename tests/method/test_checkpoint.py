@@ -5,6 +5,8 @@ import torch
 
 from patchscaler.config import PatchScalerConfig, tiny_config
 
+pytestmark = pytest.mark.fast
+
 
 def test_checkpoint_round_trip_no_pickle(tmp_path, tiny_model):
     from patchscaler.checkpoint import checkpoint_info, load, save

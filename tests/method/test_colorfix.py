@@ -1,6 +1,9 @@
 """The wavelet colour fix."""
 
+import pytest
 import torch
+
+pytestmark = pytest.mark.fast
 
 
 def test_wavelet_color_fix_takes_colour_from_style_detail_from_content():

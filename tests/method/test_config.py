@@ -8,6 +8,8 @@ import pytest
 
 from patchscaler.config import FusionConfig, PatchScalerConfig, override, tiny_config
 
+pytestmark = pytest.mark.fast
+
 SHIPPED = Path(__file__).resolve().parents[2] / "patchscaler" / "weights" / "default.safetensors"
 
 

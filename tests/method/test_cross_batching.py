@@ -8,6 +8,8 @@ from helpers import encode, photo
 from patchscaler import Runtime, flow, imageio
 from patchscaler.checkpoint import load
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope="module")
 def model(checkpoint):

@@ -1,10 +1,13 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from patchscaler.degrade import DegradeConfig, anisotropic_kernel, degrade, sinc_kernel
 from helpers import photo
+
+pytestmark = pytest.mark.fast
 
 
 def _hr(seed=0):

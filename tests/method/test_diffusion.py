@@ -4,6 +4,8 @@ import torch
 from patchscaler.config import DiffusionConfig
 from patchscaler.diffusion import Diffusion, shortcut_timesteps
 
+pytestmark = pytest.mark.fast
+
 
 def test_paper_groups_visit_nested_trailing_grids():
     assert shortcut_timesteps(1000, 20) == list(range(999, 0, -50))       # plain uniform sampling

@@ -12,6 +12,8 @@ from patchscaler.colorfix import clip_weight, wavelet_color_fix
 from patchscaler.config import FusionConfig
 from patchscaler.fusion import dead_zone, fuse, gaussian_blur, towards
 
+pytestmark = pytest.mark.fast
+
 OFF = FusionConfig(detail_sigma=0, band_sigma=0, lr_tolerance=0, clip_radius=0)   # v0.3.0's output
 
 

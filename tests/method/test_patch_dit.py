@@ -1,8 +1,11 @@
 """The Patch-DiT: shapes, zero-initialised output, the texture-prompt path."""
 
+import pytest
 import torch
 
 from patchscaler.config import DiTConfig
+
+pytestmark = pytest.mark.fast
 
 
 def test_patch_dit_shapes_zero_init_and_texture_path():

@@ -3,6 +3,8 @@ import torch
 
 from patchscaler import pgs
 
+pytestmark = pytest.mark.fast
+
 
 def _whole_image_state(z: torch.Tensor, grid):
     """A whole image's state as flow.begin leaves it: every patch of the grid, nothing refined."""

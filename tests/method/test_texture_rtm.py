@@ -1,8 +1,11 @@
 """Texture extractor T and the RTM: unit-norm keys, top-K retrieval, farthest point sampling."""
 
+import pytest
 import torch
 
 from patchscaler.config import TextureConfig
+
+pytestmark = pytest.mark.fast
 
 
 def test_texture_extractor_unit_norm_any_size():

@@ -14,7 +14,7 @@ def test_help_imports_no_heavy_module_and_documents_exit_codes_and_credentials()
     code = ("import sys\nfrom jobs.cli import main\n"
             "for argv in (['--help'], ['upscale', '--help']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-            "heavy = [m for m in ('torch', 'ray', 'jobs.train', 'jobs.evaluate', 'jobs.build_rtm', 'patchscaler')"
+            "heavy = [m for m in ('torch', 'ray', 'jobs.train', 'jobs.evaluate', 'jobs.rtm_job', 'patchscaler')"
             " if m in sys.modules]\nprint('HEAVY', heavy)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -3,7 +3,11 @@ and signatures only, and the signatures are the ones earlier versions recorded (
 working across the change)."""
 import os
 
+import pytest
+
 from helpers import encode, photo, write_tree
+
+pytestmark = pytest.mark.fast
 
 
 def test_s3_listing_goes_page_by_page_and_keeps_the_recorded_signatures(s3_endpoint):

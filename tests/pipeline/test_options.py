@@ -4,9 +4,12 @@ graph of our packages has no circle."""
 import argparse
 import ast
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.fast
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("patchscaler", "storage", "rtm_index", "actors", "pipeline", "jobs")
@@ -24,7 +27,7 @@ def _sub(ap, cmd):
 @pytest.mark.parametrize("cmd,argv,cls,extra", [
     ("upscale", ["upscale", "S", "D"], "pipeline.options:UpscaleOptions", {"src": "S", "dst": "D"}),
     ("train", ["train", "--data", "DATA"], "jobs.train:TrainOptions", {"data": "DATA"}),
-    ("build-rtm", ["build-rtm", "S", "D"], "jobs.build_rtm:BuildRTMOptions", {"src": "S", "dst": "D"}),
+    ("build-rtm", ["build-rtm", "S", "D"], "jobs.rtm_job:BuildRTMOptions", {"src": "S", "dst": "D"}),
 ])
 def test_a_command_line_parses_to_its_dataclass_defaults(cmd, argv, cls, extra):
     import importlib
@@ -138,6 +141,10 @@ def test_engine_auto_fits_the_host(monkeypatch):
     assert choose("--engine", "ray") == "ray" and choose("--engine", "local", cpus=64) == "local"
     assert choose("--address", "auto") == "ray" and choose("--dit-gpus", "1") == "ray"
     assert choose("--hard-actors", "2") == "ray" and choose("--pools", "auto") == "ray"
+    # the options declared ray_only count when given a value other than their default
+    assert choose("--grm-actors", "1") == "local" and choose("--easy-resources", "ssd=1") == "ray"
+    why = cli.choose_engine(_parser("upscale").parse_args(["upscale", "S", "D", "--grm-gpus", "0.5"]))[1]
+    assert why == "--grm-gpus is an option of the Ray engine"
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")       # inside `ray job submit`
     assert choose() == "ray"
 
@@ -146,3 +153,19 @@ def test_the_storage_retry_default_is_the_stores():
     import storage
     from pipeline.options import UpscaleOptions
     assert UpscaleOptions("S", "D").storage_retry == storage.STORAGE_RETRY_S == storage.Store("/tmp").retry_budget
+
+
+def test_the_library_declares_the_defaults_and_choices_the_options_show():
+    # read from the library's source (pipeline/fields.py, library_constant): the same values as
+    # its modules hold once imported
+    from patchscaler import config, model, pieces
+    from pipeline.options import UpscaleOptions
+    opts, field = UpscaleOptions("S", "D"), {f.name: f for f in dataclasses.fields(UpscaleOptions)}
+    assert opts.piece_size == pieces.DEFAULT_PIECE
+    assert opts.max_batch == model.MAX_BATCH == model.Runtime().max_batch
+    assert field["precision"].metadata["cli"]["choices"] == ("auto", *model.PRECISIONS)
+    pgs = config.PGSConfig()
+    for name, value in (("taus", pgs.taus), ("steps", pgs.steps), ("piece_size", pieces.DEFAULT_PIECE),
+                        ("max_batch", model.MAX_BATCH)):
+        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        assert re.search(rf"default(: the checkpoint's,)? {text}[);]", field[name].metadata["cli"]["help"]), name

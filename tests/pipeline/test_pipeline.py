@@ -71,20 +71,25 @@ def corpus_run(ray_session, checkpoint, tmp_path_factory):
                                  xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>')
     src = tmp_path / "in"
     write_tree(src, files)
-    with _WorkerCount("split_pieces") as split_workers, _WorkerCount("ray::StreamingRepartition") as alone:
+    with _WorkerCount("split_pieces") as split_workers:
         summary = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="r1"))
     oracle = run_local(opts_for(str(src), str(tmp_path / "local"), checkpoint, run_id="l1"))
     return {"tmp": tmp_path, "src": src, "files": files, "summary": summary, "oracle": oracle,
             "rows": {r["input"]: r for r in summary["rows"]}, "split_workers": split_workers.most,
-            "unfused": alone.most, "checkpoint": checkpoint}
+            "checkpoint": checkpoint}
 
 
-def test_the_header_split_is_bounded_and_fused(corpus_run):
-    # the header split reserves no CPU, so only its own bound keeps it from a worker per photo;
-    # the repartition after it runs in the same tasks (fused), not in workers of its own
+def test_the_header_split_is_bounded(corpus_run):
+    # the header split reserves no CPU, so only its own bound keeps it from a worker per photo
+    # (its pieces leave it one per block: graph.one_row_per_block, tests/pipeline/test_pieces.py)
     from pipeline.graph import SPLIT_TASKS
     assert 1 <= corpus_run["split_workers"] <= SPLIT_TASKS, corpus_run["split_workers"]
-    assert corpus_run["unfused"] == 0, corpus_run["unfused"]
+
+
+def test_the_run_leaves_ray_datas_block_size_as_it_was(corpus_run):
+    from ray.data import DataContext
+    from ray.data.context import DEFAULT_TARGET_MAX_BLOCK_SIZE
+    assert DataContext.get_current().target_max_block_size == DEFAULT_TARGET_MAX_BLOCK_SIZE
 
 
 def test_the_driver_gets_a_manifest_row_and_a_short_trace_per_photo(corpus_run):

@@ -19,6 +19,8 @@ from PIL import Image
 
 from helpers import encode, photo
 
+pytestmark = pytest.mark.fast
+
 ROTATED = "sub dir/photo é #1.jpg"   # EXIF orientation 6, and a name a link must encode
 GREY16 = "grey16.png"
 

@@ -9,6 +9,8 @@ from patchscaler.config import override
 from patchscaler.rtm import RTM
 from pipeline import sizing
 
+pytestmark = pytest.mark.fast
+
 
 def test_split_follows_the_work_and_staffs_every_pool():
     work = {"grm": 1.0, "hard": 6.0, "easy": 3.0, "stitch": 0.1}

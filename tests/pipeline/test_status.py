@@ -4,7 +4,11 @@ a stopped run left."""
 import json
 import os
 
+import pytest
+
 from helpers import encode, photo
+
+pytestmark = pytest.mark.fast
 
 
 def test_status_shows_each_inputs_latest_state_across_runs(checkpoint, tmp_path, capsys):

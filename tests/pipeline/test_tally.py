@@ -4,6 +4,9 @@ a time."""
 import json
 
 import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.fast
 
 
 def _row(i, ok=True):

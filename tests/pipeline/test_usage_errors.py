@@ -8,6 +8,8 @@ import zlib
 
 import pytest
 
+pytestmark = pytest.mark.fast
+
 
 def _usage_error(capsys, argv) -> list[str]:
     from jobs.cli import main

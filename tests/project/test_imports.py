@@ -4,6 +4,10 @@ the jobs, so it runs and reads on its own."""
 import ast
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("patchscaler", "pipeline", "actors", "jobs", "rtm_index", "storage")
 

@@ -5,6 +5,10 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = [
     (r"\b(this|that|a|each|every|next|last|previous|earlier|later|work|development|one) sessions?\b", "a work session"),

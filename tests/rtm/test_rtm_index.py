@@ -69,7 +69,7 @@ def test_store_round_trip_checksums_and_mismatch(tmp_path):
 
 
 def _args(src, dst, ckpt, **kw):
-    from jobs.build_rtm import add_args
+    from jobs.rtm_job import add_args
     p = argparse.ArgumentParser()
     add_args(p)
     a = p.parse_args([src, dst, "--checkpoint", ckpt, "--crops-per-image", "8", "--size", "12",
@@ -80,7 +80,7 @@ def _args(src, dst, ckpt, **kw):
 
 
 def test_build_job_on_local_folder_skips_corrupt_and_is_deterministic(ray_session, checkpoint, tmp_path):
-    from jobs.build_rtm import build
+    from jobs.rtm_job import build
     src = tmp_path / "hr"
     src.mkdir()
     for i in range(4):
@@ -123,7 +123,7 @@ def test_build_job_on_s3(ray_session, checkpoint, s3_endpoint):
     s3.create_bucket(Bucket="hr-images")
     for i in range(3):
         s3.put_object(Bucket="hr-images", Key=f"set/p{i}.png", Body=encode(photo(40, 40, seed=i)))
-    from jobs.build_rtm import build
+    from jobs.rtm_job import build
     s = build(_args("s3://hr-images/set", "s3://hr-images/rtm", checkpoint, s3_endpoint=endpoint,
                     storage_options={"key": "test", "secret": "test"}))
     assert load_rtm(s["uri"], options=so).size == 12

@@ -3,7 +3,7 @@
   * FAISS retrieval time per patch vs Patch-DiT time per patch (default model config, one
     hard-group refinement of 20 steps, 64 patches).
 
-    python bench/rtm_build.py [--images 16] [--crops 32] [--threads 2]
+    python bench/rtm_build_speed.py [--images 16] [--crops 32] [--threads 2]
 """
 import argparse
 import tempfile
@@ -29,7 +29,7 @@ for i in range(a.images):  # 256 px images made from the samples (flipped/rotate
 
 import ray  # noqa: E402
 
-from jobs.build_rtm import add_args, build  # noqa: E402
+from jobs.rtm_job import add_args, build  # noqa: E402
 
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 rate = {}

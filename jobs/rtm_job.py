@@ -96,7 +96,7 @@ def build(a) -> dict:
                 rows += encode_shard(model, dst, scratch, items[i:i + SHARD_IMAGES], src.read)
             map_shards = None
         else:
-            from actors.rtm_build import CropFeatures, fps_shard
+            from actors.rtm_shards import CropFeatures, fps_shard
             from actors.runtime import init_ray, pool
             ray = init_ray(a.address)
             ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1000)))

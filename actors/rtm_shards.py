@@ -1,4 +1,4 @@
-"""The RTM build's Ray callables (jobs/build_rtm.py wires them)."""
+"""The RTM build's Ray callables (jobs/rtm_job.py wires them)."""
 from __future__ import annotations
 
 import os
