@@ -42,7 +42,7 @@ from jobs.trainstate import Dist, load_state
 
 from .assemble import model_version, stage_assemble
 from .confidence import stage_confidence
-from .dit import stage_dit
+from .dit_stage import stage_dit
 from .grm_distill import stage_grm
 from .init import seed_from_checkpoint
 from .train_options import STAGES, TrainOptions, add_args

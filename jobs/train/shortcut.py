@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from jobs.train_data import Pairs
 from jobs.trainstate import EMA, Dist
 
-from .dit import PromptedDiT
+from .dit_stage import PromptedDiT
 from .train_options import TrainOptions
 from .rtm_stage import TexturePriors
 from .work import finish, model_so_far, photos, train_loop

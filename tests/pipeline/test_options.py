@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.fast
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("patchscaler", "storage", "rtm_index", "actors", "pipeline", "jobs")
+PACKAGES = ("storage", "patchscaler", "rtm_index", "actors", "pipeline", "jobs")   # storage: the one I/O layer, under the method too
 
 
 def _parser(cmd):
