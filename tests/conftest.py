@@ -78,7 +78,7 @@ def s3_endpoint():
     server.stop()
 
 
-# The fast loop (`scripts/test.sh --fast`, minutes): the method's parts, planning, naming, the
+# The fast loop (`scripts/test.sh --fast`; its time: README.md): the method's parts, planning, naming, the
 # manifest and the report, on tiny models; no Ray start, no full model run. A test file joins it
 # as a whole with `pytestmark = pytest.mark.fast`, a single test with @pytest.mark.fast.
 def pytest_collection_modifyitems(config, items):
