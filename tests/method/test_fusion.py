@@ -66,6 +66,22 @@ def test_the_grid_peak_is_low_on_a_photo_and_high_on_a_fine_regular_pattern():
     assert grid_peak(u8(dots), 4) > 5 * clean
 
 
+def test_the_colour_fix_does_not_carry_an_inputs_jpeg_blocks_into_the_output():
+    """An LR with 8 px JPEG-like blocks (a step of a few levels in each block's mean) and a GRM
+    output without them (here the truth itself): the fix corrects the colour of whole regions,
+    not at the x4 output's 32 px block scale, where it would lay the blocks' steps over the
+    GRM's picture as blotches."""
+    hr = photo()
+    lr = F.interpolate(hr, scale_factor=0.25, mode="bicubic", align_corners=False).clamp(0, 1)
+    g = torch.Generator().manual_seed(3)
+    dc = torch.randn(1, 3, lr.shape[-2] // 8 + 1, lr.shape[-1] // 8 + 1, generator=g) * 0.02
+    blocky = (lr + F.interpolate(dc, scale_factor=8, mode="nearest")[..., :lr.shape[-2], :lr.shape[-1]]).clamp(0, 1)
+    out = fuse(hr, hr, blocky, FusionConfig())
+    old = fuse(hr, hr, blocky, FusionConfig(colorfix_levels=5))
+    moved, moved_old = float((out - hr).abs().mean()), float((old - hr).abs().mean())
+    assert moved < 0.4 * moved_old and moved < 0.5 / 255
+
+
 def test_tile_drop_finds_the_damaged_tile():
     hr = u8(photo())
     grm = hr.copy()
