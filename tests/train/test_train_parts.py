@@ -1,6 +1,7 @@
 """The training package's parts, without a training run: the shortcut stage's on-policy inputs
 are the sampler's own, training retrieval never returns the patch's own photo, the shortcut
-paths are checked."""
+paths are checked; retune changes settings, not weights."""
+import pytest
 import torch
 
 
@@ -56,3 +57,21 @@ def test_shortcut_paths_are_parsed_and_checked():
             assert says in str(e), (bad, e)
         else:
             raise AssertionError(f"{bad} accepted")
+
+
+def test_retune_changes_settings_and_the_version_not_the_weights(checkpoint, tmp_path):
+    import json
+    import torch
+    from jobs.train.retune import parse, retune
+    from patchscaler.checkpoint import checkpoint_info, load
+    out = str(tmp_path / "tuned.safetensors")
+    version = retune(checkpoint, out, parse(["fusion.colorfix_levels=7", "pgs.steps=1,2,3"]))
+    a, b = load(checkpoint), load(out)
+    assert b.cfg.fusion.colorfix_levels == 7 and b.cfg.pgs.steps == (1, 2, 3) and version == b.cfg.version
+    assert version != a.cfg.version
+    assert all(torch.allclose(x.float(), y.float(), atol=1e-3) for x, y in zip(a.dit.parameters(), b.dit.parameters()))
+    record = checkpoint_info(out)["extra"]["training"]
+    assert record["retuned"] == [{"from": a.cfg.version, "changes": {"fusion": {"colorfix_levels": 7}, "pgs": {"steps": [1, 2, 3]}}}]
+    assert json.loads((tmp_path / "tuned.training.json").read_text()) == record
+    with pytest.raises(SystemExit, match="SECTION.FIELD=VALUE"):
+        parse(["dit.hidden=64"])   # weights' shapes are not a setting
