@@ -126,10 +126,11 @@ class FusionConfig:
     detail_sigma: float = 2.5     # px: the correction is blurred by this; finer detail is the GRM's
     band_sigma: float = 8.0       # px: below this scale the correction may only move towards the LR
     lr_tolerance: float = 2 / 255  # the LR's own noise: smaller disagreements are left alone
-    # wavelet levels of the colour fix (low band: beyond ~64 px). Not 5 (~32 px): a JPEG input's
-    # 8 px blocks are 32 px in a x4 output, and a fix at that scale carried their steps back into
-    # what the GRM had cleaned (measured: LPIPS-Alex +0.008 on noisy JPEG inputs, docs/experiments.md)
-    colorfix_levels: int = 6
+    # wavelet levels of the colour fix (low band: beyond ~128 px). Not 5 (~32 px): a JPEG input's
+    # 8 px blocks are 32 px in a x4 output, and a fix at that scale laid their steps back over
+    # what the GRM had cleaned (measured on training photos: LPIPS-Alex 0.324 -> 0.305 on the
+    # training family, PSNR the same; docs/experiments.md)
+    colorfix_levels: int = 7
     clip_radius: int = 16         # px: no colour fix this close to clipped pixels (0 = everywhere)
     # px: the correction's detail band may exceed lr_tolerance only as far as the GRM or the
     # input has an edge or texture within this distance (no specks in flat areas); 0 = off
