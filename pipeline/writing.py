@@ -71,7 +71,7 @@ def write_ok(dst: Store, opts: UpscaleOptions, rel: str, prep: imageio.Prepared,
     lost = metadata.not_kept(meta, fmt)
     if lost:
         row.notes = "; ".join([*notes, f"not kept in {fmt}: {', '.join(lost)}"])
-        warn_once(fmt, lost)
+        warn_once(opts.run_id, fmt, lost)
     data = imageio.encode(image, fmt, opts.quality, meta)
     row.output, row.sec_write = out_rel, time.perf_counter() - t
     write_row(dst, row)
@@ -83,14 +83,15 @@ def write_ok(dst: Store, opts: UpscaleOptions, rel: str, prep: imageio.Prepared,
     return row
 
 
-_warned: set[tuple[str, str]] = set()
+_warned: set[tuple[str, str, str]] = set()
 
 
-def warn_once(fmt: str, lost: list[str]) -> None:
-    """One warning per kind of metadata and output format (per process): the rows say it per photo."""
-    new = [x for x in lost if (fmt, x) not in _warned]
+def warn_once(run_id: str, fmt: str, lost: list[str]) -> None:
+    """One warning per run, kind of metadata and output format (in each process that writes):
+    the rows say it per photo."""
+    new = [x for x in lost if (run_id, fmt, x) not in _warned]
     if new:
-        _warned.update((fmt, x) for x in new)
+        _warned.update((run_id, fmt, x) for x in new)
         log.warning("%s outputs cannot hold the inputs' %s: left out (each photo's manifest row says so)",
                     fmt, ", ".join(new))
 
