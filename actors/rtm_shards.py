@@ -17,7 +17,7 @@ class CropFeatures:
         from storage import Store
         torch.set_num_threads(1)
         self.src, self.dst, self.scratch = Store(src, src_options), Store(dst, dst_options), scratch
-        self.model = build_default(checkpoint, parts=("texture",)).configure(Runtime())
+        self.model = build_default(checkpoint, components=("texture",)).configure(Runtime())
 
     def __call__(self, batch):
         from rtm_index.build import encode_shard

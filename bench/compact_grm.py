@@ -49,7 +49,7 @@ for spec in a.student:
 for spec in a.checkpoint:
     from patchscaler.upscale import build_default, resolve_checkpoint
     name, path = spec.split("=", 1)
-    nets[name] = build_default(resolve_checkpoint(path), parts=("grm",)).grm.backbone
+    nets[name] = build_default(resolve_checkpoint(path), components=("grm",)).grm.backbone
 nets = {k: v.eval().float().to(memory_format=torch.channels_last) for k, v in nets.items()}
 names = list(nets)
 

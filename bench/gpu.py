@@ -82,7 +82,7 @@ if a.make_carry:
     make_carry(a.make_carry)
     raise SystemExit(0)
 
-from patchscaler import flow  # noqa: E402
+from patchscaler import flow, photo  # noqa: E402
 from patchscaler.checkpoint import load  # noqa: E402
 from patchscaler.model import Runtime, resolve_device  # noqa: E402
 from patchscaler.upscale import DEFAULT_CHECKPOINT  # noqa: E402
@@ -124,7 +124,7 @@ def realesrgan_alone(model, prep):
 sums = {}
 for _, prep in photos:
     variants = {"Real-ESRGAN alone": lambda prep=prep: realesrgan_alone(m32, prep)}
-    variants |= {f"PatchScaler {p}": (lambda prep=prep, p=p: flow.run(models[p], prep, 0)) for p in precisions}
+    variants |= {f"PatchScaler {p}": (lambda prep=prep, p=p: photo.run_piece(models[p], prep, None, 0)) for p in precisions}
     for k, s in interleaved(variants, a.repeats).items():
         sums[k] = sums.get(k, 0.0) + s
 report["images_per_s"] = {k: len(photos) / s for k, s in sums.items()}
@@ -160,7 +160,7 @@ best = models[precisions[-1]]
 k = min(a.dit_images, len(states))
 batching = interleaved({
     "image by image": lambda: [flow.refine(best, s, 0) for s in states],
-    f"{k} images per call": lambda: [flow.refine_many(best, states[i:i + k], 0) for i in range(0, len(states), k)],
+    f"{k} images per call": lambda: [flow.refine(best, states[i:i + k], 0) for i in range(0, len(states), k)],
 }, a.repeats)
 report["batching_seconds"] = batching
 print(f"Patch-DiT {precisions[-1]}, {k} images per call / image by image: "

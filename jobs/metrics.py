@@ -209,7 +209,10 @@ def tile_psnr_y(img: np.ndarray, ref: np.ndarray, tile: int = 32) -> np.ndarray:
     return 10 * np.log10(255 ** 2 / (mse + 1e-3))
 
 
-def tile_drop(img: np.ndarray, baseline: np.ndarray, ref: np.ndarray, tile: int = 32) -> np.ndarray:
+TILE = 32   # px: the tiles a regression against the GRM is counted in (evaluate, value)
+
+
+def tile_drop(img: np.ndarray, baseline: np.ndarray, ref: np.ndarray, tile: int = TILE) -> np.ndarray:
     """Per-tile local PSNR-Y of `img` minus that of `baseline` (both against `ref`): negative
     where `img` is worse than the baseline there."""
     return tile_psnr_y(img, ref, tile) - tile_psnr_y(baseline, ref, tile)

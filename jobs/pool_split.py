@@ -31,7 +31,7 @@ def sample_names(names: list[str], n: int) -> list[str]:
 
 
 def main(a) -> int:
-    from patchscaler import imageio
+    from patchscaler import flow, imageio
     from patchscaler.model import Runtime, resolve_device
     from patchscaler.upscale import build_default
     from pipeline.sizing import measure, pool_split_text
@@ -57,10 +57,10 @@ def main(a) -> int:
         log.warning("planning %d GPUs on %s: the split follows this machine's relative timings; run plan on "
                     "a GPU node for the cluster's own", a.gpus, device)
     model = build_default(a.checkpoint).configure(Runtime(device=device, precision=a.precision))
-    hard = tuple(a.hard_groups) if a.hard_groups else (model.cfg.pgs.num_groups - 1,)
+    pools = flow.pools(model.cfg, a.hard_groups or None)
     log.info("measuring %d of %d images on %s (%s)", len(preps), len(names), device, model.runtime.precision)
     profile = measure(model, preps)
     workers = a.gpus if a.gpus else a.workers
     print(f"{len(names)} images in {a.src}; {workers} {'GPUs' if a.gpus else 'actors'} to split")
-    print(pool_split_text(profile, hard, workers))
+    print(pool_split_text(profile, pools, workers))
     return 0

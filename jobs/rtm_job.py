@@ -84,7 +84,7 @@ def build(a) -> dict:
     items = [{"input": r, "key": name_key(r), "keep": k.astype(np.int64).tobytes(), "crops": a.crops_per_image,
               "seed": a.seed} for r, k in zip(inputs, keep) if len(k)]
     del keep
-    model = build_default(a.checkpoint, parts=("texture",))  # the codec and T make the keys
+    model = build_default(a.checkpoint, components=("texture",))  # the codec and T make the keys
     d = model.cfg.texture.feature_dim
     scratch = new_scratch()
     fps_trace = []

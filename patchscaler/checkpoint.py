@@ -24,17 +24,17 @@ FROZEN_PREFIXES = ("grm.backbone.",)
 # never stored; a compact GRM's are the checkpoint's own
 FROZEN_BACKBONES = ("rrdb", "srvgg", "bicubic")
 # what a model may be loaded with (the codec always comes): a process that runs one stage
-# loads only that stage's parts (the GRM stage: grm; the Patch-DiT: texture, dit, rtm; the
+# loads only that stage's components (the GRM stage: grm; the Patch-DiT: texture, dit, rtm; the
 # stitch: none)
-PARTS = ("grm", "texture", "dit", "rtm")
+COMPONENTS = ("grm", "texture", "dit", "rtm")
 
 
-def keep_parts(model: PatchScaler, parts) -> PatchScaler:
-    """Drop the parts of `model` not in `parts` (None: keep all); a dropped GRM becomes a
+def keep_components(model: PatchScaler, components) -> PatchScaler:
+    """Drop the components of `model` not in `components` (None: keep all); a dropped GRM becomes a
     placeholder without weights."""
-    if parts is not None:
-        for name in PARTS:
-            if name not in parts:
+    if components is not None:
+        for name in COMPONENTS:
+            if name not in components:
                 setattr(model, name, torch.nn.Identity() if name == "grm" else None)
     return model
 
@@ -102,8 +102,8 @@ def read_metadata(data: bytes) -> dict[str, str]:
     return json.loads(data[8:8 + n]).get("__metadata__", {}) or {}
 
 
-def load(path: str, grm_weights: str | None = None, parts=None, storage_options: dict | None = None) -> PatchScaler:
-    """The model of a checkpoint; `parts`: only these of PARTS (None: all), the others are
+def load(path: str, grm_weights: str | None = None, components=None, storage_options: dict | None = None) -> PatchScaler:
+    """The model of a checkpoint; `components`: only these of COMPONENTS (None: all), the others are
     neither built nor loaded (the GRM's backbone is not even read); `storage_options`: fsspec
     options for a checkpoint's URI."""
     meta, tensors = _tensors(path, storage_options)
@@ -116,12 +116,12 @@ def load(path: str, grm_weights: str | None = None, parts=None, storage_options:
     keys = tensors.pop("rtm.keys").float() if "rtm.keys" in tensors else None
     values = (tensors.pop("rtm.values_u8").float() / 127.5 - 1).half() if "rtm.values_u8" in tensors \
         else tensors.pop("rtm.values", None)
-    skip = tuple(f"{p}." for p in PARTS if parts is not None and p not in parts)
+    skip = tuple(f"{p}." for p in COMPONENTS if components is not None and p not in components)
     tensors = {k: v for k, v in tensors.items() if not k.startswith(skip)}
-    if parts is not None and "rtm" not in parts:
+    if components is not None and "rtm" not in components:
         keys = values = None
     # a placeholder GRM when it is not wanted: the frozen backbone is never built
-    model = keep_parts(PatchScaler(cfg, grm=None if parts is None or "grm" in parts else torch.nn.Identity()), parts)
+    model = keep_components(PatchScaler(cfg, grm=None if components is None or "grm" in components else torch.nn.Identity()), components)
     own = model.state_dict()
     missing = [k for k in own if k not in tensors and not k.startswith(FROZEN_PREFIXES)]
     unexpected = [k for k in tensors if k not in own]

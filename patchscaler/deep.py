@@ -2,7 +2,7 @@
 
 Their pixels are read by libraries that keep all 16 bits (imagecodecs' libpng for PNG, tifffile
 for TIFF) and travel as a `DeepImage`, a uint16 array. The output's pixels are written the same
-way; its metadata is written by Pillow as for any photo (metadata.save_options) and moved into
+way; its metadata is written by Pillow as for any photo (metadata_out.save_options) and moved into
 the 16-bit file: a PNG takes the chunks of a 1x1 PNG Pillow writes with the same metadata, a TIFF
 is Pillow's 8-bit TIFF of one row of the photo with its sizes, BitsPerSample and one strip made
 the 16-bit photo's."""

@@ -1,23 +1,22 @@
-"""One piece of an image in flight through the method, the only place that says how an image
-goes through it. Every caller (the in-process upscaler, the in-process engine, the Ray actors,
-the evaluation, the benchmarks) uses these steps, so their pixels are the same:
+"""One piece of a photo in flight through the method: how a piece goes through it, written
+once. Every caller (the photo plan in photo.py that both engines run, the evaluation, the
+benchmarks) uses these steps, so their pixels are the same:
 
     state = begin(model, prep, piece)            # GRM, the piece's patches, Qmap groups
-    refine(model, state, seed, groups)           # the group batches of `groups` (all if None)
+    for pool, groups in pools(model.cfg):        # the hard groups first, then the others
+        refine(model, [state], seed, groups)     # one Patch-DiT call per group batch
     image = finish(model, state)                 # stitch, decode, fuse, colour fix, alpha
 
 A photo is one piece when it fits (`pieces.py`; `prep` is then the whole image), else several,
-each begun from its crop (`crop`); `run_image` does all of them and puts the output together.
+each begun from its crop (`crop`).
 
-(`refine_many` refines several pieces' states together, so that a Patch-DiT call on a GPU sees
-many patches of one group; a patch's noise depends only on (seed, its index in the whole image).)
+`refine` takes several pieces' states at once, so that a Patch-DiT call on a GPU sees many
+patches of one group, and may be called several times with disjoint groups (the Ray engine's
+hard and easy pools each refine their own groups of the same state). A patch's result depends
+only on (seed, its index in the whole image, its group), never on which call or process refined
+it, nor with which other patches.
 
-`refine` may be called several times with disjoint groups (the Ray pipeline's hard and easy
-pools each refine their own groups of the same state; `run` does the same, in the same order);
-a patch's result depends only on (seed, its index, its group), never on which call or process
-refined it.
-
-The state is compact, because the Ray pipeline hands it from actor to actor: the GRM's coarse
+The state is compact, because the Ray engine hands it from actor to actor: the GRM's coarse
 latent over the region the piece needs (float16), the LR input there (8 bits where the input
 had 8 bits) and, once patches are refined, their blended change to the coarse latent
 (`detail`, 16-bit fixed point), not the overlapping patches themselves. Both engines keep the
@@ -122,8 +121,7 @@ def begin(model: PatchScaler, prep: imageio.Prepared, piece: pieces.Piece | None
     latent, conf = model.restore(prep.rgb, origin=(cy0, cx0), on_tile=on_tile)
     grid = pgs.make_grid(L(piece.height), L(piece.width), p.patch_size, p.overlap)
     V, (ph, pw) = p.patch_size, grid.padded
-    ay = pgs._axis_positions(ph, V, p.overlap)
-    ax = pgs._axis_positions(pw, V, p.overlap)
+    ay, ax = grid.axes
     ky0, ky1, kx0, kx1 = (L(v) for v in piece.core)
     if piece.whole:
         iy, ix = list(range(len(ay))), list(range(len(ax)))
@@ -137,7 +135,7 @@ def begin(model: PatchScaler, prep: imageio.Prepared, piece: pieces.Piece | None
     if ry0 < oy or rx0 < ox or ry1 > oy + latent.shape[-2] or rx1 > ox + latent.shape[-1]:
         raise ValueError(f"piece {piece.index}: its patches leave its crop (halo too small)")
     if piece.whole and (ph, pw) != (grid.height, grid.width):   # smaller than a patch: padded
-        latent = pgs._pad(latent, grid)
+        latent = grid.pad(latent)
         ry1, rx1 = ph, pw
     else:
         latent = latent[:, ry0 - oy:ry1 - oy, rx0 - ox:rx1 - ox]
@@ -168,9 +166,18 @@ def _owns(centre: float, lo: int, hi: int, end: int) -> bool:
     return lo <= centre < hi or (hi == end and centre >= hi)
 
 
+def pools(cfg, hard=None) -> list[tuple[str, set[int]]]:
+    """The Patch-DiT pools in the order a piece goes through them, each with its groups: the
+    hard groups (`hard`, default the config's) first, then the others. The one place that
+    orders the groups: the in-process plan refines in this order, the Ray engine chains its
+    pool stages in it."""
+    hard = set(cfg.pgs.hard_groups if hard is None else hard)
+    return [("hard", hard), ("easy", set(range(cfg.pgs.num_groups)) - hard)]
+
+
 def group_batches(model: PatchScaler, groups: torch.Tensor, only=None) -> list[tuple[int, list[int]]]:
-    """(group, patch indices) for each Patch-DiT call, groups in order, batches of at most
-    runtime.max_batch patches; `only`: just these groups."""
+    """(group, patch indices) for each Patch-DiT call of one piece alone, groups in order,
+    batches of at most runtime.max_batch patches; `only`: just these groups."""
     out = []
     for g in range(model.cfg.pgs.num_groups):
         if only is not None and g not in only:
@@ -205,37 +212,18 @@ class _Detail:
         self.state.detail = self.acc.clamp(-2 ** 15, 2 ** 15 - 1).to(torch.int16)
 
 
-def refine(model: PatchScaler, state: InFlight, seed: int, groups=None,
-           on_batch: Callable[[int, list[int]], None] | None = None) -> InFlight:
-    """Refine the patches of `groups` (all if None), one Patch-DiT call per group batch;
-    `on_batch(group, indices)` after each call (progress)."""
-    c = state.coarse
-    t = time.perf_counter()
-    detail = _Detail(state)
-    for g, idx in group_batches(model, c.groups, groups):
-        y0 = c.patches(idx)
-        noise = patch_noise(seed, c.index[idx].tolist(), tuple(y0.shape[1:]))
-        out = model.refine(y0, g, noise)
-        for k, i in enumerate(idx):
-            detail.add(i, out[k] - y0[k])
-        if on_batch is not None:
-            on_batch(g, idx)
-    detail.close()
-    state.seconds["dit"] = state.seconds.get("dit", 0.0) + time.perf_counter() - t
-    return state
-
-
-def refine_many(model: PatchScaler, states: list[InFlight], seed: int, groups=None,
-                on_batch: Callable[[int, int], None] | None = None) -> list[InFlight]:
-    """Refine several pieces' patches together: per group, the patches of all `states` in one
-    list, cut into Patch-DiT calls of runtime.max_batch. On a GPU a call should see hundreds of
-    patches of one group, not one image's handful. A patch's noise still comes from (seed, its
-    index in its image), and each piece adds its patches in the same order as `refine`, so only
-    the batch composition differs: the same numbers up to float rounding in the matmuls
-    (tested: within 1/255 of the output). `on_batch(group, patches)` after each call. Each
-    state is charged its share of the time."""
-    if len(states) == 1:
-        return [refine(model, states[0], seed, groups, on_batch and (lambda g, idx: on_batch(g, len(idx))))]
+def refine(model: PatchScaler, states: "InFlight | list[InFlight]", seed: int, groups=None,
+           on_batch: Callable[[int, int], None] | None = None) -> "InFlight | list[InFlight]":
+    """Refine the patches of `groups` (all if None) of one piece's state or of several: per
+    group, the patches of all the states in one list, cut into Patch-DiT calls of
+    runtime.max_batch (on a GPU a call should see hundreds of patches of one group, not one
+    piece's handful). A patch's noise comes from (seed, its index in its image), and each piece
+    adds its patches in the same order whatever the others, so only the batch composition
+    differs between one piece alone and several together: the same numbers up to float rounding
+    in the matmuls (tested: within 1/255 of the output). `on_batch(group, patches)` after each
+    call (progress). Each state is charged its share of the time."""
+    one = isinstance(states, InFlight)
+    states = [states] if one else states
     t = time.perf_counter()
     details = [_Detail(st) for st in states]
     for g in range(model.cfg.pgs.num_groups):
@@ -258,7 +246,7 @@ def refine_many(model: PatchScaler, states: list[InFlight], seed: int, groups=No
     dt = time.perf_counter() - t
     for st in states:
         st.seconds["dit"] = st.seconds.get("dit", 0.0) + dt * len(st.coarse.groups) / total
-    return states
+    return states[0] if one else states
 
 
 def latents(state: InFlight) -> tuple[torch.Tensor, torch.Tensor]:
@@ -337,76 +325,3 @@ def _resize(image: Image.Image, piece: pieces.Piece, at: tuple[int, int], s: int
     if mode in ("I;16", "I"):   # Pillow resamples 16-bit grey as 32-bit
         return image.convert("I").resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS, box=box).convert("I;16")
     return image.resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS, box=box)
-
-
-def run(model: PatchScaler, prep: imageio.Prepared, seed: int = 0, seconds: dict[str, float] | None = None,
-        on_batch: Callable[[int, list[int]], None] | None = None, hard=None,
-        piece: pieces.Piece | None = None) -> tuple[InFlight, Image.Image]:
-    """All three steps in one process, for one piece (the whole image if None): the hard groups
-    first, then the others, as the Ray pipeline's two pools refine them."""
-    state = begin(model, prep, piece, seconds)
-    hard = set(model.cfg.pgs.hard_groups if hard is None else hard)
-    refine(model, state, seed, hard, on_batch)
-    refine(model, state, seed, set(range(model.cfg.pgs.num_groups)) - hard, on_batch)
-    return state, finish(model, state)
-
-
-@dataclass
-class Done:
-    """What an image's pieces add up to (the manifest row's numbers, the difficulty map)."""
-    group_counts: list[int]
-    seconds: dict[str, float]
-    pieces: int
-    groups: list = field(default_factory=list)   # per piece: owned_groups(state)
-
-
-def owned_groups(state: InFlight) -> torch.Tensor:
-    """(2, n) int32: the whole-grid index and the group of each patch the piece owns."""
-    c = state.coarse
-    return torch.stack([c.index[c.owned], c.groups[c.owned]]).int()
-
-
-def run_image(model: PatchScaler, prep: imageio.Prepared, seed: int = 0, piece_size: int = pieces.DEFAULT_PIECE,
-              outscale: float | None = None, hard=None, seconds: dict[str, float] | None = None,
-              on_piece: Callable[[pieces.Piece, str], None] | None = None,
-              on_batch: Callable[[int, list[int]], None] | None = None,
-              on_tile: Callable[[int, int], None] | None = None,
-              on_begun: Callable[[InFlight], None] | None = None) -> tuple[Image.Image, Done]:
-    """A whole image, piece by piece (pieces.py), its output put together in 8 (or 16) bits:
-    the memory is one piece's plus the output's. `on_piece(piece, step)` as each piece starts
-    its steps ("grm", "dit", "stitch"); `on_begun(state)` once its GRM is done."""
-    w, h = prep.size
-    s = model.cfg.grm.scale
-    outscale = float(outscale or s)
-    parts = pieces.split(h, w, model.cfg, piece_size, outscale)
-    hard = set(model.cfg.pgs.hard_groups if hard is None else hard)
-    easy = set(range(model.cfg.pgs.num_groups)) - hard
-    image, counts, secs, groups = None, [0] * model.cfg.pgs.num_groups, dict(seconds or {}), []
-    for part in parts:
-        if on_piece is not None:
-            on_piece(part, "grm")
-        sub = prep if part.whole else crop(prep, part.crop)
-        state = begin(model, sub, part, on_tile=on_tile)
-        if on_begun is not None:
-            on_begun(state)
-        if on_piece is not None:
-            on_piece(part, "dit")
-        refine(model, state, seed, hard, on_batch)
-        refine(model, state, seed, easy, on_batch)
-        if on_piece is not None:
-            on_piece(part, "stitch")
-        out = finish(model, state)
-        if part.whole:
-            image = out
-        else:
-            if image is None:
-                oh, ow = pieces.output_size(h, w, outscale)
-                image = imageio.new_image(out.mode, (ow, oh))
-            y0, _, x0, _ = pieces.output_box(part, s)
-            image.paste(out, (x0, y0))
-        counts = [a + b for a, b in zip(counts, state.group_counts(len(counts)))]
-        groups.append(owned_groups(state))
-        for k, v in state.seconds.items():
-            secs[k] = secs.get(k, 0.0) + v
-        del state, out
-    return image, Done(counts, secs, len(parts), groups)

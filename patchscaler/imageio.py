@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import deep, metadata
+from . import deep, metadata, metadata_out
 from .deep import DeepImage
 from .metadata import Metadata
 
@@ -230,16 +230,16 @@ def output_format(src_format: str, mode: str, has_alpha: bool, override: str | N
 
 
 def encode(im: Image.Image, fmt: str, quality: int = 95, meta: Metadata | None = None) -> bytes:
-    """`im` as a `fmt` file with what the format holds of `meta` (metadata.for_output fits it
+    """`im` as a `fmt` file with what the format holds of `meta` (metadata_out.for_output fits it
     to the output first). Metadata the format's writer refuses (an EXIF over JPEG's 64 KiB) is
     left out rather than failing the image."""
     if isinstance(im, DeepImage):
         return _encode_deep(im, fmt, meta)
     kw = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    extra = metadata.save_options(meta, fmt, im.mode) if meta is not None else {}
+    extra = metadata_out.save_options(meta, fmt, im.mode) if meta is not None else {}
     try:
         data = _save(im, fmt, {**kw, **extra})
-        return metadata.with_unitless_resolution(data, fmt, meta.aspect if meta and not meta.dpi else None)
+        return metadata_out.with_unitless_resolution(data, fmt, meta.aspect if meta and not meta.dpi else None)
     except Exception:
         if not extra:
             raise
@@ -262,7 +262,7 @@ def _save(im: Image.Image, fmt: str, kw: dict) -> bytes:
 def _encode_deep(im: DeepImage, fmt: str, meta: Metadata | None) -> bytes:
     """A 16-bit RGB(A) output: the metadata as Pillow writes it, moved into the 16-bit file."""
     mode = "RGBA" if im.array.shape[-1] == 4 else "RGB"
-    extra = metadata.save_options(meta, fmt, mode) if meta is not None else {}
+    extra = metadata_out.save_options(meta, fmt, mode) if meta is not None else {}
     if fmt == "TIFF":
         eight = Image.fromarray((im.array[:1] >> 8).astype(np.uint8), mode)   # one row: it carries the tags
         try:
@@ -275,4 +275,4 @@ def _encode_deep(im: DeepImage, fmt: str, meta: Metadata | None) -> bytes:
     except Exception:
         carrier = _save(Image.new(mode, (1, 1)), "PNG", {})
     data = deep.encode_png(im.array, carrier)
-    return metadata.with_unitless_resolution(data, "PNG", meta.aspect if meta and not meta.dpi else None)
+    return metadata_out.with_unitless_resolution(data, "PNG", meta.aspect if meta and not meta.dpi else None)

@@ -103,9 +103,9 @@ class Runtime:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)}, not {self.precision!r}")
 
-    def autocast(self, stage: str = "dit"):
-        """bf16 autocast for `stage` ("grm" or "dit") if the precision says so."""
-        if self.precision == "fp32" or (self.precision == "bf16-dit" and stage == "grm"):
+    def autocast(self, component: str = "dit"):
+        """bf16 autocast for `component` ("grm" or "dit") if the precision says so."""
+        if self.precision == "fp32" or (self.precision == "bf16-dit" and component == "grm"):
             return contextlib.nullcontext()
         dev = torch.device(self.device).type
         return torch.autocast(dev, dtype=torch.bfloat16)
@@ -201,13 +201,14 @@ class PatchScaler(nn.Module):
     # --- stage 3: stitch ------------------------------------------------------------------
     @torch.no_grad()
     def finish(self, coarse: torch.Tensor, refined: torch.Tensor, lr: torch.Tensor,
-               stats: dict | None = None) -> torch.Tensor:
+               stats: dict | None = None, fusion=None) -> torch.Tensor:
         """The coarse and the refined latent (C, H', W', patches already blended: flow.py) of
         one region, and the region's LR input -> the output (1, 3, H, W) in [0, 1], fused with
-        the LR (fusion.py). refined == coarse gives the GRM's result with the colour fix."""
+        the LR (fusion.py). refined == coarse gives the GRM's result with the colour fix.
+        `fusion`: other settings than the config's (the evaluation's comparisons)."""
         decode = lambda z: self.codec.decode(z[None].float().to(self.device)).float().cpu()  # noqa: E731
         if self.cfg.codec.kind == "pixel_unshuffle":
-            return fuse(decode(coarse), decode(refined), lr, self.cfg.fusion, stats)
+            return fuse(decode(coarse), decode(refined), lr, fusion or self.cfg.fusion, stats)
         # a learned codec's latent is not pixels: the refined image with the plain colour fix
         with self.runtime.autocast():
             img = decode(refined)

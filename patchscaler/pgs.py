@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 
-def _axis_positions(length: int, patch: int, overlap: int) -> list[int]:
+def axis_positions(length: int, patch: int, overlap: int) -> list[int]:
+    """Top-left positions of the patches along one axis of `length` (the last one at the far edge)."""
     if length <= patch:
         return [0]
     stride = patch - overlap
@@ -37,10 +38,23 @@ class PatchGrid:
         return max(self.height, self.patch), max(self.width, self.patch)
 
     @property
-    def positions(self) -> list[tuple[int, int]]:
+    def axes(self) -> tuple[list[int], list[int]]:
+        """The patches' top-left rows and columns (a patch's index is row * len(columns) + column)."""
         ph, pw = self.padded
-        return [(y, x) for y in _axis_positions(ph, self.patch, self.overlap)
-                for x in _axis_positions(pw, self.patch, self.overlap)]
+        return axis_positions(ph, self.patch, self.overlap), axis_positions(pw, self.patch, self.overlap)
+
+    @property
+    def positions(self) -> list[tuple[int, int]]:
+        ay, ax = self.axes
+        return [(y, x) for y in ay for x in ax]
+
+    def pad(self, z: torch.Tensor) -> torch.Tensor:
+        """A (C, H, W) latent of the grid's size, replicate-padded to a patch where it is smaller."""
+        ph, pw = self.padded
+        dh, dw = ph - self.height, pw - self.width
+        if dh or dw:
+            z = F.pad(z[None], (0, dw, 0, dh), mode="replicate")[0]
+        return z
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -50,17 +64,9 @@ def make_grid(height: int, width: int, patch: int, overlap: int) -> PatchGrid:
     return PatchGrid(height, width, patch, overlap)
 
 
-def _pad(z: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
-    ph, pw = grid.padded
-    dh, dw = ph - grid.height, pw - grid.width
-    if dh or dw:
-        z = F.pad(z[None], (0, dw, 0, dh), mode="replicate")[0]
-    return z
-
-
 def cut(z: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
     """(C, H, W) latent -> (N, C, V, V) patches in grid order."""
-    z = _pad(z, grid)
+    z = grid.pad(z)
     V = grid.patch
     return torch.stack([z[:, y:y + V, x:x + V] for y, x in grid.positions])
 

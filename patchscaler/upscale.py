@@ -1,7 +1,6 @@
 """The in-process upscaler: one image in, one image out, deterministic by seed. It is the
-oracle the distributed pipeline is tested against: both take an image through the same
-steps of `flow.py` (begin: GRM; refine: group batches; finish: stitch), piece by piece
-(pieces.py) when the image is large."""
+oracle the distributed pipeline is tested against: both take a photo through the same plan
+(photo.py: piece by piece, each through flow.py's GRM, refine pool by pool, finish)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +10,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from . import flow, imageio, pieces
+from . import imageio, photo, pieces
 from .flow import Coarse, InFlight  # noqa: F401 (re-exported)
 from .model import PatchScaler, Runtime
 
@@ -47,8 +46,8 @@ class Result:
 
 def upscale_prepared(model: PatchScaler, prep: imageio.Prepared, seed: int = 0, outscale: float | None = None,
                      piece_size: int = pieces.DEFAULT_PIECE) -> Result:
-    image, done = flow.run_image(model, prep, seed, piece_size, outscale)
-    return Result(image, done.group_counts, done.seconds, list(prep.notes), done.pieces)
+    done = photo.run_image(model, prep, seed, piece_size, outscale)
+    return Result(done.image, done.group_counts, done.seconds, list(prep.notes), done.pieces)
 
 
 def upscale(image: Image.Image | bytes | str | os.PathLike, model: PatchScaler | None = None,
@@ -80,14 +79,14 @@ def load_default(runtime: Runtime | None = None, checkpoint: str | None = None) 
     return _DEFAULT[key]
 
 
-def build_default(checkpoint: str | None = None, parts=None, storage_options: dict | None = None) -> PatchScaler:
+def build_default(checkpoint: str | None = None, components=None, storage_options: dict | None = None) -> PatchScaler:
     """A fresh model from `checkpoint`, $PATCHSCALER_CHECKPOINT, the shipped checkpoint, or
-    else the untrained default, in that order; `parts`: only these (checkpoint.PARTS);
+    else the untrained default, in that order; `components`: only these (checkpoint.COMPONENTS);
     `storage_options`: fsspec options for a checkpoint's URI (an S3 endpoint, a profile)."""
-    from .checkpoint import keep_parts, load
+    from .checkpoint import keep_components, load
     path = resolve_checkpoint(checkpoint or os.environ.get("PATCHSCALER_CHECKPOINT")) or (
         str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.exists() else None)
-    return load(path, parts=parts, storage_options=storage_options) if path else keep_parts(untrained_model(), parts)
+    return load(path, components=components, storage_options=storage_options) if path else keep_components(untrained_model(), components)
 
 
 def untrained_model(cfg=None, seed: int = 0) -> PatchScaler:

@@ -4,8 +4,9 @@
       -> split_pieces task           read each header: one row per piece (reading.py), one row per
                                      block, so a photo's pieces spread over the actors
       -> DecodeGRM actor pool        read bytes, decode the piece's crop, GRM, Qmap groups
-      -> hard Patch-DiT actor pool   refines the hard group, passes the rest through
-      -> easy Patch-DiT actor pool   refines simple + medium, passes the rest through
+      -> a Patch-DiT actor pool per pool, in flow.pools' order:
+           hard                      refines the hard group, passes the rest through
+           easy                      refines simple + medium, passes the rest through
       -> StitchWrite actor pool      blend, decode, colour fix; a photo's atomic write and manifest
                                      row (writing.py; a piece of a larger photo goes to scratch:
                                      whoever finishes its last piece puts the photo together,
@@ -13,8 +14,8 @@
       -> driver                      counts the small manifest rows, consolidates Parquet
     (every stage also tells a ProgressHub actor what it finished: one progress line per stage)
 
-The stages are stages.py, one class each, and so are their rows (PieceRow); the method they
-run is patchscaler/flow.py.
+Each stage is a step of the photo plan (patchscaler/photo.py), which the in-process engine runs
+as a loop; the stages are stages.py, one class each, and so are their rows (PieceRow).
 
 A row is one piece of a photo carrying all its patches (a compact state: flow.py), so there is
 no fan-out into tiny rows, no global groupby and no stitch state to lose: memory is bounded by
@@ -31,6 +32,8 @@ import json
 import logging
 import os
 import time
+
+from patchscaler import flow
 
 from actors.hub import ProgressHub
 from actors.runtime import check_devices, init_ray, pool
@@ -75,16 +78,17 @@ def _build_dataset(work: Worklist, hub, pending: list[str], ledger):
     # actors hold it all must still run it). Reserving nothing, it must be bounded otherwise:
     # Ray Data would start a task, and a worker process, per block (a hundred and more processes
     # of ~150 MB each on an archive); SPLIT_TASKS at a time keep ahead of the GRM pool.
-    cfg = load_model(opts, "stitch").cfg
-    ds = ds.map_batches(split_pieces, fn_kwargs={"opts": opts, "cfg": cfg, "hub": hub}, batch_size=1,
+    stitcher = load_model(opts, "stitch")   # the checkpoint's config, no networks
+    pools = flow.pools(stitcher.cfg, hard_groups(opts, stitcher))
+    ds = ds.map_batches(split_pieces, fn_kwargs={"opts": opts, "cfg": stitcher.cfg, "hub": hub}, batch_size=1,
                         num_cpus=0, compute=TaskPoolStrategy(size=SPLIT_TASKS))
-    ds = ds.map_batches(DecodeGRM, fn_constructor_args=(opts, hub),
+    ds = ds.map_batches(DecodeGRM, fn_constructor_args=(opts, pools, hub),
                         **pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
     rows = opts.dit_images or (8 if opts.dit_gpus else 1)  # a GPU wants many patches per call
-    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "hard", hub),
-                        **pool(opts.hard_actors, opts.actor_cpus, opts.dit_gpus, opts.hard_resources, rows))
-    ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, "easy", hub),
-                        **pool(opts.easy_actors, opts.actor_cpus, opts.dit_gpus, opts.easy_resources, rows))
+    for name, groups in pools:   # each its own stage: its own size and resources (--hard-actors, --easy-resources)
+        ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, name, groups, hub),
+                            **pool(getattr(opts, f"{name}_actors"), opts.actor_cpus, opts.dit_gpus,
+                                   getattr(opts, f"{name}_resources"), rows))
     ds = ds.map_batches(StitchWrite, fn_constructor_args=(opts, hub, ledger),
                         **pool(opts.stitch_actors, opts.actor_cpus, 0, {}))
     return ds
@@ -130,7 +134,7 @@ def auto_pools(work: Worklist, sample: int = 2) -> UpscaleOptions:
             break
     if not preps:
         return opts
-    seconds = measure(model, preps, opts.seed).pool_work(hard_groups(opts, model))   # per image, per pool
+    seconds = measure(model, preps, opts.seed).pool_work(flow.pools(model.cfg, hard_groups(opts, model)))   # per image
     sizes = split(seconds, opts.grm_actors + opts.hard_actors + opts.easy_actors)
     log.info("pools from the work of %d image(s) (s/image: grm %.2f, hard %.2f, easy %.2f): "
              "GRM %d, hard %d, easy %d actors", len(preps), seconds["grm"], seconds["hard"], seconds["easy"],
@@ -146,7 +150,7 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
     tally, stages, peaks = Tally(), {}, {}
     if work.pending:
         # a --hard-groups the model does not have fails here, before Ray starts, not in the actors
-        stitcher = load_model(opts, "stitch")   # the stitcher's parts: the checkpoint's config, no networks
+        stitcher = load_model(opts, "stitch")   # the stitcher's components: the checkpoint's config, no networks
         hard_groups(opts, stitcher)
         if opts.pools == "auto":
             work.opts = opts = auto_pools(work)

@@ -1,14 +1,14 @@
-"""The in-process engine: the same steps as the Ray pipeline (reading.py, the method's
-flow.run_image, writing.py), in a plain loop with progress
-per image and per patch (a large photo shows its patches done, of how many, and an ETA).
-Used for single files, small folders and as the reference in tests and benchmarks."""
+"""The in-process engine: the photo plan (patchscaler/photo.py) in a plain loop, between the
+same input and output as the Ray engine's (reading.py, writing.py), with progress per image
+and per patch (a large photo shows its patches done, of how many, and an ETA). Used for single
+files, small folders and as the reference in tests and benchmarks."""
 from __future__ import annotations
 
 import logging
 import threading
 import time
 
-from patchscaler import flow
+from patchscaler import photo
 from storage import StorageError, Store
 
 from .manifest import ManifestRow
@@ -19,17 +19,16 @@ from .run_model import hard_groups, load_model
 from .summary import fold_rows, stopped_by_storage, summarize, worklist_line
 from .tally import Tally
 from .worklist import make_worklist
-from .writing import write_error, write_map, write_ok, write_skipped
+from .writing import write_error, write_photo, write_skipped
 
 log = logging.getLogger("patchscaler")
 
 
 def process_image(model, opts: UpscaleOptions, src: Store, dst: Store, rel: str, naming: dict | None = None,
                   progress: Progress | None = None) -> ManifestRow:
-    """One image through decode, the method piece by piece (flow.run_image: the same group
-    batches, in the same order, as the pipeline's) and its output and row. Progress: the
-    photo's pieces (with an ETA for the photo) and, within a piece, its GRM tiles, then its
-    patches."""
+    """One image through decode, the photo plan (photo.run_image: the same group batches, in
+    the same order, as the Ray engine's) and its output and row. Progress: the photo's pieces
+    (with an ETA for the photo) and, within a piece, its GRM tiles, then its patches."""
     try:
         prep, t_dec = decode(src, rel, opts)
         w, h = prep.size
@@ -37,26 +36,21 @@ def process_image(model, opts: UpscaleOptions, src: Store, dst: Store, rel: str,
         if progress is not None:
             progress.add("photo", f"{rel} ({w}x{h})", "piece", None, leave=False)
 
-            def on_piece(part, step):
+            def on_piece(part, step, state):
+                where = f"  piece {part.index + 1}/{part.count}"
                 if step == "grm":
                     progress.set("photo", done=part.index, total=part.count)
-                    progress.add("step", f"  piece {part.index + 1}/{part.count}: GRM", "tile", None, leave=False)
-                elif step == "dit":
-                    progress.add("step", f"  piece {part.index + 1}/{part.count}: Patch-DiT", "patch", None, leave=False)
-                    progress.set("step", total=expected["patches"])
-                else:
+                    progress.add("step", f"{where}: GRM", "tile", None, leave=False)
+                elif step == "finish":
                     progress.finish("step", quiet=True)
+                elif not progress.stages["step"].desc.endswith("Patch-DiT"):   # the first pool: one bar for all
+                    progress.add("step", f"{where}: Patch-DiT", "patch", len(state.coarse.index), leave=False)
 
-            expected = {"patches": None}
             on_tile = lambda done, total: progress.set("step", done=done, total=total)  # noqa: E731
-            on_batch = lambda group, idx: progress.update("step", len(idx))  # noqa: E731
-        image, done = flow.run_image(model, prep, opts.seed, opts.piece_size, opts.outscale,
-                                     hard_groups(opts, model), {"decode": t_dec}, on_piece,
-                                     on_batch, on_tile, on_begun=lambda st: expected.__setitem__(
-                                         "patches", len(st.coarse.index)) if progress is not None else None)
-        row = write_ok(dst, opts, rel, prep, image, done, naming, model)
-        write_map(dst, opts, rel, done.groups, prep.size, model)
-        return row
+            on_batch = lambda group, n: progress.update("step", n)  # noqa: E731
+        made = photo.run_image(model, prep, opts.seed, opts.piece_size, opts.outscale, hard_groups(opts, model),
+                               {"decode": t_dec}, on_piece, on_batch, on_tile)
+        return write_photo(dst, opts, rel, made, naming, model)
     except StorageError:
         raise   # not the photo's fault: the run stops (run_local), the next one redoes it
     except Exception as e:  # one bad image costs one record, never the job

@@ -1,7 +1,7 @@
-"""The run's model wherever it runs: the parts a stage needs (checkpoint.PARTS), on the
-stage's device, with the run's overrides (--thresholds, --taus, --steps, --rtm), and the groups
-the hard Patch-DiT pool serves. The same for both engines: the in-process engine asks for the
-whole model (stage None), each Ray stage for its own parts."""
+"""The run's model wherever it runs: the components a stage needs (checkpoint.COMPONENTS), on
+the stage's device, with the run's overrides (--thresholds, --taus, --steps, --rtm), and the
+groups the hard Patch-DiT pool serves. The same for both engines: the in-process engine asks
+for the whole model (stage None), each Ray stage for its own components."""
 from __future__ import annotations
 
 from patchscaler.config import override
@@ -11,8 +11,8 @@ from storage import options_for
 
 from .options import UpscaleOptions
 
-# what each Ray stage needs of the model (checkpoint.PARTS; the codec always comes)
-STAGE_PARTS = {"grm": ("grm",), "dit": ("texture", "dit", "rtm"), "stitch": ()}
+# what each Ray stage needs of the model (checkpoint.COMPONENTS; the codec always comes)
+STAGE_COMPONENTS = {"grm": ("grm",), "dit": ("texture", "dit", "rtm"), "stitch": ()}
 
 
 def stage_gpus(opts: UpscaleOptions, stage: str | None) -> float | None:
@@ -27,14 +27,14 @@ def stage_device(opts: UpscaleOptions, stage: str | None) -> str:
 
 
 def load_model(opts: UpscaleOptions, stage: str | None = None):
-    """The model for one stage of STAGE_PARTS (None: the whole model, in-process), on the
+    """The model for one stage of STAGE_COMPONENTS (None: the whole model, in-process), on the
     stage's device, with the run's overrides."""
     from patchscaler.upscale import build_default
-    parts = None if stage is None else STAGE_PARTS[stage]
+    components = None if stage is None else STAGE_COMPONENTS[stage]
     rt = Runtime(device=stage_device(opts, stage), precision=opts.precision, max_batch=opts.max_batch,
                  compile=opts.compile)
-    model = build_default(opts.checkpoint, parts, opts.checkpoint_options)
-    if opts.rtm and (parts is None or "rtm" in parts):
+    model = build_default(opts.checkpoint, components, opts.checkpoint_options)
+    if opts.rtm and (components is None or "rtm" in components):
         from rtm_index.format import expectations, load_rtm
         model.rtm = load_rtm(opts.rtm, options_for(opts.rtm, opts.rtm_options), expect=expectations(model))
     p = model.cfg.pgs

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from patchscaler import flow
 
-POOLS = ("grm", "hard", "easy")   # the pools that share the accelerators; stitchers run on CPUs
 
 
 @dataclass
@@ -28,14 +27,17 @@ class WorkProfile:
     patches: list[float]       # mean patches per image, per group
     per_patch: list[float]     # seconds per patch, per group (0 where the sample had none)
 
-    def pool_work(self, hard_groups) -> dict[str, float]:
-        """Seconds per image for each pool."""
-        hard = set(hard_groups)
+    def pool_work(self, pools) -> dict[str, float]:
+        """Seconds per image for the GRM, each Patch-DiT pool (`pools`: flow.pools, names and
+        groups) and the stitcher."""
         cost = [n * s for n, s in zip(self.patches, self.per_patch)]
-        return {"grm": self.grm,
-                "hard": sum(c for g, c in enumerate(cost) if g in hard),
-                "easy": sum(c for g, c in enumerate(cost) if g not in hard),
+        return {"grm": self.grm, **{name: sum(cost[g] for g in groups) for name, groups in pools},
                 "stitch": self.stitch}
+
+
+def accelerator_pools(work: dict[str, float]) -> list[str]:
+    """The pools that share the accelerators: all but the stitchers, which run on CPUs."""
+    return [p for p in work if p != "stitch"]
 
 
 def measure(model, preps: list, seed: int = 0) -> WorkProfile:
@@ -59,9 +61,10 @@ def measure(model, preps: list, seed: int = 0) -> WorkProfile:
                        [p / n for p in patches], [s / p if p else 0.0 for s, p in zip(seconds, patches)])
 
 
-def split(work: dict[str, float], workers: int, pools=POOLS) -> dict[str, int]:
-    """`workers` (GPUs or actors) shared among `pools` in proportion to their work per image,
-    at least one each (largest remainder)."""
+def split(work: dict[str, float], workers: int) -> dict[str, int]:
+    """`workers` (GPUs or actors) shared among the accelerator pools in proportion to their work
+    per image, at least one each (largest remainder)."""
+    pools = accelerator_pools(work)
     if workers < len(pools):
         raise ValueError(f"{workers} workers cannot staff {len(pools)} pools: at least one each")
     total = sum(work[p] for p in pools) or 1.0
@@ -78,18 +81,19 @@ def images_per_hour(work: dict[str, float], sizes: dict[str, int]) -> float:
     return 3600.0 / slowest if slowest > 0 else float("inf")
 
 
-def pool_split_text(profile: WorkProfile, hard_groups, workers: int) -> str:
-    """The planner's report: work per image per pool, the measured split and a fixed 1:1:1
-    split of the same workers, each with its images/hour."""
-    work = profile.pool_work(hard_groups)
+def pool_split_text(profile: WorkProfile, pools, workers: int) -> str:
+    """The planner's report: work per image per pool (`pools`: flow.pools), the measured split
+    and an even split of the same workers, each with its images/hour."""
+    work = profile.pool_work(pools)
     auto = split(work, workers)
-    even = {p: workers // len(POOLS) + (i < workers % len(POOLS)) for i, p in enumerate(POOLS)}
+    names = accelerator_pools(work)
+    even = {p: workers // len(names) + (i < workers % len(names)) for i, p in enumerate(names)}
     lines = [f"measured on {profile.images} sample image(s) on {profile.device}: seconds per image "
-             + ", ".join(f"{p} {work[p]:.2f}" for p in (*POOLS, "stitch")),
+             + ", ".join(f"{p} {work[p]:.2f}" for p in work),
              "patches per image per group: " + " / ".join(f"{n:.1f}" for n in profile.patches)
              + "; seconds per patch: " + " / ".join(f"{s:.3f}" for s in profile.per_patch)]
     for name, sizes in (("measured split", auto), ("even split", even)):
-        lines.append(f"{name:<15} " + ", ".join(f"{p} {sizes[p]}" for p in POOLS)
+        lines.append(f"{name:<15} " + ", ".join(f"{p} {sizes[p]}" for p in names)
                      + f": {images_per_hour(work, sizes):,.0f} images/hour")
     rate = images_per_hour(work, auto)
     lines.append(f"stitch actors (CPU) to keep up with the measured split: {math.ceil(work['stitch'] * rate / 3600)}")

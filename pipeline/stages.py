@@ -4,10 +4,11 @@ so one photo's work spreads over every actor of a pool). No stage raises for a b
 row carries `status="error"` and an `error` string to the writer, which records it in the
 manifest.
 
-Each takes the run's options (pipeline.options.UpscaleOptions, handed in by the graph), opens
-its own stores and model, and moves one piece through `patchscaler.flow`: a photo's input is
-reading.py, its output writing.py, a photo of several pieces is put together by
-assembly.py.
+Each is one step of the photo plan (patchscaler/photo.py) for one piece: the header split
+(reading.cut), the GRM (flow.begin), one Patch-DiT pool (flow.refine with the pool's groups),
+the stitch (flow.finish, then the photo's Photo and writing.write_photo; a photo of several
+pieces is put together by assembly.py). Each takes the run's options
+(pipeline.options.UpscaleOptions, handed in by the graph) and opens its own stores and model.
 
 The rows between the stages are `PieceRow`s (their fields are the columns); StitchWrite emits
 the photo's manifest row for the driver instead (`photo_row`, read back by `from_photo_row`).
@@ -26,6 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from patchscaler import flow
+from patchscaler.photo import Header, Photo, PieceDone
 from patchscaler.pieces import Piece
 from actors.faults import maybe_die
 from actors.hub import mark, peak, report
@@ -33,7 +35,7 @@ from storage import StorageError
 
 from . import assembly, reading, writing
 from .manifest import ManifestRow
-from .run_model import hard_groups, load_model
+from .run_model import load_model
 
 
 @dataclass
@@ -132,12 +134,11 @@ def split_pieces(batch: dict, opts, cfg, hub=None) -> dict:
 class DecodeGRM:
     """Decode the piece's crop, run the GRM, pick and group its patches (flow.begin)."""
 
-    def __init__(self, opts, hub=None):
+    def __init__(self, opts, pools: list[tuple[str, set[int]]], hub=None):
         _threads()
-        self.opts, self.hub = opts, hub
+        self.opts, self.pools, self.hub = opts, pools, hub
         self.src = reading.open_source(opts)
         self.model = load_model(opts, "grm")
-        self.hard = hard_groups(opts, self.model)
         self.calls = 0
         self.device = _device(self.model)
 
@@ -159,29 +160,24 @@ class DecodeGRM:
             report(self.hub, "grm", done=1)
             return _batch([replace(row, status=writing.failed_status(e), error=writing.error_text(e),
                                    trace=json.dumps(trace))])
-        groups = state.coarse.groups
-        n_hard = sum(int((groups == g).sum()) for g in self.hard)
-        report(self.hub, "hard", total=n_hard)
-        report(self.hub, "easy", total=len(groups) - n_hard)
+        for pool, groups in self.pools:   # each pool's patches to do
+            report(self.hub, pool, total=sum(int((state.coarse.groups == g).sum()) for g in groups))
         report(self.hub, "grm", done=1)
         peak(self.hub, "GRM")
         return _batch([replace(row, state=pickle.dumps(state, protocol=5), trace=json.dumps(trace))])
 
 
 class PatchDiTPool:
-    """One Patch-DiT pool: refines the patches of its groups (hard, or the others) and passes
-    the other groups through untouched. A call takes up to `dit_images` rows (pieces) and
-    refines their patches of each group together (flow.refine_many): on a GPU a call should
-    see many patches of one group, not one piece's handful. If that call fails, each piece
-    is tried alone, so one bad piece costs one row. Reports patches done per batch."""
+    """One Patch-DiT pool (flow.pools: its name and groups): refines the patches of its groups
+    and passes the other groups through untouched. A call takes up to `dit_images` rows
+    (pieces) and refines their patches of each group together (flow.refine): on a GPU a call
+    should see many patches of one group, not one piece's handful. If that call fails, each
+    piece is tried alone, so one bad piece costs one row. Reports patches done per batch."""
 
-    def __init__(self, opts, pool: str, hub=None):
+    def __init__(self, opts, pool: str, groups: set[int], hub=None):
         _threads()
-        self.opts, self.pool, self.hub = opts, pool, hub
+        self.opts, self.pool, self.groups, self.hub = opts, pool, set(groups), hub
         self.model = load_model(opts, "dit")
-        hard = hard_groups(opts, self.model)
-        all_groups = set(range(self.model.cfg.pgs.num_groups))
-        self.groups = hard if pool == "hard" else all_groups - hard
         self.calls = 0
         self.device = _device(self.model)
 
@@ -194,7 +190,7 @@ class PatchDiTPool:
             report(self.hub, self.pool, done=n)
 
         try:
-            flow.refine_many(self.model, states, self.opts.seed, self.groups, on_batch)
+            flow.refine(self.model, states, self.opts.seed, self.groups, on_batch)
         except Exception:
             report(self.hub, self.pool, done=-done)  # counted again when the pieces are retried
             raise
@@ -241,7 +237,7 @@ class PatchDiTPool:
 
 class StitchWrite:
     """Blend, decode, colour-fix (flow.finish), then the output and its manifest row
-    (writing.write_ok); a piece of a larger photo is written to scratch, and the stitcher that
+    (writing.write_photo); a piece of a larger photo is written to scratch, and the stitcher that
     finishes the photo's last piece, as the run's PieceLedger says, puts the photo together
     (assembly.assemble). Emits the photo's manifest row, or a "part" row for a piece that did
     not finish its photo."""
@@ -294,11 +290,10 @@ class StitchWrite:
             return writing.write_error(self.dst, self.opts, rel, row.error, version, naming)
         try:
             state: flow.InFlight = pickle.loads(row.state)
-            image = flow.finish(self.model, state)
-            done = flow.Done(state.group_counts(self.model.cfg.pgs.num_groups), state.seconds, 1)
-            r = writing.write_ok(self.dst, self.opts, rel, state.prep, image, done, naming, self.model)
-            writing.write_map(self.dst, self.opts, rel, [flow.owned_groups(state)], state.prep.size, self.model)
-            return r
+            cfg = self.model.cfg
+            photo = Photo(Header.of(state.prep), cfg.grm.scale, cfg.pgs.num_groups)
+            photo.add(state.piece, flow.finish(self.model, state), PieceDone.of(state, cfg.pgs.num_groups))
+            return writing.write_photo(self.dst, self.opts, rel, photo, naming, self.model)
         except StorageError:
             raise
         except Exception as e:

@@ -116,6 +116,6 @@ def _model_version(opts: UpscaleOptions) -> str:
     """The version of the run's model, from its checkpoint's config alone (no networks)."""
     from patchscaler.upscale import build_default
     try:
-        return build_default(opts.checkpoint, parts=(), storage_options=opts.checkpoint_options).cfg.version
+        return build_default(opts.checkpoint, components=(), storage_options=opts.checkpoint_options).cfg.version
     except FileNotFoundError:
         raise UsageError(f"--checkpoint {opts.checkpoint} does not exist") from None

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from patchscaler import imageio, metadata
+from patchscaler import imageio, metadata_out
 
 from storage import StorageError, Store
 
@@ -48,27 +48,27 @@ def made_by(model) -> str:
     return f"PatchScaler {__version__} (model {model.cfg.version})"
 
 
-def write_ok(dst: Store, opts: UpscaleOptions, rel: str, prep: imageio.Prepared, image, done,
-             naming: dict | None, model) -> ManifestRow:
-    """Name, encode and write one output and its manifest row (`done`: flow.Done, what the
-    image's pieces add up to). The row goes first: a run killed between the two leaves an ok
-    row without its output, which a re-run redoes (no output is ever written twice) and the
-    next run's recovery marks `interrupted`. If the output write fails, the caller's error
+def write_photo(dst: Store, opts: UpscaleOptions, rel: str, photo, naming: dict | None, model) -> ManifestRow:
+    """Name, encode and write a photo's output (`photo`: patchscaler.photo.Photo, its image and
+    what its pieces add up to), its manifest row and its difficulty map: the one place an
+    output is written, in both engines. The row goes first: a run killed between the two leaves
+    an ok row without its output, which a re-run redoes (no output is ever written twice) and
+    the next run's recovery marks `interrupted`. If the output write fails, the caller's error
     row replaces the ok row."""
-    s, naming = done.seconds, naming or {}
-    notes = [*prep.notes, *([f"redone: {naming['redo']}"] if naming.get("redo") else [])]
+    head, image, s, naming = photo.header, photo.image, photo.seconds, naming or {}
+    notes = [*head.notes, *([f"redone: {naming['redo']}"] if naming.get("redo") else [])]
     row = ManifestRow(run_id=opts.run_id, input=rel, notes="; ".join(notes),
-                      width=prep.size[0], height=prep.size[1], out_width=image.width, out_height=image.height,
+                      width=head.size[0], height=head.size[1], out_width=image.width, out_height=image.height,
                       sec_decode=s.get("decode", 0.0), sec_grm=s.get("grm", 0.0), sec_dit=s.get("dit", 0.0),
                       sec_stitch=s.get("stitch", 0.0), model_version=model.cfg.version, seed=opts.seed,
-                      outscale=float(opts.outscale or model.cfg.grm.scale), pieces=done.pieces,
+                      outscale=float(opts.outscale or model.cfg.grm.scale), pieces=photo.pieces,
                       input_sig=naming.get("sig", ""), settings=opts.settings)
-    row.set_groups(done.group_counts)
+    row.set_groups(photo.group_counts)
     t = time.perf_counter()
-    fmt = imageio.output_format(prep.format, prep.mode, prep.alpha is not None, opts.out_format)
+    fmt = imageio.output_format(head.format, head.mode, head.alpha, opts.out_format)
     out_rel = check_output_name(rel, output_relpath(rel, fmt, naming.get("keep_ext", False)), naming)
-    meta = metadata.for_output(prep.meta, prep.size, image.size, made_by(model))
-    lost = metadata.not_kept(meta, fmt)
+    meta = metadata_out.for_output(head.meta, head.size, image.size, made_by(model))
+    lost = metadata_out.not_kept(meta, fmt)
     if lost:
         row.notes = "; ".join([*notes, f"not kept in {fmt}: {', '.join(lost)}"])
         warn_once(opts.run_id, fmt, lost)
@@ -80,6 +80,8 @@ def write_ok(dst: Store, opts: UpscaleOptions, rel: str, prep: imageio.Prepared,
     except StorageError:
         remove_row(dst, opts.run_id, rel)   # its output is nothing: so is its record
         raise
+    del data
+    _write_map(dst, opts, rel, photo.groups, head.size, model)
     return row
 
 
@@ -124,10 +126,10 @@ def stopped_row(opts: UpscaleOptions, rel: str, text: str) -> ManifestRow:
     return ManifestRow(run_id=opts.run_id, input=rel, status="interrupted", error=text)
 
 
-def write_map(dst: Store, opts: UpscaleOptions, rel: str, owned: list, size: tuple[int, int], model) -> None:
+def _write_map(dst: Store, opts: UpscaleOptions, rel: str, owned: list, size: tuple[int, int], model) -> None:
     """The photo's difficulty map for the report: one pixel per patch of its grid, the
     patch's group (255: none), with the grid's geometry in the PNG's text. `owned`: per
-    piece, (2, n) whole-grid indices and groups (flow.owned_groups)."""
+    piece, (2, n) whole-grid indices and groups (photo.PieceDone.groups)."""
     from PIL import Image, PngImagePlugin
 
     from patchscaler import pgs
@@ -135,9 +137,7 @@ def write_map(dst: Store, opts: UpscaleOptions, rel: str, owned: list, size: tup
     try:
         cfg, r = model.cfg, latent_per_lr(model.cfg)
         grid = pgs.make_grid(round(size[1] * r), round(size[0] * r), cfg.pgs.patch_size, cfg.pgs.overlap)
-        ph, pw = grid.padded
-        ny = len(pgs._axis_positions(ph, grid.patch, grid.overlap))
-        nx = len(pgs._axis_positions(pw, grid.patch, grid.overlap))
+        ny, nx = (len(a) for a in grid.axes)
         m = np.full(ny * nx, 255, np.uint8)
         for a in owned:
             a = np.asarray(a)

@@ -31,7 +31,7 @@ def main() -> None:
     import torch
     from PIL import Image, ImageDraw
 
-    from patchscaler import flow, imageio
+    from patchscaler import flow, imageio, photo
     from patchscaler.upscale import SAMPLES, load_default
     torch.set_num_threads(2)
     data = (SAMPLES / a.photo).read_bytes()
@@ -42,8 +42,7 @@ def main() -> None:
     with torch.no_grad():
         grm = model.codec.decode(flow.latents(state)[0][None].to(model.device)).cpu()[0]
     grm = Image.fromarray((grm.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
-    ours, _ = flow.run_image(model, prep, seed=0)
-    ours = ours.convert("RGB")
+    ours = photo.run_image(model, prep, seed=0).image.convert("RGB")
     W, H = ours.size
     bicubic = lr.resize((W, H), Image.BICUBIC)
     panels = [("bicubic", bicubic), ("Real-ESRGAN x4plus alone", grm), ("PatchScaler, shipped model", ours)]

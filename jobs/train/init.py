@@ -48,7 +48,7 @@ def check_architecture(trained, init, path: str) -> None:
 def seed_from_checkpoint(a: TrainOptions) -> list[str]:
     """Write the finished stages that `a.work` lacks from the checkpoint `a.init`; returns them."""
     from patchscaler.checkpoint import load
-    model = load(a.init, parts=("texture", "grm", "dit"))
+    model = load(a.init, components=("texture", "grm", "dit"))
     cfg = model.cfg
     trained = model_config(a)
     check_architecture(trained, cfg, a.init)

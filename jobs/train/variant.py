@@ -25,7 +25,7 @@ def grm_variant(base: str, grm_source: str, out: str, full: bool = False) -> str
     model.cfg = override(model.cfg, grm=vars(other.cfg.grm), pgs={"thresholds": other.cfg.pgs.thresholds})
     model.grm = other.grm
     model.cfg = override(model.cfg, version=model_version(model))
-    made = {"base": os.path.basename(base), "base_version": load(base, parts=()).cfg.version,
+    made = {"base": os.path.basename(base), "base_version": load(base, components=()).cfg.version,
             "grm_from": other.cfg.version}
     if full:   # the base's training record travels with it: how its Patch-DiT, T and RTM were made
         save(model, out, extra={"training": checkpoint_info(base)["extra"].get("training"), "variant": made})

@@ -21,14 +21,14 @@ def _states(model, sizes):
     return [flow.begin(model, imageio.decode(encode(photo(w, h, seed=i)))) for i, (w, h) in enumerate(sizes)]
 
 
-def test_refine_many_matches_image_by_image(model):
+def test_pieces_refined_together_match_one_by_one(model):
     sizes = [(48, 40), (40, 32), (56, 24)]
     alone = _states(model, sizes)
     for st in alone:
         flow.refine(model, st, seed=3)
     together = _states(model, sizes)
     calls = []
-    flow.refine_many(model, together, seed=3, on_batch=lambda g, n: calls.append((g, n)))
+    flow.refine(model, together, seed=3, on_batch=lambda g, n: calls.append((g, n)))
     n_patches = sum(len(st.coarse.groups) for st in together)
     assert sum(n for _, n in calls) == n_patches
     # fewer, fuller calls than image by image (max_batch 8 in the fixture)
@@ -43,14 +43,14 @@ def test_refine_many_matches_image_by_image(model):
         assert np.abs(ia - ib).max() <= 1
     # deterministic: the same batch again gives the same bits
     again = _states(model, sizes)
-    flow.refine_many(model, again, seed=3)
+    flow.refine(model, again, seed=3)
     for b, c in zip(together, again):
         assert torch.equal(b.detail, c.detail)
 
 
-def test_refine_many_only_touches_the_given_groups(model):
+def test_refine_only_touches_the_given_groups(model):
     states = _states(model, [(48, 40), (40, 40)])
-    flow.refine_many(model, states, seed=0, groups=[2])
+    flow.refine(model, states, seed=0, groups=[2])
     for st in states:
         assert torch.equal(st.refined, st.coarse.groups == 2)
         # the detail is zero wherever no hard patch reaches

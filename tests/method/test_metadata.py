@@ -187,12 +187,12 @@ def test_a_corrupt_exif_or_broken_xmp_costs_that_tag_only(checkpoint, tmp_path):
 
 def test_rotated_photo_has_orientation_one_and_its_size_in_exif():
     """Without exiftool: the EXIF orientation applied to the pixels, the tag reset, the sizes
-    and resolution fitted to the output (metadata.for_output)."""
-    from patchscaler import imageio, metadata
+    and resolution fitted to the output (metadata_out.for_output)."""
+    from patchscaler import imageio, metadata_out
     data = encode(photo(W, H), "JPEG", exif=camera_exif(orientation=6), dpi=(300, 150))
     prep = imageio.decode(data)
     assert prep.size == (H, W) and prep.meta.dpi == (150, 300)
-    meta = metadata.for_output(prep.meta, prep.size, (H * 4, W * 4), "PatchScaler test")
+    meta = metadata_out.for_output(prep.meta, prep.size, (H * 4, W * 4), "PatchScaler test")
     out = Image.open(io.BytesIO(imageio.encode(Image.new("RGB", (H * 4, W * 4)), "JPEG", 90, meta)))
     exif = out.getexif()
     assert exif[0x0112] == 1 and exif[0x010F] == "Canon" and exif[0x000B] == "PatchScaler test"

@@ -10,7 +10,7 @@ def _whole_image_state(z: torch.Tensor, grid):
     """A whole image's state as flow.begin leaves it: every patch of the grid, nothing refined."""
     from patchscaler import flow
     n = len(grid)
-    coarse = flow.Coarse(grid, (0, 0), pgs._pad(z, grid).half(), torch.arange(n),
+    coarse = flow.Coarse(grid, (0, 0), grid.pad(z).half(), torch.arange(n),
                          torch.tensor(grid.positions, dtype=torch.long).reshape(-1, 2), torch.zeros(n),
                          torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool))
     return flow.InFlight(None, None, (0, 0, 0, 0), coarse)

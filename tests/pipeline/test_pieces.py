@@ -14,6 +14,7 @@ from PIL import Image, PngImagePlugin
 from helpers import encode, photo, write_tree
 
 from patchscaler import PatchScaler, Runtime, flow, imageio, pieces, tiny_config
+from patchscaler import photo as photo_plan
 from patchscaler.rtm import RTM
 
 FAULTS = os.path.join(tempfile.mkdtemp(prefix="faults"), "faults.json")
@@ -73,8 +74,9 @@ def _psnr(a, b):
 def test_pieces_give_the_whole_photos_pixels_without_a_seam(esrgan_model, outscale):
     from jobs.metrics import blockiness
     prep = imageio.decode(encode(photo(180, 120, seed=4)))
-    whole, dw = flow.run_image(esrgan_model, prep, 3, piece_size=10_000, outscale=outscale)
-    split, ds = flow.run_image(esrgan_model, prep, 3, piece_size=60, outscale=outscale)
+    dw = photo_plan.run_image(esrgan_model, prep, 3, piece_size=10_000, outscale=outscale)
+    ds = photo_plan.run_image(esrgan_model, prep, 3, piece_size=60, outscale=outscale)
+    whole, split = dw.image, ds.image
     assert ds.pieces == 6 and dw.pieces == 1
     assert split.size == whole.size == pieces.output_size(120, 180, outscale)[::-1]
     a, b = np.asarray(whole, np.int16), np.asarray(split, np.int16)
@@ -88,9 +90,9 @@ def test_pieces_give_the_whole_photos_pixels_without_a_seam(esrgan_model, outsca
 
 def test_same_seed_same_pixels_in_pieces(esrgan_model):
     prep = imageio.decode(encode(photo(100, 60, seed=2)))
-    a, _ = flow.run_image(esrgan_model, prep, 5, piece_size=50)
-    b, _ = flow.run_image(esrgan_model, prep, 5, piece_size=50)
-    c, _ = flow.run_image(esrgan_model, prep, 6, piece_size=50)
+    a = photo_plan.run_image(esrgan_model, prep, 5, piece_size=50).image
+    b = photo_plan.run_image(esrgan_model, prep, 5, piece_size=50).image
+    c = photo_plan.run_image(esrgan_model, prep, 6, piece_size=50).image
     assert np.array_equal(np.asarray(a), np.asarray(b)) and not np.array_equal(np.asarray(a), np.asarray(c))
 
 
@@ -100,13 +102,13 @@ def test_alpha_and_sixteen_bit_in_pieces(esrgan_model):
     a[:, 55:] = 255
     im.putalpha(__import__("PIL.Image", fromlist=["Image"]).fromarray(a))
     prep = imageio.decode(encode(im))
-    whole, _ = flow.run_image(esrgan_model, prep, 0, piece_size=10_000)
-    split, _ = flow.run_image(esrgan_model, prep, 0, piece_size=50)
+    whole = photo_plan.run_image(esrgan_model, prep, 0, piece_size=10_000).image
+    split = photo_plan.run_image(esrgan_model, prep, 0, piece_size=50).image
     assert split.mode == "RGBA" and np.abs(np.asarray(whole, int) - np.asarray(split, int)).max() <= 1
     g = imageio.decode(encode(__import__("PIL.Image", fromlist=["Image"]).fromarray(
         (np.linspace(0, 65535, 110 * 50).reshape(50, 110)).astype(np.uint16))))
-    whole, _ = flow.run_image(esrgan_model, g, 0, piece_size=10_000, outscale=2)
-    split, _ = flow.run_image(esrgan_model, g, 0, piece_size=50, outscale=2)
+    whole = photo_plan.run_image(esrgan_model, g, 0, piece_size=10_000, outscale=2).image
+    split = photo_plan.run_image(esrgan_model, g, 0, piece_size=50, outscale=2).image
     assert split.mode == "I;16" and np.abs(np.asarray(whole, int) - np.asarray(split, int)).max() <= 300
 
 

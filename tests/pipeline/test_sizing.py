@@ -36,11 +36,11 @@ def test_measured_split_beats_an_even_one_on_a_skewed_archive():
     profile = sizing.measure(model, preps)
     assert profile.images == 2 and sum(profile.patches) == pytest.approx(len(q) / 2)
     assert profile.patches[2] > profile.patches[0] + profile.patches[1]
-    hard_groups = (model.cfg.pgs.num_groups - 1,)
-    work = profile.pool_work(hard_groups)
+    pools = flow.pools(model.cfg, {model.cfg.pgs.num_groups - 1})
+    work = profile.pool_work(pools)
     assert work["hard"] > work["easy"] > 0 and work["grm"] > 0
     auto = sizing.split(work, 6)
     assert auto["hard"] > auto["easy"]
     assert sizing.images_per_hour(work, auto) > sizing.images_per_hour(work, {"grm": 2, "hard": 2, "easy": 2})
-    text = sizing.pool_split_text(profile, hard_groups, 6)
+    text = sizing.pool_split_text(profile, pools, 6)
     assert "measured split" in text and "even split" in text and "images/hour" in text
