@@ -45,18 +45,19 @@ from .progress import PipelineProgress, Progress
 from .reading import decode
 from .run_model import hard_groups, load_model
 from .stages import DecodeGRM, PatchDiTPool, PieceRow, StitchWrite, from_photo_row, split_pieces
-from .summary import fold_rows, stopped_by_storage, summarize, worklist_line
+from .summary import close_run, open_run, stopped_by_storage
 from .tally import Tally
-from .worklist import Worklist, make_worklist
-from .writing import write_error, write_skipped
+from .worklist import Worklist
+from .writing import write_error
 
 log = logging.getLogger("patchscaler")
 SPLIT_TASKS = 2   # header-reading tasks at a time (they reserve no CPU: see _build_dataset)
 ONE_ROW_BYTES = 1   # the datasets' target block size (one_row_per_block)
 
 
-def build_dataset(work: Worklist, hub=None, inputs: list[str] | None = None, ledger=None):
-    """The graph over `inputs` (default: every pending input of the worklist)."""
+def build_dataset(work: Worklist, cfg, pools, hub=None, inputs: list[str] | None = None, ledger=None):
+    """The graph over `inputs` (default: every pending input of the worklist); `cfg`: the
+    run's model config, `pools`: its Patch-DiT pools (flow.pools), each a stage."""
     import warnings
 
     import ray
@@ -64,10 +65,10 @@ def build_dataset(work: Worklist, hub=None, inputs: list[str] | None = None, led
         # Ray 2.60 deprecates ray_remote_args_fn, the one way to bound an actor's task retries
         # (actors/runtime.py); nothing a user can act on
         warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*")
-        return _build_dataset(work, hub, work.pending if inputs is None else inputs, ledger)
+        return _build_dataset(work, cfg, pools, hub, work.pending if inputs is None else inputs, ledger)
 
 
-def _build_dataset(work: Worklist, hub, pending: list[str], ledger):
+def _build_dataset(work: Worklist, cfg, pools, hub, pending: list[str], ledger):
     import ray
     from ray.data import TaskPoolStrategy
     opts = work.opts
@@ -78,9 +79,7 @@ def _build_dataset(work: Worklist, hub, pending: list[str], ledger):
     # actors hold it all must still run it). Reserving nothing, it must be bounded otherwise:
     # Ray Data would start a task, and a worker process, per block (a hundred and more processes
     # of ~150 MB each on an archive); SPLIT_TASKS at a time keep ahead of the GRM pool.
-    stitcher = load_model(opts, "stitch")   # the checkpoint's config, no networks
-    pools = flow.pools(stitcher.cfg, hard_groups(opts, stitcher))
-    ds = ds.map_batches(split_pieces, fn_kwargs={"opts": opts, "cfg": stitcher.cfg, "hub": hub}, batch_size=1,
+    ds = ds.map_batches(split_pieces, fn_kwargs={"opts": opts, "cfg": cfg, "hub": hub}, batch_size=1,
                         num_cpus=0, compute=TaskPoolStrategy(size=SPLIT_TASKS))
     ds = ds.map_batches(DecodeGRM, fn_constructor_args=(opts, pools, hub),
                         **pool(opts.grm_actors, opts.actor_cpus, opts.grm_gpus, opts.grm_resources))
@@ -116,9 +115,10 @@ def one_row_per_block():
         ctx.target_max_block_size = kept
 
 
-def auto_pools(work: Worklist, sample: int = 2) -> UpscaleOptions:
-    """The options with the GRM / hard / easy actor counts re-split (same total) from the work
-    measured in this process on the first `sample` pending images (pipeline/sizing.py)."""
+def auto_pools(work: Worklist, pools, sample: int = 2) -> UpscaleOptions:
+    """The options with the GRM and Patch-DiT pools' (`pools`) actor counts re-split (same
+    total) from the work measured in this process on the first `sample` pending images
+    (pipeline/sizing.py)."""
     import dataclasses
 
     from .sizing import measure, split
@@ -134,31 +134,30 @@ def auto_pools(work: Worklist, sample: int = 2) -> UpscaleOptions:
             break
     if not preps:
         return opts
-    seconds = measure(model, preps, opts.seed).pool_work(flow.pools(model.cfg, hard_groups(opts, model)))   # per image
-    sizes = split(seconds, opts.grm_actors + opts.hard_actors + opts.easy_actors)
-    log.info("pools from the work of %d image(s) (s/image: grm %.2f, hard %.2f, easy %.2f): "
-             "GRM %d, hard %d, easy %d actors", len(preps), seconds["grm"], seconds["hard"], seconds["easy"],
-             sizes["grm"], sizes["hard"], sizes["easy"])
-    return dataclasses.replace(opts, grm_actors=sizes["grm"], hard_actors=sizes["hard"], easy_actors=sizes["easy"])
+    seconds = measure(model, preps, opts.seed).pool_work(pools)   # per image
+    actors = {"grm": opts.grm_actors, **{name: getattr(opts, f"{name}_actors") for name, _ in pools}}
+    sizes = split(seconds, sum(actors.values()))
+    log.info("pools from the work of %d image(s) (s/image: %s): %s", len(preps),
+             ", ".join(f"{k} {seconds[k]:.2f}" for k in actors), ", ".join(f"{k} {sizes[k]} actors" for k in actors))
+    return dataclasses.replace(opts, **{f"{k}_actors": sizes[k] for k in actors})
 
 
 def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict:
     t0 = time.perf_counter()
-    work = make_worklist(opts)
-    log.info("%s", worklist_line(work))
-    not_read = write_skipped(work)
+    work, not_read = open_run(opts)
     tally, stages, peaks = Tally(), {}, {}
     if work.pending:
-        # a --hard-groups the model does not have fails here, before Ray starts, not in the actors
-        stitcher = load_model(opts, "stitch")   # the stitcher's components: the checkpoint's config, no networks
-        hard_groups(opts, stitcher)
+        cfg = work.cfg
+        # the photo plan's Patch-DiT pools, each a stage; a --hard-groups the model does not have
+        # fails here, before Ray starts, not in the actors
+        pools = flow.pools(cfg, hard_groups(opts, cfg))
         if opts.pools == "auto":
-            work.opts = opts = auto_pools(work)
+            work.opts = opts = auto_pools(work, pools)
         ray = init_ray(opts.address, opts.verbose)
         own = not (opts.address or os.environ.get("RAY_ADDRESS"))
         devices = check_devices({"GRM": (opts.grm_gpus, opts.grm_resources),
-                                 "hard Patch-DiT": (opts.dit_gpus, opts.hard_resources),
-                                 "easy Patch-DiT": (opts.dit_gpus, opts.easy_resources)}, opts.device, own)
+                                 **{f"{name} Patch-DiT": (opts.dit_gpus, getattr(opts, f"{name}_resources"))
+                                    for name, _ in pools}}, opts.device, own)
         for name, d in devices.items():
             log.info("%s stage: %s (GPU ids %s)", name, d["device"], ",".join(d["gpu_ids"]) or "none")
         hub = ray.remote(num_cpus=0)(ProgressHub).remote()
@@ -171,7 +170,7 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
                 if count > 1:
                     log.info("wave %d of %d: %d photo%s, from %s", i + 1, count, len(wave),
                              "" if len(wave) == 1 else "s", wave[0])
-                down = _run_wave(build_dataset(work, hub, wave, ledger), tally)
+                down = _run_wave(build_dataset(work, cfg, pools, hub, wave, ledger), tally)
                 if down is not None:
                     break
         if down is not None:
@@ -179,21 +178,14 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
             ray.kill(ledger)
             raise stopped_by_storage(work, tally, down)
         stages = pp.final
-        for r in _lost(work, tally.seen, ray.get(hub.stuck.remote()), stitcher):
+        for r in _lost(work, tally.seen, ray.get(hub.stuck.remote()), cfg.version):
             tally.add(r)
         peaks = ray.get(hub.peak_memory.remote())
         log.info("peak memory per actor: %s", ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
         ray.kill(hub)
         ray.kill(ledger)
         remove_parts(work.dst, opts.run_id)
-    manifest = fold_rows(work, tally)
-    summary = summarize(tally, work, manifest, time.perf_counter() - t0, not_read)
-    summary["stages"] = stages
-    summary["actor_peaks"] = peaks
-    if opts.report and len(tally):
-        from .report import report_or_warning
-        summary["report"] = report_or_warning(work, tally)
-    return summary
+    return close_run(work, tally, time.perf_counter() - t0, not_read, stages=stages, actor_peaks=peaks)
 
 
 def waves(pending: list[str], size: int):
@@ -216,7 +208,7 @@ def _run_wave(ds, tally: Tally) -> str | None:
     return None
 
 
-def _lost(work: Worklist, seen: set[str], stuck: dict[str, str], model) -> list[dict]:
+def _lost(work: Worklist, seen: set[str], stuck: dict[str, str], version: str) -> list[dict]:
     """Error rows for the photos that came back with no row: a piece of theirs killed its actor
     on both tries (a crash in a decoder, the kernel's OOM killer) and was dropped."""
     out = []
@@ -227,7 +219,7 @@ def _lost(work: Worklist, seen: set[str], stuck: dict[str, str], model) -> list[
         log.warning("%s: its worker died twice in the %s stage; recorded as failed", rel, stage)
         why = (f"actor died: processing it killed its worker in the {stage} stage (twice); a crash or the "
                "out-of-memory killer")
-        r = write_error(work.dst, work.opts, rel, why, model.cfg.version, work.names.get(rel))
+        r = write_error(work.dst, work.opts, rel, why, version, work.names.get(rel))
         remove_scratch(work.dst, work.opts, rel)
         out.append({**r.__dict__})
     return out

@@ -16,10 +16,9 @@ from .options import UpscaleOptions
 from .progress import Progress
 from .reading import FIRST_HEADER_BYTES, HEADER_BYTES, decode
 from .run_model import hard_groups, load_model
-from .summary import fold_rows, stopped_by_storage, summarize, worklist_line
+from .summary import close_run, open_run, stopped_by_storage
 from .tally import Tally
-from .worklist import make_worklist
-from .writing import write_error, write_photo, write_skipped
+from .writing import write_error, write_photo
 
 log = logging.getLogger("patchscaler")
 
@@ -48,7 +47,7 @@ def process_image(model, opts: UpscaleOptions, src: Store, dst: Store, rel: str,
 
             on_tile = lambda done, total: progress.set("step", done=done, total=total)  # noqa: E731
             on_batch = lambda group, n: progress.update("step", n)  # noqa: E731
-        made = photo.run_image(model, prep, opts.seed, opts.piece_size, opts.outscale, hard_groups(opts, model),
+        made = photo.run_image(model, prep, opts.seed, opts.piece_size, opts.outscale, hard_groups(opts, model.cfg),
                                {"decode": t_dec}, on_piece, on_batch, on_tile)
         return write_photo(dst, opts, rel, made, naming, model)
     except StorageError:
@@ -63,13 +62,11 @@ def process_image(model, opts: UpscaleOptions, src: Store, dst: Store, rel: str,
 
 def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None) -> dict:
     t0 = time.perf_counter()
-    work = make_worklist(opts)
-    log.info("%s", worklist_line(work))
-    not_read = write_skipped(work)
+    work, not_read = open_run(opts)
     tally = Tally()
     if work.pending:
         model = model or load_model(work.opts)
-        hard_groups(work.opts, model)  # a --hard-groups the model does not have fails here, as in the pipeline
+        hard_groups(work.opts, model.cfg)  # a --hard-groups the model does not have fails here, as in the pipeline
         progress = progress or Progress()
         progress.add("images", "upscale", "img", len(work.pending))
         pixels = InputPixels(work.src, work.opts, work.pending)
@@ -82,12 +79,7 @@ def run_local(opts: UpscaleOptions, model=None, progress: Progress | None = None
         finally:
             pixels.stop()
             progress.close()
-    manifest = fold_rows(work, tally)
-    summary = summarize(tally, work, manifest, time.perf_counter() - t0, not_read)
-    if opts.report and len(tally):
-        from .report import report_or_warning
-        summary["report"] = report_or_warning(work, tally)
-    return summary
+    return close_run(work, tally, time.perf_counter() - t0, not_read)
 
 
 class InputPixels:

@@ -47,10 +47,10 @@ def load_model(opts: UpscaleOptions, stage: str | None = None):
     return model.configure(rt)
 
 
-def hard_groups(opts: UpscaleOptions, model) -> set[int]:
-    """The groups the hard pool serves (UpscaleOptions.hard_groups)."""
-    n = model.cfg.pgs.num_groups
-    groups = opts.hard_groups or model.cfg.pgs.hard_groups
+def hard_groups(opts: UpscaleOptions, cfg) -> set[int]:
+    """The groups the hard pool serves (UpscaleOptions.hard_groups, else the config's)."""
+    n = cfg.pgs.num_groups
+    groups = opts.hard_groups or cfg.pgs.hard_groups
     bad = [g for g in groups if not 0 <= g < n]
     if bad:
         raise ValueError(f"hard groups {bad} do not exist: the model has groups 0..{n - 1}")

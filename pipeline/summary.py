@@ -1,15 +1,38 @@
-"""A run's summary, the same for both engines: the worklist's one line before the run, the
-summary after it, and the one-line end of a run the storage stopped."""
+"""A run's start and end, the same for both engines: its worklist and that worklist's one line
+before the run (`open_run`); its rows folded into the manifest, its summary and report after it
+(`close_run`); and the one-line end of a run the storage stopped."""
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from storage import REFUSED, StorageError
 
 from .listing import EXTENSIONS_TEXT
 from .manifest import consolidate
 from .tally import Tally
-from .worklist import Worklist
+from .worklist import Worklist, make_worklist
+from .writing import write_skipped
+
+log = logging.getLogger("patchscaler")
+
+
+def open_run(opts) -> tuple[Worklist, list]:
+    """A run's worklist (worklist.py), logged in one line, and the rows of the entries it does
+    not read (written now)."""
+    work = make_worklist(opts)
+    log.info("%s", worklist_line(work))
+    return work, write_skipped(work)
+
+
+def close_run(work: Worklist, tally: Tally, seconds: float, not_read: list, **extra) -> dict:
+    """A run's end: its rows folded into its manifest, its summary (with the engine's `extra`)
+    and, if asked, its report."""
+    summary = {**summarize(tally, work, fold_rows(work, tally), seconds, not_read), **extra}
+    if work.opts.report and len(tally):
+        from .report import report_or_warning
+        summary["report"] = report_or_warning(work, tally)
+    return summary
 
 
 def fold_rows(work: Worklist, tally: Tally) -> str | None:

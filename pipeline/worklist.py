@@ -35,6 +35,7 @@ class Worklist:
     sigs: dict[str, str] = field(default_factory=dict)       # input -> input_signatures
     redo: dict[str, str] = field(default_factory=dict)       # input -> why its output is made again
     still_bad: dict[str, str] = field(default_factory=dict)  # input -> "still bad (unchanged since ...)"
+    cfg: object = None   # the run's model config: the checkpoint's, with the run's overrides (no networks)
 
 
 def make_worklist(opts: UpscaleOptions) -> Worklist:
@@ -88,7 +89,8 @@ def make_worklist(opts: UpscaleOptions) -> Worklist:
             inputs, skipped, sigs = scan_inputs(src)
     except Exception as e:
         raise storage_error(e, f"SRC {src.uri()}", src) from None
-    opts = dataclasses.replace(opts, settings=settings_key(opts, _model_version(opts)))
+    cfg = _run_config(opts)
+    opts = dataclasses.replace(opts, settings=settings_key(opts, cfg.version))
     done, redo = done_inputs(dst, files, rows, sigs, opts.settings) if opts.resume else (set(), {})
     still_bad = {} if opts.retry_failed or not opts.resume else known_bad(rows, sigs)
     pending = [r for r in inputs if r not in done and r not in still_bad]
@@ -100,7 +102,7 @@ def make_worklist(opts: UpscaleOptions) -> Worklist:
             write_plan(dst, opts.run_id, pending)
         except Exception as e:
             raise storage_error(e, f"DST {dst.uri()}", dst) from None
-    return Worklist(opts, src, dst, inputs, skipped, done, pending, naming, recovered, sigs, redo, still_bad)
+    return Worklist(opts, src, dst, inputs, skipped, done, pending, naming, recovered, sigs, redo, still_bad, cfg)
 
 
 def check_writable(dst: Store) -> None:
@@ -112,10 +114,11 @@ def check_writable(dst: Store) -> None:
         raise StorageError(f"DST {dst.uri()} cannot be written: {e.strerror or one_line(e)}") from None
 
 
-def _model_version(opts: UpscaleOptions) -> str:
-    """The version of the run's model, from its checkpoint's config alone (no networks)."""
-    from patchscaler.upscale import build_default
+def _run_config(opts: UpscaleOptions):
+    """The run's model config (its version names the outputs' settings): the checkpoint's
+    config alone, no networks, with the run's overrides (--thresholds, --taus, --steps)."""
+    from .run_model import load_model
     try:
-        return build_default(opts.checkpoint, components=(), storage_options=opts.checkpoint_options).cfg.version
+        return load_model(opts, "stitch").cfg
     except FileNotFoundError:
         raise UsageError(f"--checkpoint {opts.checkpoint} does not exist") from None
