@@ -1,6 +1,8 @@
-"""The pipeline's progress counters on the Ray side: a ProgressHub actor (num_cpus=0) and the
-fire-and-forget `report` the stages call. The driver's display is pipeline/progress.py. (Which
-stitcher assembles a photo cut into pieces is pipeline/assembly.py's PieceLedger.)"""
+"""The run's book on the Ray side: a RunHub actor (num_cpus=0) that the stages tell what they
+did (the fire-and-forget `report`, `mark`, `peak`) and the stitchers which pieces of a photo are
+finished. The driver's display is pipeline/progress.py; the photo's assembly is
+pipeline/assembly.py. It imports nothing heavy, so its process stays small: what it keeps of a
+finished piece is bytes it never opens."""
 from __future__ import annotations
 
 import logging
@@ -8,15 +10,17 @@ import logging
 log = logging.getLogger("patchscaler.progress")
 
 
-class ProgressHub:
-    """A Ray actor (num_cpus=0) holding the pipeline's counters: stage -> [done, total]; which
-    stage each piece is in (so that a piece whose actor died can be named with its stage); and
-    each stage's peak memory."""
+class RunHub:
+    """A Ray actor (num_cpus=0), one per run, holding the pipeline's counters: stage -> [done,
+    total]; which stage each piece is in (so that a piece whose actor died can be named with its
+    stage); each stage's peak memory; and the finished pieces of each photo cut into several
+    (so that exactly one stitcher, the one that brings the last, puts the photo together)."""
 
     def __init__(self):
         self.counts: dict[str, list[int]] = {}
         self.where: dict[tuple[str, int], str] = {}
         self.peaks: dict[str, float] = {}
+        self.pieces: dict[str, dict[int, bytes]] = {}
 
     def add(self, stage: str, done: int = 0, total: int = 0) -> None:
         c = self.counts.setdefault(stage, [0, 0])
@@ -42,6 +46,17 @@ class ProgressHub:
     def stuck(self) -> dict[str, str]:
         """input -> the stage one of its pieces entered and never left (its actor died)."""
         return {key: stage for (key, _), stage in self.where.items()}
+
+    def piece_done(self, key: str, index: int, count: int, info: bytes) -> list[bytes] | None:
+        """Record a photo's finished (or failed) piece (`info`: what its assembler needs, as the
+        stitcher packed it); the caller that brings the last one gets every piece's, in order,
+        and puts the photo together. Exactly one does."""
+        got = self.pieces.setdefault(key, {})
+        got[index] = info
+        if len(got) < count:
+            return None
+        del self.pieces[key]
+        return [got[i] for i in range(count)]
 
 
 def mark(hub, stage: str | None, key: str, index: int) -> None:

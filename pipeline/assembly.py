@@ -1,7 +1,7 @@
 """Putting a photo that was cut into several pieces back together (the Ray engine: its pieces
 are separate rows, finished by any stitcher). Each finished piece goes to scratch under DST
-(lossless PNG and its patches' groups); `PieceLedger`, one Ray actor of the run, tells the
-stitcher that brings a photo's last piece that it is the one to assemble; that stitcher puts
+(lossless PNG and its patches' groups); the run's hub (actors/hub.py) tells the stitcher that
+brings a photo's last piece that it is the one to assemble; that stitcher puts
 the output together one piece at a time in the photo's `Photo` (patchscaler/photo.py, the
 assembler the in-process engine fills in memory), writes it with its row and removes the
 scratch."""
@@ -23,23 +23,6 @@ from .options import UpscaleOptions
 from .writing import error_text, write_error, write_photo
 
 
-class PieceLedger:
-    """A Ray actor (num_cpus=0) of the run: the pieces of each photo finished so far."""
-
-    def __init__(self):
-        self.pieces: dict[str, dict[int, dict]] = {}
-
-    def piece_done(self, key: str, index: int, count: int, info: dict) -> list[dict] | None:
-        """Record a photo's finished (or failed) piece; the caller that brings the last one
-        gets every piece's info, in order, and puts the photo together. Exactly one does."""
-        got = self.pieces.setdefault(key, {})
-        got[index] = info
-        if len(got) < count:
-            return None
-        del self.pieces[key]
-        return [got[i] for i in range(count)]
-
-
 def _scratch(opts: UpscaleOptions, rel: str) -> str:
     return f"{parts_dir(opts.run_id)}/{row_key(rel)}"
 
@@ -51,7 +34,7 @@ def part_row(opts: UpscaleOptions, rel: str) -> ManifestRow:
 
 
 def failed_piece(err: Exception | str) -> dict:
-    """What the ledger keeps of a piece that failed: it fails its photo."""
+    """What the hub keeps of a piece that failed: it fails its photo."""
     return {"ok": False, "error": err if isinstance(err, str) else error_text(err)}
 
 

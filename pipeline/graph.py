@@ -9,10 +9,10 @@
            easy                      refines simple + medium, passes the rest through
       -> StitchWrite actor pool      blend, decode, colour fix; a photo's atomic write and manifest
                                      row (writing.py; a piece of a larger photo goes to scratch:
-                                     whoever finishes its last piece puts the photo together,
-                                     assembly.py)
+                                     whoever finishes its last piece, as the run's hub says,
+                                     puts the photo together, assembly.py)
       -> driver                      counts the small manifest rows, consolidates Parquet
-    (every stage also tells a ProgressHub actor what it finished: one progress line per stage)
+    (every stage also tells the run's RunHub actor what it finished: one progress line per stage)
 
 Each stage is a step of the photo plan (patchscaler/photo.py), which the in-process engine runs
 as a loop; the stages are stages.py, one class each, and so are their rows (PieceRow).
@@ -35,10 +35,10 @@ import time
 
 from patchscaler import flow
 
-from actors.hub import ProgressHub
+from actors.hub import RunHub
 from actors.runtime import check_devices, init_ray, pool
 
-from .assembly import PieceLedger, remove_scratch
+from .assembly import remove_scratch
 from .manifest import remove_parts
 from .options import UpscaleOptions
 from .progress import PipelineProgress, Progress
@@ -55,7 +55,7 @@ SPLIT_TASKS = 2   # header-reading tasks at a time (they reserve no CPU: see _bu
 ONE_ROW_BYTES = 1   # the datasets' target block size (one_row_per_block)
 
 
-def build_dataset(work: Worklist, cfg, pools, hub=None, inputs: list[str] | None = None, ledger=None):
+def build_dataset(work: Worklist, cfg, pools, hub=None, inputs: list[str] | None = None):
     """The graph over `inputs` (default: every pending input of the worklist); `cfg`: the
     run's model config, `pools`: its Patch-DiT pools (flow.pools), each a stage."""
     import warnings
@@ -65,10 +65,10 @@ def build_dataset(work: Worklist, cfg, pools, hub=None, inputs: list[str] | None
         # Ray 2.60 deprecates ray_remote_args_fn, the one way to bound an actor's task retries
         # (actors/runtime.py); nothing a user can act on
         warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*")
-        return _build_dataset(work, cfg, pools, hub, work.pending if inputs is None else inputs, ledger)
+        return _build_dataset(work, cfg, pools, hub, work.pending if inputs is None else inputs)
 
 
-def _build_dataset(work: Worklist, cfg, pools, hub, pending: list[str], ledger):
+def _build_dataset(work: Worklist, cfg, pools, hub, pending: list[str]):
     import ray
     from ray.data import TaskPoolStrategy
     opts = work.opts
@@ -88,7 +88,7 @@ def _build_dataset(work: Worklist, cfg, pools, hub, pending: list[str], ledger):
         ds = ds.map_batches(PatchDiTPool, fn_constructor_args=(opts, name, groups, hub),
                             **pool(getattr(opts, f"{name}_actors"), opts.actor_cpus, opts.dit_gpus,
                                    getattr(opts, f"{name}_resources"), rows))
-    ds = ds.map_batches(StitchWrite, fn_constructor_args=(opts, hub, ledger),
+    ds = ds.map_batches(StitchWrite, fn_constructor_args=(opts, hub),
                         **pool(opts.stitch_actors, opts.actor_cpus, 0, {}))
     return ds
 
@@ -160,8 +160,7 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
                                     for name, _ in pools}}, opts.device, own)
         for name, d in devices.items():
             log.info("%s stage: %s (GPU ids %s)", name, d["device"], ",".join(d["gpu_ids"]) or "none")
-        hub = ray.remote(num_cpus=0)(ProgressHub).remote()
-        ledger = ray.remote(num_cpus=0)(PieceLedger).remote()
+        hub = ray.remote(num_cpus=0)(RunHub).remote()
         down = None
         with PipelineProgress(hub, len(work.pending), progress or Progress()) as pp:
             size = max(1, opts.wave)
@@ -170,12 +169,11 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
                 if count > 1:
                     log.info("wave %d of %d: %d photo%s, from %s", i + 1, count, len(wave),
                              "" if len(wave) == 1 else "s", wave[0])
-                down = _run_wave(build_dataset(work, cfg, pools, hub, wave, ledger), tally)
+                down = _run_wave(build_dataset(work, cfg, pools, hub, wave), tally)
                 if down is not None:
                     break
         if down is not None:
             ray.kill(hub)
-            ray.kill(ledger)
             raise stopped_by_storage(work, tally, down)
         stages = pp.final
         for r in _lost(work, tally.seen, ray.get(hub.stuck.remote()), cfg.version):
@@ -183,7 +181,6 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         peaks = ray.get(hub.peak_memory.remote())
         log.info("peak memory per actor: %s", ", ".join(f"{k} {v:.2f} GiB" for k, v in peaks.items()))
         ray.kill(hub)
-        ray.kill(ledger)
         remove_parts(work.dst, opts.run_id)
     return close_run(work, tally, time.perf_counter() - t0, not_read, stages=stages, actor_peaks=peaks)
 

@@ -4,7 +4,7 @@ On a terminal each stage is a tqdm bar. Anywhere else (cron mail, `ray job logs`
 bars would be one endless line of carriage returns, so each stage writes one log line every
 `interval` seconds (PATCHSCALER_PROGRESS_INTERVAL, default 30) and one when it ends.
 
-The Ray pipeline's actors report to a ProgressHub actor (actors/hub.py, fire and
+The Ray pipeline's actors report to a RunHub actor (actors/hub.py, fire and
 forget); a thread on the driver reads its counters once a second."""
 from __future__ import annotations
 

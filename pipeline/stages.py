@@ -12,7 +12,7 @@ pieces is put together by assembly.py). Each takes the run's options
 
 The rows between the stages are `PieceRow`s (their fields are the columns); StitchWrite emits
 the photo's manifest row for the driver instead (`photo_row`, read back by `from_photo_row`).
-Each stage tells the driver's ProgressHub (actors/hub.py, if given) what it finished (pieces, or
+Each stage tells the run's RunHub (actors/hub.py, if given) what it finished (pieces, or
 patches per Patch-DiT batch) and which piece it is working on (so a piece whose actor dies is
 reported with its stage).
 """
@@ -238,13 +238,13 @@ class PatchDiTPool:
 class StitchWrite:
     """Blend, decode, colour-fix (flow.finish), then the output and its manifest row
     (writing.write_photo); a piece of a larger photo is written to scratch, and the stitcher that
-    finishes the photo's last piece, as the run's PieceLedger says, puts the photo together
+    finishes the photo's last piece, as the run's hub says, puts the photo together
     (assembly.assemble). Emits the photo's manifest row, or a "part" row for a piece that did
     not finish its photo."""
 
-    def __init__(self, opts, hub=None, ledger=None):
+    def __init__(self, opts, hub=None):
         _threads()
-        self.opts, self.hub, self.ledger = opts, hub, ledger
+        self.opts, self.hub = opts, hub
         self.dst = writing.open_dest(opts)
         self.model = load_model(opts, "stitch")
         self.device = _device(self.model)
@@ -313,8 +313,10 @@ class StitchWrite:
                 info = assembly.failed_piece(e)
         info["trace"] = json.loads(row.trace or "{}")
         import ray
-        infos = ray.get(self.ledger.piece_done.remote(rel, piece.index, piece.count, info))
-        if infos is None:
+        # packed here, opened by the assembling stitcher only: the hub's process stays small
+        packed = ray.get(self.hub.piece_done.remote(rel, piece.index, piece.count, pickle.dumps(info, protocol=5)))
+        if packed is None:
             return None, row.trace
+        infos = [pickle.loads(b) for b in packed]
         trace = json.dumps({"pieces": [i["trace"] for i in infos]})
         return assembly.assemble(self.dst, self.opts, rel, infos, naming, self.model), trace
