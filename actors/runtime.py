@@ -65,8 +65,11 @@ def init_ray(address: str | None = None, verbose: bool = False):
         passive_openmp()
         env = {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}
         kept = _python_handlers()
+        # a Ray of our own starts no dashboard: nobody looks at it, and on a small host its
+        # process takes CPU and memory from the run (`--verbose` keeps it, for those who do)
+        own = {} if address != "local" or verbose else {"include_dashboard": False}
         ray.init(address=address, log_to_driver=verbose, runtime_env={"env_vars": env},
-                 logging_level=logging.INFO if verbose else logging.WARNING)
+                 logging_level=logging.INFO if verbose else logging.WARNING, **own)
         # ray.init puts its own SIGTERM handler (a C++ stack dump) over the caller's: keep the caller's
         for sig, handler in kept.items():
             signal.signal(sig, handler)
