@@ -1,6 +1,6 @@
 """The errors that stop a whole command, each with a one-line message for the user: UsageError
 (exit 2: fix the command) and, from an exception of the storage libraries, StorageError (exit 4:
-storage unreachable or refusing, storage/store.py)."""
+storage unreachable or refusing, storage/failures.py)."""
 from __future__ import annotations
 
 from storage import StorageError, Store

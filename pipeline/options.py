@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from storage.store import STORAGE_RETRY_S
+from storage.failures import STORAGE_RETRY_S
 
 from . import fields as values
 from .fields import library_constant, opt

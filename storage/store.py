@@ -1,133 +1,21 @@
 """Storage, the one I/O layer: a root on any fsspec URI (local folders, s3://, ...) with bounded
-S3 calls and writes that never leave a partial object, and the rules for the options each URI
-gets. Inputs, outputs, manifests, RTMs, checkpoints and training state all go through it (one
-file by its URI: `read_uri`, `write_uri`). Local writes are durable (durable.py).
-
-Options rule: fsspec options (an S3 endpoint, a profile, --storage-options) apply to URIs
-only; a local path gets none (`options_for`). Each URI of a job (SRC, DST, --rtm) gets them
-from the same command line (`cli_options`), so an `--rtm s3://...` with a local SRC still
-gets the endpoint."""
+S3 calls (uri_options.py), transient faults tried again within a budget (failures.py) and writes
+that never leave a partial object. Inputs, outputs, manifests, RTMs, checkpoints and training
+state all go through it (one file by its URI: `read_uri`, `write_uri`). Local writes are durable
+(durable.py)."""
 from __future__ import annotations
 
-import errno
-import json
 import os
 import posixpath
 import random
-import re
 import time
 from dataclasses import dataclass, field
 
 import fsspec
 
-# Every S3 call is bounded: botocore waits at most S3_CONNECT_TIMEOUT seconds per connection
-# attempt and makes at most S3_ATTEMPTS attempts (its "standard" retry mode: dropped
-# connections, timeouts, throttling, with backoff); s3fs adds no retries of its own on top.
-# A run checks each bucket with one call first, so a wrong endpoint costs at most
-# S3_ATTEMPTS x S3_CONNECT_TIMEOUT seconds (about 15 s; a refused connection, under 2 s).
-S3_CONNECT_TIMEOUT = 5
-S3_READ_TIMEOUT = 60
-S3_ATTEMPTS = 3
-# Past botocore's attempts, a transient fault on one object (a dropped connection, a timeout,
-# a 5xx answer, SlowDown throttling) is tried again with exponential backoff and full jitter,
-# 0.5 s doubling up to 15 s between tries, for up to `Store.retry_budget` seconds of waiting
-# per object operation (STORAGE_RETRY_S by default; `upscale --storage-retry`). Past that the
-# storage counts as down: StorageError, and the run stops with exit 4.
-STORAGE_RETRY_S = 120.0
-RETRY_FIRST_S, RETRY_MAX_S = 0.5, 15.0
-_TRANSIENT_NAMES = ("EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
-                    "ClientConnectorError", "ServerDisconnectedError", "ClientOSError", "ClientPayloadError",
-                    "ServerTimeoutError", "IncompleteRead", "ResponseStreamingError", "TimeoutError",
-                    "ConnectionError", "ConnectionResetError", "ConnectionRefusedError", "ConnectionAbortedError",
-                    "BrokenPipeError")
-_TRANSIENT_TEXT = re.compile(r"SlowDown|Slow Down|ServiceUnavailable|Service Unavailable|InternalError|RequestTimeout|"
-                             r"Throttl|reduce your request rate|Internal Server Error|Bad Gateway|Gateway Time|"
-                             r"\b50[0234]\b", re.IGNORECASE)
-
-
-class StorageError(OSError):
-    """SRC, DST or an RTM cannot be reached, read or written: refused before the run, or
-    unreachable for a whole retry budget during it. Not the photo's fault: the run stops with
-    one line and exit 4, and the next run redoes only what is not written."""
-    exit_code = 4
-
-
-# a local store that answers these to one write will answer them to every write: the run
-# stops (exit 4) rather than failing each photo in turn
-REFUSED_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-REFUSED = "refused a write"    # how the message of StorageRefused says it
-
-
-class StorageRefused(StorageError):
-    """A local store refuses writes: disk full, read-only, no permission. A StorageError like
-    any other (exit 4, one line); its own kind only so the stop line can say what will let the
-    next run through (DST taking writes again, not the storage coming back)."""
-
-
-def transient(e: BaseException) -> bool:
-    """A fault that a later try may not meet: connection, timeout, 5xx or throttling, anywhere in
-    the exception's chain. A missing object or a refused permission is not one."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, (FileNotFoundError, PermissionError, StorageError)):
-            return False
-        if type(e).__name__ in _TRANSIENT_NAMES or _TRANSIENT_TEXT.search(str(e)):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-# fsspec option names that carry secrets: refused on the command line, never logged
-SECRET_OPTIONS = {"key", "secret", "token", "password", "username", "aws_access_key_id",
-                  "aws_secret_access_key", "aws_session_token"}
-
-
-# --- stores -------------------------------------------------------------------------------
-
-def s3_options(options: dict) -> dict:
-    """fsspec options for S3 with this job's bounded timeouts and retries filled in (the
-    caller's own `config_kwargs` win)."""
-    out = dict(options)
-    cfg = dict(out.get("config_kwargs") or {})
-    cfg.setdefault("connect_timeout", S3_CONNECT_TIMEOUT)
-    cfg.setdefault("read_timeout", S3_READ_TIMEOUT)
-    cfg.setdefault("retries", {"total_max_attempts": S3_ATTEMPTS, "mode": "standard"})
-    out["config_kwargs"] = cfg
-    return out
-
-
-def parse_storage_options(text: str) -> dict:
-    """--storage-options JSON: a JSON object without secrets (credentials come from the
-    environment or a profile, never from the command line, where `ps` and shell history see
-    them)."""
-    try:
-        opts = json.loads(text)
-    except ValueError as e:
-        raise ValueError(f"--storage-options is not JSON: {e}") from None
-    if not isinstance(opts, dict):
-        raise ValueError("--storage-options must be a JSON object")
-    secret = sorted(k for k in opts if k.lower() in SECRET_OPTIONS)
-    if secret:
-        raise ValueError(f"--storage-options must not carry credentials ({', '.join(secret)}): "
-                         "use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or --s3-profile")
-    return opts
-
-
-def options_for(uri: str, options: dict) -> dict:
-    """The fsspec options a URI gets: all of them for a URI, none for a local path."""
-    return dict(options) if "://" in uri else {}
-
-
-def cli_options(storage_options: dict | None = None, s3_endpoint: str | None = None,
-                s3_profile: str | None = None) -> dict:
-    """fsspec options from the command line's --storage-options, --s3-endpoint, --s3-profile."""
-    so = dict(storage_options or {})
-    if s3_endpoint:
-        so.setdefault("client_kwargs", {})["endpoint_url"] = s3_endpoint
-    if s3_profile:
-        so["profile"] = s3_profile
-    return so
+from .failures import (REFUSED, REFUSED_ERRNOS, RETRY_FIRST_S, RETRY_MAX_S, STORAGE_RETRY_S, StorageError, StorageRefused,
+                     transient)
+from .uri_options import options_for, s3_options
 
 
 def _parent_and_name(uri: str) -> tuple[str, str]:
