@@ -35,6 +35,8 @@ def process_image(model, opts: UpscaleOptions, src: Store, dst: Store, rel: str,
         if progress is not None:
             progress.add("photo", f"{rel} ({w}x{h})", "piece", None, leave=False)
 
+            patch_bar = set()   # the pieces whose Patch-DiT bar is up: one bar for all the pools
+
             def on_piece(part, step, state):
                 where = f"  piece {part.index + 1}/{part.count}"
                 if step == "grm":
@@ -42,7 +44,8 @@ def process_image(model, opts: UpscaleOptions, src: Store, dst: Store, rel: str,
                     progress.add("step", f"{where}: GRM", "tile", None, leave=False)
                 elif step == "finish":
                     progress.finish("step", quiet=True)
-                elif not progress.stages["step"].desc.endswith("Patch-DiT"):   # the first pool: one bar for all
+                elif part.index not in patch_bar:
+                    patch_bar.add(part.index)
                     progress.add("step", f"{where}: Patch-DiT", "patch", len(state.coarse.index), leave=False)
 
             on_tile = lambda done, total: progress.set("step", done=done, total=total)  # noqa: E731
