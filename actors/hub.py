@@ -18,14 +18,20 @@ class RunHub:
 
     def __init__(self):
         self.counts: dict[str, list[int]] = {}
+        self.busy: dict[str, float] = {}
         self.where: dict[tuple[str, int], str] = {}
         self.peaks: dict[str, float] = {}
         self.pieces: dict[str, dict[int, bytes]] = {}
 
-    def add(self, stage: str, done: int = 0, total: int = 0) -> None:
+    def add(self, stage: str, done: int = 0, total: int = 0, seconds: float = 0.0) -> None:
         c = self.counts.setdefault(stage, [0, 0])
         c[0] += done
         c[1] += total
+        self.busy[stage] = self.busy.get(stage, 0.0) + seconds
+
+    def work(self) -> dict[str, float]:
+        """stage -> the seconds its actors have spent on pieces so far, all actors together."""
+        return dict(self.busy)
 
     def snapshot(self) -> dict[str, list[int]]:
         return {k: list(v) for k, v in self.counts.items()}
@@ -85,11 +91,12 @@ def peak(hub, stage: str) -> None:
         log.debug("peak report dropped: %s", e)
 
 
-def report(hub, stage: str, done: int = 0, total: int = 0) -> None:
-    """Tell the hub (if any) without waiting; progress never fails an image."""
+def report(hub, stage: str, done: int = 0, total: int = 0, seconds: float = 0.0) -> None:
+    """Tell the hub (if any) without waiting; progress never fails an image. `seconds`: the
+    stage's time on what it reports done."""
     if hub is None:
         return
     try:
-        hub.add.remote(stage, done, total)
+        hub.add.remote(stage, done, total, seconds)
     except Exception as e:   # a dead hub only costs the progress line, never the image
         log.debug("progress report dropped: %s", e)

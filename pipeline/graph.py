@@ -28,6 +28,7 @@ keeps the GRM from running twice (Ray Data has no fork)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -42,8 +43,8 @@ from .assembly import remove_scratch
 from .manifest import remove_parts
 from .options import UpscaleOptions
 from .progress import PipelineProgress, Progress
-from .reading import decode
-from .run_model import hard_groups, load_model
+from .run_model import hard_groups
+from .sizing import split
 from .stages import DecodeGRM, PatchDiTPool, PieceRow, StitchWrite, from_photo_row, split_pieces
 from .summary import close_run, open_run, stopped_by_storage
 from .tally import Tally
@@ -53,14 +54,13 @@ from .writing import write_error
 log = logging.getLogger("patchscaler")
 SPLIT_TASKS = 2   # header-reading tasks at a time (they reserve no CPU: see _build_dataset)
 ONE_ROW_BYTES = 1   # the datasets' target block size (one_row_per_block)
+AUTO_SAMPLE = 2     # --pools auto: photos in the first wave at least (and one per actor it sizes)
 
 
 def build_dataset(work: Worklist, cfg, pools, hub=None, inputs: list[str] | None = None):
     """The graph over `inputs` (default: every pending input of the worklist); `cfg`: the
     run's model config, `pools`: its Patch-DiT pools (flow.pools), each a stage."""
     import warnings
-
-    import ray
     with warnings.catch_warnings():
         # Ray 2.60 deprecates ray_remote_args_fn, the one way to bound an actor's task retries
         # (actors/runtime.py); nothing a user can act on
@@ -115,31 +115,25 @@ def one_row_per_block():
         ctx.target_max_block_size = kept
 
 
-def auto_pools(work: Worklist, pools, sample: int = 2) -> UpscaleOptions:
-    """The options with the GRM and Patch-DiT pools' (`pools`) actor counts re-split (same
-    total) from the work measured in this process on the first `sample` pending images
-    (pipeline/sizing.py)."""
-    import dataclasses
+def pool_actors(opts: UpscaleOptions, pools) -> dict[str, int]:
+    """The actors of the GRM and of each Patch-DiT pool (`pools`: flow.pools), by name."""
+    return {"grm": opts.grm_actors, **{name: getattr(opts, f"{name}_actors") for name, _ in pools}}
 
-    from .sizing import measure, split
-    opts = work.opts
-    model = load_model(opts)
-    preps = []
-    for rel in work.pending[: sample * 2]:
-        try:
-            preps.append(decode(work.src, rel, opts)[0])
-        except Exception:  # a bad image is no sample; its row comes from the run itself
-            continue
-        if len(preps) == sample:
-            break
-    if not preps:
+
+def auto_pools(opts: UpscaleOptions, pools, busy: dict[str, float], photos: int) -> UpscaleOptions:
+    """The options with the GRM and Patch-DiT pools' (`pools`) actor counts re-split (same
+    total, pipeline/sizing.py) by the seconds their actors spent (`busy`, the hub's) on the
+    first wave's `photos` photos: measured where the run computes, on its own devices."""
+    actors = pool_actors(opts, pools)
+    names = list(actors)
+    seconds = {k: busy.get(k, 0.0) / max(1, photos) for k in names}   # per photo
+    if not photos or not any(seconds.values()):
+        log.info("pools kept: no photo of the first wave was upscaled to measure them by")
         return opts
-    seconds = measure(model, preps, opts.seed).pool_work(pools)   # per image
-    actors = {"grm": opts.grm_actors, **{name: getattr(opts, f"{name}_actors") for name, _ in pools}}
     sizes = split(seconds, sum(actors.values()))
-    log.info("pools from the work of %d image(s) (s/image: %s): %s", len(preps),
-             ", ".join(f"{k} {seconds[k]:.2f}" for k in actors), ", ".join(f"{k} {sizes[k]} actors" for k in actors))
-    return dataclasses.replace(opts, **{f"{k}_actors": sizes[k] for k in actors})
+    log.info("pools from the work of %d photo(s) (s/photo: %s): %s", photos,
+             ", ".join(f"{k} {seconds[k]:.2f}" for k in names), ", ".join(f"{k} {sizes[k]} actors" for k in names))
+    return dataclasses.replace(opts, **{f"{k}_actors": sizes[k] for k in names})
 
 
 def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict:
@@ -151,8 +145,6 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         # the photo plan's Patch-DiT pools, each a stage; a --hard-groups the model does not have
         # fails here, before Ray starts, not in the actors
         pools = flow.pools(cfg, hard_groups(opts, cfg))
-        if opts.pools == "auto":
-            work.opts = opts = auto_pools(work, pools)
         ray = init_ray(opts.address, opts.verbose)
         own = not (opts.address or os.environ.get("RAY_ADDRESS"))
         devices = check_devices({"GRM": (opts.grm_gpus, opts.grm_resources),
@@ -163,15 +155,19 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
         hub = ray.remote(num_cpus=0)(RunHub).remote()
         down = None
         with PipelineProgress(hub, len(work.pending), progress or Progress()) as pp:
-            size = max(1, opts.wave)
-            count = -(-len(work.pending) // size)
-            for i, wave in enumerate(waves(work.pending, size)):
-                if count > 1:
-                    log.info("wave %d of %d: %d photo%s, from %s", i + 1, count, len(wave),
+            # --pools auto: a first wave, a photo per actor, run with the sizes given, measures
+            # the work that re-splits them for the rest
+            first = max(AUTO_SAMPLE, sum(pool_actors(opts, pools).values())) if opts.pools == "auto" else None
+            runs = list(waves(work.pending, max(1, opts.wave), first))
+            for i, wave in enumerate(runs):
+                if len(runs) > 1:
+                    log.info("wave %d of %d: %d photo%s, from %s", i + 1, len(runs), len(wave),
                              "" if len(wave) == 1 else "s", wave[0])
                 down = _run_wave(build_dataset(work, cfg, pools, hub, wave), tally)
                 if down is not None:
                     break
+                if i == 0 and first and len(runs) > 1:
+                    work.opts = opts = auto_pools(opts, pools, ray.get(hub.work.remote()), tally.ok)
         if down is not None:
             ray.kill(hub)
             raise stopped_by_storage(work, tally, down)
@@ -185,12 +181,17 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
     return close_run(work, tally, time.perf_counter() - t0, not_read, stages=stages, actor_peaks=peaks)
 
 
-def waves(pending: list[str], size: int):
-    """The pending inputs in consecutive runs of at most `size` (>= 1). Ray Data keeps state per block
-    for the whole of a run (each queued piece's block and its statistics: ~45 KB per photo on
-    the driver, measured), so an archive is run as waves and the driver's memory is bounded by a
-    wave, not by the archive; the actors start anew for each wave."""
-    for i in range(0, len(pending), size):
+def waves(pending: list[str], size: int, first: int | None = None):
+    """The pending inputs in consecutive runs of at most `size` (>= 1), the first of at most
+    `first` if given. Ray Data keeps state per block for the whole of a run (each queued piece's
+    block and its statistics: ~45 KB per photo on the driver, measured), so an archive is run as
+    waves and the driver's memory is bounded by a wave, not by the archive; the actors start anew
+    for each wave."""
+    start = 0
+    if first:
+        yield pending[:min(first, size)]
+        start = min(first, size)
+    for i in range(start, len(pending), size):
         yield pending[i:i + size]
 
 

@@ -107,10 +107,11 @@ class UpscaleOptions:
     dit_gpus: float = opt(0.0, "Ray: GPUs each Patch-DiT actor reserves", type=float, ray_only=True)
     dit_images: int = opt(0, "images per Patch-DiT call, patches batched by group (default: 8 with --dit-gpus, "
                           "else 1)", type=int)
-    # "auto": the GRM / hard / easy actor counts re-split from the work measured on the first
-    # images (pipeline/sizing.py), keeping their total
-    pools: str = opt("fixed", "auto: re-split the GRM/hard/easy actors (same total) from the work measured on "
-                     "the first images", choices=["fixed", "auto"], ray_only=True)
+    # "auto": the GRM / hard / easy actor counts re-split, keeping their total, by the seconds
+    # their actors spent on a first wave of a photo per actor (pipeline/graph.py, sizing.py)
+    pools: str = opt("fixed", "auto: run a first wave of a photo per actor, then re-split the GRM/hard/easy "
+                     "actors (same total) by the work they measured on it", choices=["fixed", "auto"],
+                     ray_only=True)
     grm_resources: dict = opt(help="Ray custom resources per GRM actor, JSON or k=v,k=v (see cluster.yaml)",
                               factory=dict, type=values.resources, metavar="RES", ray_only=True)
     hard_resources: dict = opt(help="Ray custom resources per hard Patch-DiT actor", factory=dict,

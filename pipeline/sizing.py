@@ -4,8 +4,9 @@ Each image costs every stage some seconds: the GRM a fixed amount, each Patch-Di
 patches x the seconds per patch of their group (groups differ in steps, so a hard patch costs
 ~10x a simple one), the stitcher a fixed amount. A streaming pipeline runs at the pace of its
 slowest stage, so workers are split in proportion to the work per image, and the throughput is
-3600 / max(work of a pool / its workers). The work is measured here, in this process, on a sample
-of the archive: a skewed archive (many hard patches) gets a larger hard pool. Nothing here
+3600 / max(work of a pool / its workers). A skewed archive (many hard patches) gets a larger hard
+pool. `patchscaler plan` measures the work here, in this process, on a sample of the archive;
+`--pools auto` takes the seconds the run's own actors spent on its first wave. Nothing here
 knows Ray; the graph takes the sizes."""
 from __future__ import annotations
 

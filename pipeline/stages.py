@@ -13,8 +13,8 @@ pieces is put together by assembly.py). Each takes the run's options
 The rows between the stages are `PieceRow`s (their fields are the columns); StitchWrite emits
 the photo's manifest row for the driver instead (`photo_row`, read back by `from_photo_row`).
 Each stage tells the run's RunHub (actors/hub.py, if given) what it finished (pieces, or
-patches per Patch-DiT batch) and which piece it is working on (so a piece whose actor dies is
-reported with its stage).
+patches per Patch-DiT batch), the seconds it spent (what `--pools auto` sizes the pools by)
+and which piece it is working on (so a piece whose actor dies is reported with its stage).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import pickle
+import time
 from dataclasses import dataclass, replace
 
 import torch
@@ -143,6 +144,7 @@ class DecodeGRM:
         self.device = _device(self.model)
 
     def __call__(self, batch: dict) -> dict:
+        t0 = time.perf_counter()
         [row] = _rows(batch)
         rel = row.input
         self.calls += 1
@@ -162,7 +164,7 @@ class DecodeGRM:
                                    trace=json.dumps(trace))])
         for pool, groups in self.pools:   # each pool's patches to do
             report(self.hub, pool, total=sum(int((state.coarse.groups == g).sum()) for g in groups))
-        report(self.hub, "grm", done=1)
+        report(self.hub, "grm", done=1, seconds=time.perf_counter() - t0)
         peak(self.hub, "GRM")
         return _batch([replace(row, state=pickle.dumps(state, protocol=5), trace=json.dumps(trace))])
 
@@ -199,6 +201,7 @@ class PatchDiTPool:
         return replace(row, status="error", error=f"{type(e).__name__} in {self.pool} Patch-DiT: {e}", state=b"")
 
     def __call__(self, batch: dict) -> dict:
+        t0 = time.perf_counter()
         rows = _rows(batch)
         self.calls += 1
         for r in rows:
@@ -231,6 +234,7 @@ class PatchDiTPool:
             trace.setdefault("actors", {})[self.pool] = f"{node}:{os.getpid()}"
             trace.setdefault("devices", {})[self.pool] = self.device
             out[i] = replace(rows[i], state=pickle.dumps(state, protocol=5), trace=json.dumps(trace))
+        report(self.hub, self.pool, seconds=time.perf_counter() - t0)
         peak(self.hub, f"{self.pool} Patch-DiT")
         return _batch(out)
 
@@ -250,6 +254,7 @@ class StitchWrite:
         self.device = _device(self.model)
 
     def __call__(self, batch: dict) -> dict:
+        t0 = time.perf_counter()
         [row] = _rows(batch)
         rel = row.input
         mark(self.hub, "stitch", rel, _index(row))
@@ -265,7 +270,7 @@ class StitchWrite:
             report(self.hub, "stitch", done=1)
             return _columns([photo_row(r, trace)])
         mark(self.hub, None, rel, _index(row))
-        report(self.hub, "stitch", done=1)
+        report(self.hub, "stitch", done=1, seconds=time.perf_counter() - t0)
         peak(self.hub, "stitch")
         if r is None:   # the same columns as a photo's row (Ray Data blocks share one schema)
             r = assembly.part_row(self.opts, rel)

@@ -3,6 +3,7 @@
 and the planner (`patchscaler plan`). Results stay within float rounding of the in-process
 engine, image by image."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -30,7 +31,12 @@ def test_several_images_per_call_and_auto_pools_match_in_process(ray_session, ch
     s = run_pipeline(UpscaleOptions(str(src), str(tmp_path / "ray"), dit_images=3, pools="auto",
                                     grm_actors=1, hard_actors=1, easy_actors=2, run_id="batched", **kw))
     assert s["ok"] == 5 and s["failed"] == 1 and s["errors"][0][0] == "broken.png"
-    assert "pools from the work of 2 image(s)" in caplog.text
+    # --pools auto: a first wave of a photo per actor (broken.png p0 p1 p2: 3 upscaled), then the
+    # 4 actors re-split for the rest by what the pools measured
+    assert "wave 1 of 2: 4 photos, from broken.png" in caplog.text and "wave 2 of 2: 2 photos" in caplog.text
+    resplit = re.search(r"pools from the work of 3 photo\(s\) \(s/photo: grm [\d.]+, hard [\d.]+, easy [\d.]+\): "
+                        r"grm (\d) actors, hard (\d) actors, easy (\d) actors", caplog.text)
+    assert resplit and sum(map(int, resplit.groups())) == 4, caplog.text
     ppg = s["patches_per_group"]
     assert all(c > 0 for c in ppg), ppg
     # the Patch-DiT pools did see several images per call

@@ -54,6 +54,25 @@ def test_waves_cut_the_pending_inputs_in_order_and_cover_each_once():
     assert [len(w) for w in waves(pending, 3)] == [3, 3, 1]
     assert [x for w in waves(pending, 3) for x in w] == pending
     assert list(waves(pending, 2000)) == [pending] and list(waves([], 5)) == []
+    # --pools auto's first wave (a photo per actor) comes first, never larger than a wave
+    assert [len(w) for w in waves(pending, 3, first=2)] == [2, 3, 2]
+    assert [len(w) for w in waves(pending, 3, first=5)] == [3, 3, 1]
+    assert [x for w in waves(pending, 4, first=1) for x in w] == pending
+
+
+def test_auto_pools_re_split_the_actors_by_the_seconds_their_pools_spent():
+    """--pools auto: the first wave's seconds per pool (the hub's) re-split the GRM and Patch-DiT
+    actors, same total, at least one each; a wave that upscaled nothing keeps the sizes given."""
+    from pipeline.graph import auto_pools
+    from pipeline.options import UpscaleOptions
+    opts = UpscaleOptions("in", "out", grm_actors=2, hard_actors=2, easy_actors=2, stitch_actors=3)
+    pools = [("hard", {2}), ("easy", {0, 1})]
+    busy = {"grm": 4.0, "hard": 30.0, "easy": 8.0, "stitch": 50.0, "pieces": 0.0}
+    new = auto_pools(opts, pools, busy, photos=4)
+    assert (new.grm_actors, new.hard_actors, new.easy_actors) == (1, 3, 2)
+    assert new.stitch_actors == 3 and new.src == "in"    # the stitchers are not the accelerators'
+    assert auto_pools(opts, pools, {}, photos=0) is opts
+    assert auto_pools(opts, pools, {"grm": 0.0}, photos=3) is opts
 
 
 def test_progress_knows_the_pieces_only_when_every_wave_has_read_its_headers():
