@@ -202,30 +202,40 @@ def test_s3_in_and_out_through_moto_server(ray_session, checkpoint, s3_endpoint,
     assert img.size == (96, 80)
 
 
-def test_actor_deaths_midjob_lose_nothing(ray_session, checkpoint, tmp_path):
+def test_actor_deaths_midjob_lose_nothing_and_a_poison_photo_fails_alone(ray_session, checkpoint, tmp_path):
     """A GRM actor and a hard Patch-DiT actor die (process exit) with an image in flight; Ray
-    Data restarts them, the job finishes, every output is written once and none is partial."""
+    Data restarts them, the job finishes, every output is written once and none is partial. A
+    photo in two pieces kills its hard actor every time it is taken: it alone fails, with the
+    stage named, and its pieces leave no scratch."""
     from pipeline.graph import run_pipeline
     from pipeline.local import run_local
     src = tmp_path / "in"
-    write_tree(src, {f"p{i}.png": encode(photo(24, 20, seed=i)) for i in range(6)})
-    chaos = {"grm": str(tmp_path / "grm.died"), "hard": str(tmp_path / "hard.died")}
+    good = [f"p{i}.png" for i in range(6)]
+    write_tree(src, {**{n: encode(photo(24, 20, seed=i)) for i, n in enumerate(good)},
+                     "poison.png": encode(photo(60, 30, seed=9))})
+    chaos = {"grm": str(tmp_path / "grm.died"), "hard": str(tmp_path / "hard.died"),
+             "always": {"hard": "poison.png"}}
     faults = os.environ["PATCHSCALER_FAULTS"]
     with open(faults, "w") as f:
         json.dump(chaos, f)
     try:
-        s = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="chaos"))
+        s = run_pipeline(opts_for(str(src), str(tmp_path / "ray"), checkpoint, run_id="chaos", piece_size=40,
+                                  report=False))
     finally:
         os.unlink(faults)
     assert os.path.exists(chaos["grm"]) and os.path.exists(chaos["hard"])  # they did die
-    assert s["ok"] == 6 and s["failed"] == 0
-    ref = run_local(opts_for(str(src), str(tmp_path / "local"), checkpoint, run_id="ref"))
-    assert ref["ok"] == 6
-    for i in range(6):
-        assert (tmp_path / "ray" / f"p{i}.png").read_bytes() == (tmp_path / "local" / f"p{i}.png").read_bytes()
+    rows = {r["input"]: r for r in s["rows"]}
+    assert s["ok"] == 6 and s["failed"] == 1, s["errors"]
+    assert "actor died" in rows["poison.png"]["error"] and "hard Patch-DiT" in rows["poison.png"]["error"]
+    ref = run_local(opts_for(str(src), str(tmp_path / "local"), checkpoint, run_id="ref", piece_size=40,
+                             report=False))
+    assert ref["ok"] == 7
+    for n in good:
+        assert (tmp_path / "ray" / n).read_bytes() == (tmp_path / "local" / n).read_bytes()
     assert not [p for p in (tmp_path / "ray").rglob(".part-*")]
+    assert not (tmp_path / "ray" / "_manifest" / "parts").exists()
     t = pq.read_table(s["manifest"]).to_pylist()
-    assert sorted(r["input"] for r in t) == [f"p{i}.png" for i in range(6)]  # one row each
+    assert sorted(r["input"] for r in t) == [*good, "poison.png"]  # one row each
 
 
 def test_cli_single_file_and_exit_codes(checkpoint, tmp_path, capsys):
