@@ -27,6 +27,26 @@ def encode(im: Image.Image, fmt="PNG", **kw) -> bytes:
     return buf.getvalue()
 
 
+def scan(w=40, h=32, alpha=False, seed=0) -> np.ndarray:
+    """A smooth 16-bit gradient with fine noise: values an 8-bit file cannot hold."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    planes = [20000 + 30000 * np.sin(x / 9 + c) * np.cos(y / 7) + rng.normal(0, 300, (h, w)) for c in range(3)]
+    if alpha:
+        planes.append(np.linspace(10000, 65535, w)[None].repeat(h, 0))
+    return np.clip(np.stack(planes, -1), 0, 65535).astype(np.uint16)
+
+
+def write_scans(folder, alpha=False, w=40, h=32) -> np.ndarray:
+    """A 16-bit master as scan.png and scan.tif in `folder` (RGB, or RGBA with `alpha`)."""
+    import imagecodecs
+    import tifffile
+    a = scan(w, h, alpha=alpha)
+    (Path(folder) / "scan.png").write_bytes(imagecodecs.png_encode(a))
+    tifffile.imwrite(Path(folder) / "scan.tif", a, photometric="rgb", extrasamples=("unassalpha",) if alpha else None)
+    return a
+
+
 def write_tree(root, files: dict[str, bytes]) -> None:
     for name, data in files.items():
         p = os.path.join(root, name)

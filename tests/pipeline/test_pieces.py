@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-from helpers import encode, photo, write_tree
+from helpers import encode, photo, write_scans, write_tree
 
-from patchscaler import PatchScaler, Runtime, flow, imageio, pieces, tiny_config
+from patchscaler import PatchScaler, Runtime, deep, flow, imageio, pieces, tiny_config
 from patchscaler import photo as photo_plan
 from patchscaler.rtm import RTM
 
@@ -132,6 +132,8 @@ def test_state_between_stages_is_a_third_of_the_whole_patch_set(esrgan_model):
 
 
 def test_one_photo_spreads_over_both_actors_of_each_pool(ray_session, checkpoint, tmp_path):
+    """Also 16-bit RGBA masters (PNG, TIFF) in pieces through the Ray engine: the in-process
+    engine's bytes."""
     from pipeline.graph import run_pipeline
     from pipeline.local import run_local
     from pipeline.options import UpscaleOptions
@@ -143,12 +145,15 @@ def test_one_photo_spreads_over_both_actors_of_each_pool(ray_session, checkpoint
     text.add_text("Description", "the harbour")
     # the photo's metadata rides with its first piece to the assembler
     write_tree(src, {"big.png": encode(photo(120, 90, seed=7), exif=exif, dpi=(300, 300), pnginfo=text)})
+    write_scans(src, alpha=True, w=60, h=48)
     kw = dict(checkpoint=checkpoint, precision="fp32", max_batch=16, thresholds=(0.6, 0.4), piece_size=40,
               report=True)
     s = run_pipeline(UpscaleOptions(str(src), str(tmp_path / "ray"), grm_actors=2, hard_actors=2, easy_actors=2,
                                     stitch_actors=1, actor_cpus=0.1, run_id="spread", **kw))
-    assert s["ok"] == 1 and s["rows"][0]["pieces"] == 9
-    traces = json.loads(s["rows"][0]["trace"])["pieces"]
+    rows = {r["input"]: r for r in s["rows"]}
+    assert s["ok"] == 3, s["errors"]
+    assert rows["big.png"]["pieces"] == 9 and rows["scan.png"]["pieces"] == rows["scan.tif"]["pieces"] == 4
+    traces = json.loads(rows["big.png"]["trace"])["pieces"]
     for pool in ("hard", "easy"):
         assert len({t["actors"][pool] for t in traces}) == 2, traces
     assert s["actor_peaks"] and all(v > 0 for v in s["actor_peaks"].values())
@@ -160,6 +165,8 @@ def test_one_photo_spreads_over_both_actors_of_each_pool(ray_session, checkpoint
         run_local(UpscaleOptions(str(src), str(tmp_path / "local"), run_id="spread-l", **kw))
     finally:
         torch.set_num_threads(2)
-    assert (tmp_path / "ray" / "big.png").read_bytes() == (tmp_path / "local" / "big.png").read_bytes()
+    for name in ("big.png", "scan.png", "scan.tif"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    assert deep.read_array((tmp_path / "ray" / "scan.tif").read_bytes(), "TIFF").dtype == np.uint16
     with Image.open(tmp_path / "ray" / "big.png") as out:
         assert out.getexif()[0x010F] == "Canon" and out.text["Description"] == "the harbour"

@@ -1,6 +1,7 @@
 """16-bit RGB and RGBA masters stay 16-bit, end to end: read with all 16 bits (PNG and TIFF),
 upscaled, written as 16-bit with their metadata, in both engines and through pieces; the low
-byte of the output varies (not 8-bit values scaled up), and the two engines give the same bytes."""
+byte of the output varies (not 8-bit values scaled up), and the two engines give the same bytes
+(the Ray engine's, in pieces spread over its actors: tests/pipeline/test_pieces.py)."""
 import json
 import shutil
 import subprocess
@@ -10,29 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import scan, write_scans
+
 from patchscaler import deep, imageio
 
 EXIFTOOL = shutil.which("exiftool")
 
 
-def scan(w=40, h=32, alpha=False, seed=0) -> np.ndarray:
-    """A smooth 16-bit gradient with fine noise: values an 8-bit file cannot hold."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    planes = [20000 + 30000 * np.sin(x / 9 + c) * np.cos(y / 7) + rng.normal(0, 300, (h, w)) for c in range(3)]
-    if alpha:
-        planes.append(np.linspace(10000, 65535, w)[None].repeat(h, 0))
-    return np.clip(np.stack(planes, -1), 0, 65535).astype(np.uint16)
-
-
 def write_inputs(src, alpha=False):
-    import imagecodecs
-    import tifffile
     src.mkdir()
-    a = scan(alpha=alpha)
-    (src / "scan.png").write_bytes(imagecodecs.png_encode(a))
-    tifffile.imwrite(src / "scan.tif", a, photometric="rgb", extrasamples=("unassalpha",) if alpha else None)
-    return a
+    return write_scans(src, alpha=alpha)
 
 
 def read16(path) -> np.ndarray:
@@ -96,21 +84,3 @@ def test_16_bit_outputs_say_16_bits_and_keep_their_tags(checkpoint, tmp_path):
         assert t["IFD0:Artist"] == "Zoë Ł" and t["XMP-dc:Creator"] == "Ada", name
         assert not [k for k in t if "Warning" in k], (name, {k: v for k, v in t.items() if "Warning" in k})
         assert t["IFD0:XResolution"] == 2400, name
-
-
-def test_the_ray_engine_writes_the_same_16_bit_bytes_as_the_in_process_one(ray_session, checkpoint, tmp_path):
-    from helpers import opts_for
-    from pipeline.graph import run_pipeline
-    from pipeline.local import run_local
-    write_inputs(tmp_path / "in", alpha=True)
-    kw = dict(piece_size=24, actor_cpus=0.1)
-    r = run_pipeline(opts_for(tmp_path / "in", tmp_path / "ray", checkpoint, run_id="r", **kw))
-    assert r["failed"] == 0, r["errors"]
-    torch.set_num_threads(1)
-    try:
-        run_local(opts_for(tmp_path / "in", tmp_path / "local", checkpoint, run_id="l", piece_size=24))
-    finally:
-        torch.set_num_threads(2)
-    for name in ("scan.png", "scan.tif"):
-        assert read16(tmp_path / "ray" / name).dtype == np.uint16
-        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
