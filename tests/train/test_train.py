@@ -119,7 +119,7 @@ def test_grm_stage_distils_the_compact_grm_towards_x4plus(trained, data, tmp_pat
         if (work / f).exists():
             os.unlink(work / f)
     cached = {p.name: p.stat().st_mtime_ns for p in (work / "grm_data").iterdir()}
-    _train("grm", "--data", str(data), "--work", str(work), *TINY, "--grm-steps", "120", "--grm-lr", "3e-4",
+    _train("grm", "--data", str(data), "--work", str(work), *TINY, "--grm-steps", "50", "--grm-lr", "3e-4",
            "--grm-batch", "8")
     assert {p.name: p.stat().st_mtime_ns for p in (work / "grm_data").iterdir()} == cached
     images = split(list_photos(data / "train"))[0] + split(list_photos(data / "textures"))[0]
@@ -159,7 +159,7 @@ def test_the_grm_stage_s_perceptual_term_lowers_the_vgg_distance_to_x4plus(train
     for f in ("grm.done.safetensors", "grm.state.safetensors", "logs/grm.jsonl"):
         if (work / f).exists():
             os.unlink(work / f)
-    _train("grm", "--data", str(data), "--work", str(work), *TINY, "--grm-steps", "40", "--grm-lr", "3e-4",
+    _train("grm", "--data", str(data), "--work", str(work), *TINY, "--grm-steps", "15", "--grm-lr", "3e-4",
            "--grm-batch", "8", "--grm-perceptual", "1.0", "--grm-energy-weight", "0", "--grm-mosaic-weight", "0")
     assert load_state_extra(work / "grm.done.safetensors")["perceptual"] == 1.0
     images = split(list_photos(data / "train"))[0] + split(list_photos(data / "textures"))[0]
@@ -417,12 +417,12 @@ def test_niqe_equals_scikit_video_reference_implementation(monkeypatch):
         assert abs(niqe(a) - ref) < 0.05 * max(1.0, ref), (name, niqe(a), ref)
 
 
-def _two_small_photos(tmp_path) -> Path:
-    """Two bundled samples at 208 px: a photo folder evaluate can crop without resizing."""
+def _two_small_photos(tmp_path, size: int = 208) -> Path:
+    """Two bundled samples at `size` px: a photo folder evaluate can crop without resizing."""
     photos = tmp_path / "hr"
     photos.mkdir()
     for p in sorted((ROOT / "patchscaler" / "samples").glob("*.jpg"))[:2]:
-        Image.open(p).convert("RGB").resize((208, 208)).save(photos / p.name)
+        Image.open(p).convert("RGB").resize((size, size)).save(photos / p.name)
     return photos
 
 
@@ -468,8 +468,8 @@ def test_evaluate_with_several_seeds_pools_the_runs_of_each_seed(trained, tmp_pa
     from jobs.evaluate import paired_interval
     pytest.importorskip("skvideo")
     _, ckpt, _ = trained
-    photos = _two_small_photos(tmp_path)
-    common = [str(photos), "--all-photos", "--checkpoint", str(ckpt), "--crop", "208", "--no-uniform", "--panels", "1"]
+    photos = _two_small_photos(tmp_path, 192)
+    common = [str(photos), "--all-photos", "--checkpoint", str(ckpt), "--crop", "192", "--no-uniform", "--panels", "1"]
     for name, extra in [("both", ["--seeds", "0,1"]), ("s0", ["--seed", "0"]), ("s1", ["--seed", "1"])]:
         assert main(["evaluate", common[0], str(tmp_path / name), *common[1:], *extra]) == 0
     both = pd.read_parquet(tmp_path / "both" / "metrics.parquet")
