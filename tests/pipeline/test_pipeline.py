@@ -1,6 +1,6 @@
 """The Ray Data pipeline against the in-process oracle, on a real local Ray, with a bad-input
-corpus, resume, and a real S3 API (moto server over HTTP)."""
-import io
+corpus, resume, and actors that die. (A real S3 API, moto server over HTTP, through the Ray
+engine: tests/pipeline/test_reliability_chaos.py.)"""
 import json
 import os
 import tempfile
@@ -169,37 +169,6 @@ def test_resume_skips_what_is_written_and_redoes_only_what_is_gone(corpus_run):
     os.unlink(tmp_path / "ray" / rows["photo_a.jpg"]["output"])
     third = run_local(opts_for(str(src), str(tmp_path / "ray"), ckpt, run_id="r3"))
     assert {r["input"] for r in third["rows"] if r["status"] == "ok"} == {"photo_a.jpg"}
-
-
-def test_s3_in_and_out_through_moto_server(ray_session, checkpoint, s3_endpoint, caplog):
-    """Also in waves of 2 photos (--wave): the 3 read inputs in 2 Ray Data runs, one row each."""
-    s3, endpoint, so = s3_endpoint
-    caplog.set_level("INFO", logger="patchscaler")
-    s3.create_bucket(Bucket="archive")
-    s3.create_bucket(Bucket="results")
-    s3.put_object(Bucket="archive", Key="photos/a.jpg", Body=encode(photo(24, 20), "JPEG"))
-    s3.put_object(Bucket="archive", Key="photos/deep/b.png", Body=encode(photo(20, 16, seed=2)))
-    s3.put_object(Bucket="archive", Key="photos/broken.png", Body=b"\x89PNG\r\n\x1a\nnope")
-    s3.put_object(Bucket="archive", Key="photos/x/../../escape.jpg", Body=encode(photo(8, 8), "JPEG"))
-    from pipeline.graph import run_pipeline
-    s = run_pipeline(opts_for("s3://archive/photos", "s3://results/out", checkpoint,
-                              src_options=so, dst_options=so, run_id="s3run", wave=2))
-    assert "wave 1 of 2: 2 photos" in caplog.text and "wave 2 of 2: 1 photo, from" in caplog.text
-    rows = {r["input"]: r for r in s["rows"]}
-    assert rows["a.jpg"]["status"] == "ok" and rows["deep/b.png"]["status"] == "ok"
-    assert rows["broken.png"]["status"] == "error"
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="results")["Contents"]}
-    assert {"out/a.jpg", "out/deep/b.png", "out/_manifest/manifest-s3run.parquet"} <= keys
-    assert not any("escape" in k for k in keys)
-    # the key with '..' is not read, and the manifest says so (not a silent skip)
-    assert [(n, "unsafe key" in why) for n, why in s["not_read"]] == [("x/../../escape.jpg", True)]
-    body = s3.get_object(Bucket="results", Key="out/_manifest/manifest-s3run.parquet")["Body"].read()
-    manifest = [r["input"] for r in pq.read_table(io.BytesIO(body)).to_pylist()]
-    assert sorted(manifest) == sorted(["a.jpg", "deep/b.png", "broken.png", "x/../../escape.jpg"])
-    manifest = {r["input"]: r for r in pq.read_table(io.BytesIO(body)).to_pylist()}
-    assert manifest["x/../../escape.jpg"]["status"] == "skipped"
-    img = Image.open(io.BytesIO(s3.get_object(Bucket="results", Key="out/a.jpg")["Body"].read()))
-    assert img.size == (96, 80)
 
 
 def test_actor_deaths_midjob_lose_nothing_and_a_poison_photo_fails_alone(ray_session, checkpoint, tmp_path):

@@ -1,6 +1,7 @@
 """The nightly scenario end to end: three runs of the Ray pipeline on a growing S3
 prefix (moto server over HTTP), the second one killed mid-run (SIGKILL to its driver), with a
-colliding name pair, a corrupt file, and a DST inside SRC that is refused. Every good image is
+colliding name pair, a corrupt file, a key that climbs out of the prefix ('..'), and a DST
+inside SRC that is refused. Every good image is
 written exactly once (the results bucket is versioned: one version per output), every run has
 at most one manifest row per input, and no image is upscaled twice."""
 import io
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from helpers import encode, photo
 
@@ -88,11 +90,18 @@ def test_three_nights_on_a_growing_s3_prefix(ray_session, checkpoint, s3_endpoin
     # night 3: two more; it folds night 2's rows and does only what is missing
     night3 = {"n3/q0.png": encode(photo(20, 20, seed=30)), "n3/q1.jpg": encode(photo(24, 16, seed=31), "JPEG")}
     put(night3)
+    put({"x/../../escape.jpg": encode(photo(8, 8), "JPEG")})   # a key no run may read or write by
     time.sleep(2)  # any write of night 2's dying actors has landed by now
     after_kill = {k for k in outputs() if k.startswith("n2/")}
     s3_ = run_pipeline(UpscaleOptions("s3://archive/in", "s3://results/out", src_options=so, dst_options=so,
                                       run_id="night3", **model))
     assert s3_["recovered"].get("night2", 0) >= len(killed_with)
+    # the key with '..' is not read, and the manifest says so (not a silent skip)
+    assert [(n, "unsafe key" in why) for n, why in s3_["not_read"]] == [("x/../../escape.jpg", True)]
+    assert {r["input"]: r for r in manifest("night3")}["x/../../escape.jpg"]["status"] == "skipped"
+    assert not [o["Key"] for o in s3.list_objects_v2(Bucket="results")["Contents"] if "escape" in o["Key"]]
+    q0 = s3.get_object(Bucket="results", Key="out/n3/q0.png")["Body"].read()
+    assert Image.open(io.BytesIO(q0)).size == (80, 80)
     good = [k for k in {**night1, **night2, **night3} if k != "broken.jpg"]
     expected = {"b.gif": "b.gif.png"}
     final = outputs()
