@@ -22,14 +22,15 @@ def _err_lines(capsys) -> list[str]:
 
 
 def test_a_read_only_dst_fails_before_any_compute_in_both_engines(checkpoint, tmp_path, capsys, monkeypatch):
-    import pipeline.graph
     import pipeline.local
+    import pipeline.run_model
     from jobs.cli import main
 
     def computed(*a, **k):
         raise AssertionError("a model was loaded: the run computed before finding DST read-only")
-    for engine_module in (pipeline.local, pipeline.graph):
-        monkeypatch.setattr(engine_module, "load_model", computed)
+    # the in-process engine's model, and every model the Ray driver reads (its run's config)
+    for module in (pipeline.local, pipeline.run_model):
+        monkeypatch.setattr(module, "load_model", computed)
     src = tmp_path / "in"
     write_tree(src, {"a.png": encode(photo(16, 16))})
     with tmpfs(tmp_path / "ro", read_only=True) as ro:
