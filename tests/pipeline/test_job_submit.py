@@ -35,17 +35,19 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process we can see (Linux /proc)."""
+    """pid -> (parent pid, command line) of every live process we can see (Linux /proc; a
+    zombie has ended: only its parent's reaping is left)."""
     out = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            state, ppid = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[:2]
         except (OSError, ValueError, IndexError):
             continue
-        out[int(d)] = (ppid, cmd)
+        if state != "Z":
+            out[int(d)] = (int(ppid), cmd)
     return out
 
 
@@ -131,12 +133,14 @@ class Head:
 
     def stop(self) -> None:
         """End this head's processes and no others: SIGTERM to `ray start --block` (it stops
-        what it started), then whatever of ours is left, by pid."""
+        what it started), then whatever of ours is left, by pid. After a job has run, `ray
+        start` takes ~30 s to stop its dashboard's modules; a few seconds' grace is enough for
+        the rest, and ours are ended by pid anyway."""
         self.pids()  # remember the whole tree before parents go
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=60)
+                self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
         for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
