@@ -113,6 +113,17 @@ class Head:
         self.seen.update({p: procs[p][1] for p in mine})
         return {p: procs[p][1] for p in mine}
 
+    def logs(self, tail: int = 3000) -> str:
+        """The end of the head's own logs (`ray start`, the dashboard), for a failure's message:
+        the temp dir goes with the head."""
+        out = []
+        for path in (Path(self.log.name), Path(self.temp, "session_latest", "logs", "dashboard.log")):
+            try:
+                out.append(f"\n--- {path.name}:\n" + path.read_text(errors="replace")[-tail:])
+            except OSError:
+                continue
+        return "".join(out)
+
     def alive(self) -> bool:
         return self._core_up()
 
@@ -193,7 +204,7 @@ def test_job_submit_runs_the_upscale_job_and_stops_only_its_own_ray(ray_cli, che
                    "--submission-id", "upscale-2026-11-22", "--", sys.executable, "-m", "jobs.upscale",
                    str(ROOT / "patchscaler" / "samples"), str(out), "--checkpoint", checkpoint, "--no-report"]
             r = subprocess.run(sub, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
-            assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+            assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + head.logs()
             assert "succeeded" in (r.stdout + r.stderr)
             assert len(list(out.glob("*.jpg"))) == 4 and list((out / "_manifest").glob("manifest-*.parquet"))
             again = subprocess.run(sub, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
