@@ -10,7 +10,8 @@ import re
 # a 5xx answer, SlowDown throttling) is tried again with exponential backoff and full jitter,
 # 0.5 s doubling up to 15 s between tries, for up to `Store.retry_budget` seconds of waiting
 # per object operation (STORAGE_RETRY_S by default; `upscale --storage-retry`). Past that the
-# storage counts as down: StorageError, and the run stops with exit 4.
+# storage counts as down: StorageError, and the run stops with exit 4; that Store's later
+# operations get one try each until one is answered (Store.retrying).
 STORAGE_RETRY_S = 120.0
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 15.0
 _TRANSIENT_NAMES = ("EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",

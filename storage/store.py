@@ -56,6 +56,7 @@ class Store:
     root: str
     options: dict = field(default_factory=dict)
     retry_budget: float = STORAGE_RETRY_S     # seconds of backoff per object operation (S3 etc.)
+    down: bool = field(default=False, init=False, repr=False)   # an operation spent its whole budget
 
     def __post_init__(self):
         proto = fsspec.core.split_protocol(self.root)[0]
@@ -101,20 +102,27 @@ class Store:
 
     def retrying(self, what: str, fn):
         """fn(), tried again on transient faults (see STORAGE_RETRY_S) until the budget is spent;
-        local files are not retried."""
+        local files are not retried. Once one operation has spent a whole budget unanswered, the
+        storage counts as down: later operations get one try each (no waiting) until one is
+        answered, so a run meets a down storage once, not once per write it has left."""
         if self.is_local:
             return fn()
         waited, delay = 0.0, RETRY_FIRST_S
         while True:
             try:
-                return fn()
+                result = fn()
+                self.down = False
+                return result
             except Exception as e:
                 if not transient(e):
                     raise
-                if waited >= self.retry_budget:
+                if waited >= self.retry_budget or self.down:
                     msg = " ".join(str(e).split())[:200]
-                    raise StorageError(f"the storage at {self.endpoint or self.uri()} did not answer {what} for "
-                                      f"{waited:.0f} s of retries: {type(e).__name__}: {msg}") from e
+                    how = (f"for {waited:.0f} s of retries" if not self.down else
+                           "(no retries: an earlier operation went unanswered for a whole retry budget)")
+                    self.down = True
+                    raise StorageError(f"the storage at {self.endpoint or self.uri()} did not answer {what} {how}: "
+                                       f"{type(e).__name__}: {msg}") from e
                 pause = min(random.uniform(0, delay), self.retry_budget - waited)
                 time.sleep(pause)
                 waited += pause

@@ -102,3 +102,32 @@ def test_no_secret_on_the_command_line_and_credentials_from_env_or_profile(check
     s3fs.S3FileSystem.clear_instance_cache()
     assert main([*base, "--s3-profile", "nightly"]) == 0
     assert "AKIDNIGHTLY" not in capsys.readouterr().out
+
+
+@pytest.mark.fast
+def test_a_storage_down_for_a_whole_budget_is_met_once_not_once_per_operation(monkeypatch):
+    """One object's retries spent: the store counts as down, and its next operations get one try
+    each (no second wait) until one is answered; then a fault is waited out again."""
+    import storage.store as store_module
+    from storage import Store, StorageError
+    slept = []
+    monkeypatch.setattr(store_module.time, "sleep", lambda s: slept.append(s))
+    st = Store("s3://bucket/out", {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}, retry_budget=3.0)
+    calls = []
+
+    def down():
+        calls.append(1)
+        raise ConnectionResetError("connection reset by peer")
+    with pytest.raises(StorageError, match=r"did not answer a write of a.png for 3 s of retries"):
+        st.retrying("a write of a.png", down)
+    assert sum(slept) == pytest.approx(3.0) and len(calls) > 1 and st.down
+    slept.clear(), calls.clear()
+    with pytest.raises(StorageError, match=r"did not answer a read of b.png \(no retries"):
+        st.retrying("a read of b.png", down)
+    assert slept == [] and len(calls) == 1
+    assert st.retrying("a read of c.png", lambda: "answered") == "answered" and not st.down
+    with pytest.raises(StorageError, match="for 3 s of retries"):    # waited out again
+        st.retrying("a write of d.png", down)
+    assert sum(slept) == pytest.approx(3.0)
+    with pytest.raises(ValueError):          # not a storage fault: raised as it is, never waited on
+        Store("s3://bucket/out", retry_budget=3.0).retrying("x", lambda: int("x"))
