@@ -158,15 +158,17 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
             # --pools auto: a first wave, a photo per actor, run with the sizes given, measures
             # the work that re-splits them for the rest
             first = max(AUTO_SAMPLE, sum(pool_actors(opts, pools).values())) if opts.pools == "auto" else None
-            runs = list(waves(work.pending, max(1, opts.wave), first))
-            for i, wave in enumerate(runs):
-                if len(runs) > 1:
-                    log.info("wave %d of %d: %d photo%s, from %s", i + 1, len(runs), len(wave),
+            size = max(1, opts.wave)
+            cut = min(first or 0, size, len(work.pending))
+            count = (cut > 0) + -(-(len(work.pending) - cut) // size)
+            for i, wave in enumerate(waves(work.pending, size, first)):
+                if count > 1:
+                    log.info("wave %d of %d: %d photo%s, from %s", i + 1, count, len(wave),
                              "" if len(wave) == 1 else "s", wave[0])
                 down = _run_wave(build_dataset(work, cfg, pools, hub, wave), tally)
                 if down is not None:
                     break
-                if i == 0 and first and len(runs) > 1:
+                if i == 0 and first and count > 1:
                     work.opts = opts = auto_pools(opts, pools, ray.get(hub.work.remote()), tally.ok)
         if down is not None:
             ray.kill(hub)
