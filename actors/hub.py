@@ -29,7 +29,7 @@ class RunHub:
         c[1] += total
         self.busy[stage] = self.busy.get(stage, 0.0) + seconds
 
-    def work(self) -> dict[str, float]:
+    def busy_seconds(self) -> dict[str, float]:
         """stage -> the seconds its actors have spent on pieces so far, all actors together."""
         return dict(self.busy)
 

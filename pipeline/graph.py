@@ -169,7 +169,7 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
                 if down is not None:
                     break
                 if i == 0 and first and count > 1:
-                    work.opts = opts = auto_pools(opts, pools, ray.get(hub.work.remote()), tally.ok)
+                    work.opts = opts = auto_pools(opts, pools, ray.get(hub.busy_seconds.remote()), tally.ok)
         if down is not None:
             ray.kill(hub)
             raise stopped_by_storage(work, tally, down)
