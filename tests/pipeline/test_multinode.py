@@ -19,7 +19,7 @@ POOL_NODES = ("grm", "dit_hard", "dit_easy")
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """The cluster for this module's tests (one start: a cluster costs seconds of CPU per node),
-    then the session's local Ray again."""
+    then the test run's own local Ray (conftest's ray_session) again."""
     from ray.cluster_utils import Cluster
     was_up = ray.is_initialized()
     if was_up:
