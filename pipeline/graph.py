@@ -159,8 +159,7 @@ def run_pipeline(opts: UpscaleOptions, progress: Progress | None = None) -> dict
             # the work that re-splits them for the rest
             first = max(AUTO_SAMPLE, sum(pool_actors(opts, pools).values())) if opts.pools == "auto" else None
             size = max(1, opts.wave)
-            cut = min(first or 0, size, len(work.pending))
-            count = (cut > 0) + -(-(len(work.pending) - cut) // size)
+            count = wave_count(len(work.pending), size, first)
             for i, wave in enumerate(waves(work.pending, size, first)):
                 if count > 1:
                     log.info("wave %d of %d: %d photo%s, from %s", i + 1, count, len(wave),
@@ -189,12 +188,18 @@ def waves(pending: list[str], size: int, first: int | None = None):
     block and its statistics: ~45 KB per photo on the driver, measured), so an archive is run as
     waves and the driver's memory is bounded by a wave, not by the archive; the actors start anew
     for each wave."""
-    start = 0
-    if first:
-        yield pending[:min(first, size)]
-        start = min(first, size)
+    start = min(first or 0, size, len(pending))
+    if start:
+        yield pending[:start]
     for i in range(start, len(pending), size):
         yield pending[i:i + size]
+
+
+def wave_count(n: int, size: int, first: int | None = None) -> int:
+    """How many waves `waves` makes of `n` inputs (counted, not listed: the lists would copy an
+    archive's names once more)."""
+    start = min(first or 0, size, n)
+    return (start > 0) + -(-(n - start) // size)
 
 
 def _run_wave(ds, tally: Tally) -> str | None:

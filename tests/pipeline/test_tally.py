@@ -49,7 +49,7 @@ def test_manifest_is_folded_in_row_groups_and_a_resumed_run_keeps_its_rows(tmp_p
 
 
 def test_waves_cut_the_pending_inputs_in_order_and_cover_each_once():
-    from pipeline.graph import waves
+    from pipeline.graph import wave_count, waves
     pending = [f"p{i:03d}.png" for i in range(7)]
     assert [len(w) for w in waves(pending, 3)] == [3, 3, 1]
     assert [x for w in waves(pending, 3) for x in w] == pending
@@ -58,6 +58,11 @@ def test_waves_cut_the_pending_inputs_in_order_and_cover_each_once():
     assert [len(w) for w in waves(pending, 3, first=2)] == [2, 3, 2]
     assert [len(w) for w in waves(pending, 3, first=5)] == [3, 3, 1]
     assert [x for w in waves(pending, 4, first=1) for x in w] == pending
+    for n in range(0, 12):      # the count the log says is the waves made
+        for size in range(1, 6):
+            for first in (None, 1, 2, 4, 7, 20):
+                made = list(waves(list(range(n)), size, first))
+                assert wave_count(n, size, first) == len(made) and all(made), (n, size, first)
 
 
 def test_auto_pools_re_split_the_actors_by_the_seconds_their_pools_spent():
