@@ -83,7 +83,9 @@ def s3_endpoint():
 # as a whole with `pytestmark = pytest.mark.fast`, a single test with @pytest.mark.fast.
 def pytest_collection_modifyitems(config, items):
     """A test marked slow stays out of the fast loop, also in a file marked fast as a whole: the
-    file's mark moves onto its other tests."""
+    file's mark moves onto its other tests. The files whose tests use the session's Ray run last,
+    together: the Ray starts once, late, and the tests that start Rays of their own (a multi-node
+    cluster) run before it, so it is never stopped and started again for them."""
     for module in {item.getparent(pytest.Module) for item in items if item.get_closest_marker("slow")}:
         if module is None or not any(m.name == "fast" for m in module.own_markers):
             continue
@@ -91,3 +93,5 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if item.getparent(pytest.Module) is module and not item.get_closest_marker("slow"):
                 item.add_marker(pytest.mark.fast)
+    with_ray = {item.getparent(pytest.Module) for item in items if "ray_session" in item.fixturenames}
+    items.sort(key=lambda item: item.getparent(pytest.Module) in with_ray)   # stable: each group keeps its order

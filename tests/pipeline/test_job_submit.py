@@ -1,10 +1,12 @@
 """`ray job submit --working-dir . -- python -m jobs.upscale ...` against a real local head
-(ray[default]; token auth as Ray 2.60 turns it on), a repeated dated submission id is refused, and
-a submission without the token, or with another one, is refused.
+(ray[default]; token auth as Ray 2.60 turns it on), with no model options: the committed default
+checkpoint, whose pixels through the job equal the in-process engine's. A repeated dated submission
+id is refused, and a submission without the token, or with another one, is refused.
 
-The heads here are this test's own: each in its own temp dir, on free ports, in the
-foreground (`ray start --block`), and stopped by ending exactly the processes it started,
-never with `ray stop`, which stops every Ray on the host (someone's running job included)."""
+The head here is this test's own: in its own temp dir, on free ports, in the foreground (`ray
+start --block`), and stopped by ending exactly the processes it started, never with `ray stop`,
+which stops every Ray on the host (someone's running job included: here the test session's own
+Ray stands for it)."""
 import os
 import secrets
 import shutil
@@ -54,8 +56,8 @@ def _processes() -> dict[int, tuple[int, str]]:
 class Head:
     """A Ray head node of a test's own (see the module docstring)."""
 
-    def __init__(self, ray_bin: str, env: dict, dashboard: bool):
-        self.ray_bin, self.env, self.dashboard = ray_bin, env, dashboard
+    def __init__(self, ray_bin: str, env: dict):
+        self.ray_bin, self.env = ray_bin, env
         self.temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths
         (self.gcs, self.dash, self.client, self.nm, self.om, self.agent_http, self.agent_grpc,
          self.renv, self.metrics) = _free_ports(9)
@@ -67,10 +69,8 @@ class Head:
                f"--port={self.gcs}", f"--node-manager-port={self.nm}", f"--object-manager-port={self.om}",
                f"--ray-client-server-port={self.client}", f"--dashboard-agent-listen-port={self.agent_http}",
                f"--dashboard-agent-grpc-port={self.agent_grpc}", f"--runtime-env-agent-port={self.renv}",
-               f"--metrics-export-port={self.metrics}", "--disable-usage-stats",
-               f"--include-dashboard={'true' if self.dashboard else 'false'}"]
-        if self.dashboard:
-            cmd += ["--dashboard-host=127.0.0.1", f"--dashboard-port={self.dash}"]
+               f"--metrics-export-port={self.metrics}", "--disable-usage-stats", "--include-dashboard=true",
+               "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dash}"]
         self.log = open(os.path.join(self.temp, "ray-start.log"), "w")
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -123,9 +123,6 @@ class Head:
             except OSError:
                 continue
         return "".join(out)
-
-    def alive(self) -> bool:
-        return self._core_up()
 
     def wait_for_job_agent(self, timeout: float = 180) -> None:
         """Under load the dashboard answers before its job agent has registered ("No available
@@ -192,43 +189,76 @@ def ray_cli():
     return ray_bin, env
 
 
-def test_job_submit_runs_the_upscale_job_and_stops_only_its_own_ray(ray_cli, checkpoint, tmp_path):
+def _shipped_model_inputs(src: Path) -> None:
+    """Two crops of the bundled samples, small enough for the committed model on 2 cores."""
+    from PIL import Image
+    src.mkdir()
+    samples = ROOT / "patchscaler" / "samples"
+    for name, box in (("astronaut.jpg", (20, 10, 84, 58)), ("coffee.png", (30, 40, 78, 88))):
+        im = Image.open(samples / ("skimage__" + name.split(".")[0] + ".jpg")).convert("RGB")
+        im.crop(box).save(src / name)
+
+
+def test_job_submit_runs_the_shipped_model_like_in_process_and_stops_only_its_own_ray(ray_session, ray_cli, tmp_path):
+    import pyarrow.parquet as pq
+    import torch
+    from patchscaler.checkpoint import checkpoint_info
+    from patchscaler.upscale import DEFAULT_CHECKPOINT
+    from pipeline.local import run_local
+    from pipeline.options import UpscaleOptions
     ray_bin, env = ray_cli
-    bystander = Head(ray_bin, env, dashboard=False).start()  # stands for someone else's Ray
+    assert DEFAULT_CHECKPOINT.exists(), "the default checkpoint is a committed product artifact"
+    src, out = tmp_path / "in", tmp_path / "out"
+    _shipped_model_inputs(src)
+    with Head(ray_bin, env) as head:
+        head.wait_for_job_agent()
+        # the venv's own interpreter, as a user's activated venv gives `python`: not whichever is on PATH
+        sub = [ray_bin, "job", "submit", "--address", head.address, "--working-dir", str(ROOT),
+               "--submission-id", "upscale-2026-11-22", "--", sys.executable, "-m", "jobs.upscale",
+               str(src), str(out), "--no-report"]
+        r = subprocess.run(sub, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + head.logs()
+        assert "succeeded" in (r.stdout + r.stderr)
+        again = subprocess.run(sub, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert again.returncode != 0  # the same dated id cannot run twice
+        # without the token, or with another one, the Jobs API refuses the submission
+        home = tmp_path / "home"     # no ~/.ray/auth_token to fall back on
+        home.mkdir()
+        for name, client in (("no token", {k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}),
+                             ("a wrong token", dict(env, RAY_AUTH_TOKEN=secrets.token_hex(16)))):
+            client = dict(client, HOME=str(home))
+            r = subprocess.run([ray_bin, "job", "submit", "--address", head.address, "--no-wait",
+                                "--submission-id", f"intruder-{len(name)}", "--", "touch", str(tmp_path / "pwned")],
+                               env=client, capture_output=True, text=True, timeout=120, cwd=ROOT)
+            said = r.stdout + r.stderr
+            assert r.returncode != 0, (name, said[-2000:])
+            assert "401" in said or "Authentication" in said or "authentication" in said, (name, said[-2000:])
+        time.sleep(2)
+        assert not (tmp_path / "pwned").exists()
+        own = head.pids()
+    # the test's head is gone, all of it, and the other Ray on this host (the session's) is untouched
+    now = _processes()
+    left = [cmd for pid, cmd in own.items() if pid in now and now[pid][1] == cmd]
+    assert not left, f"processes of the test's head outlived its teardown: {left}"
+    probe = ray_session.remote(num_cpus=0)(lambda: "up")
+    assert ray_session.get(probe.remote(), timeout=120) == "up", "stopping the test's head must leave other Rays alone"
+
+    # the job's photos: the committed model's, byte for byte the in-process engine's. Bitwise
+    # equality needs the same float summation order: the actors run one intra-op thread each
+    # (PATCHSCALER_THREADS=1), so the oracle does too (at other thread counts a pixel here and
+    # there can differ by 1/255: measured, 1 pixel of 147k)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        with Head(ray_bin, env, dashboard=True) as head:
-            head.wait_for_job_agent()
-            out = tmp_path / "out"
-            # the venv's own interpreter, as a user's activated venv gives `python`: not whichever is on PATH
-            sub = [ray_bin, "job", "submit", "--address", head.address, "--working-dir", str(ROOT),
-                   "--submission-id", "upscale-2026-11-22", "--", sys.executable, "-m", "jobs.upscale",
-                   str(ROOT / "patchscaler" / "samples"), str(out), "--checkpoint", checkpoint, "--no-report"]
-            r = subprocess.run(sub, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
-            assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + head.logs()
-            assert "succeeded" in (r.stdout + r.stderr)
-            assert len(list(out.glob("*.jpg"))) == 4 and list((out / "_manifest").glob("manifest-*.parquet"))
-            again = subprocess.run(sub, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-            assert again.returncode != 0  # the same dated id cannot run twice
-            # without the token, or with another one, the Jobs API refuses the submission
-            home = tmp_path / "home"     # no ~/.ray/auth_token to fall back on
-            home.mkdir()
-            for name, client in (("no token", {k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}),
-                                 ("a wrong token", dict(env, RAY_AUTH_TOKEN=secrets.token_hex(16)))):
-                client = dict(client, HOME=str(home))
-                r = subprocess.run([ray_bin, "job", "submit", "--address", head.address, "--no-wait",
-                                    "--submission-id", f"intruder-{len(name)}", "--", "touch", str(tmp_path / "pwned")],
-                                   env=client, capture_output=True, text=True, timeout=120, cwd=ROOT)
-                said = r.stdout + r.stderr
-                assert r.returncode != 0, (name, said[-2000:])
-                assert "401" in said or "Authentication" in said or "authentication" in said, (name, said[-2000:])
-            time.sleep(2)
-            assert not (tmp_path / "pwned").exists()
-            own = head.pids()
-        # the test's head is gone, all of it, and the other Ray on this host is untouched
-        now = _processes()
-        left = [cmd for pid, cmd in own.items() if pid in now and now[pid][1] == cmd]
-        assert not left, f"processes of the test's head outlived its teardown: {left}"
-        assert bystander.alive(), "stopping the test's head must leave other Ray instances alone"
+        local = run_local(UpscaleOptions(str(src), str(tmp_path / "local"), run_id="oracle"))
     finally:
-        bystander.stop()
-    assert not bystander.pids()
+        torch.set_num_threads(threads)
+    [manifest] = (out / "_manifest").glob("manifest-*.parquet")
+    rows = pq.read_table(manifest).to_pylist()
+    assert local["ok"] == 2 and sorted(r["status"] for r in rows) == ["ok", "ok"]
+    version = checkpoint_info(str(DEFAULT_CHECKPOINT))["config"]["version"]
+    for row in rows:
+        assert row["model_version"] == version
+        assert (out / row["output"]).read_bytes() == (tmp_path / "local" / row["output"]).read_bytes(), row["output"]
+    # the trained confidence head sends some patches to the cheaper groups
+    assert sum(sum(r["group_counts"][:-1]) for r in rows) > 0

@@ -2,7 +2,6 @@
 transient faults (503 SlowDown, dropped connections) are retried per object with backoff and
 every photo is written exactly once; storage that stays down stops the run with exit 4 and one
 line, in both engines, and the next run redoes only what was not written."""
-import pytest
 import s3fs
 from faulty_s3 import FaultyProxy
 from helpers import encode, photo
@@ -44,12 +43,18 @@ def test_transient_faults_are_retried_and_every_photo_is_written_once(checkpoint
     proxy.shutdown()
 
 
-@pytest.mark.parametrize("engine", ["local", "ray"])
-def test_storage_that_stays_down_stops_the_run_with_exit_4_and_the_next_run_resumes(engine, request, checkpoint,
-                                                                                    s3_endpoint, capsys):
+def test_storage_that_stays_down_stops_a_local_run_with_exit_4_and_the_next_run_resumes(checkpoint, s3_endpoint,
+                                                                                         capsys):
+    _stays_down("local", checkpoint, s3_endpoint, capsys)
+
+
+def test_storage_that_stays_down_stops_a_ray_run_with_exit_4_and_the_next_run_resumes(ray_session, checkpoint,
+                                                                                       s3_endpoint, capsys):
+    _stays_down("ray", checkpoint, s3_endpoint, capsys)
+
+
+def _stays_down(engine, checkpoint, s3_endpoint, capsys):
     from jobs.cli import main
-    if engine == "ray":
-        request.getfixturevalue("ray_session")
     s3, endpoint, _ = s3_endpoint
     _archive(s3)
     proxy = FaultyProxy(endpoint)

@@ -47,12 +47,62 @@ def data(tmp_path_factory) -> Path:
     return d
 
 
-def _train(*args, env=None, launcher=()):
-    cmd = [*launcher] if launcher else [sys.executable, "-m", "jobs.cli"]
-    r = subprocess.run([*cmd, "train", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r.stdout + r.stderr
+def _train(*args, launcher=()):
+    """`patchscaler train ARGS`, which must succeed; what it printed and logged. In this process
+    (a process of its own would spend seconds importing torch each time) unless a `launcher`
+    (torchrun) starts it."""
+    if launcher:
+        r = subprocess.run([*launcher, "train", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return r.stdout + r.stderr
+    rc, said = _train_here(args)
+    assert rc == 0, said[-3000:]
+    return said
+
+
+def _train_refused(*args) -> str:
+    """`patchscaler train ARGS`, which must fail; what it said."""
+    rc, said = _train_here(args)
+    assert rc != 0, said[-3000:]
+    return said
+
+
+def _train_here(args) -> tuple[int, str]:
+    """`patchscaler train ARGS` in this process, as its own process would run it: one intra-op
+    thread (OMP_NUM_THREADS=1 there), the command line its record keeps, INFO logs; its exit
+    code and everything it printed or logged. What it changes of the process is given back."""
+    import contextlib
+    import io
+    import logging
+    import signal
+    from jobs.cli import main
+    said = io.StringIO()
+    handler, root = logging.StreamHandler(said), logging.getLogger()
+    kept = (root.level, torch.get_num_threads(), torch.get_rng_state(), sys.argv,
+            {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)})
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    torch.set_num_threads(1)
+    sys.argv = ["patchscaler", "train", *args]
+    try:
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+            try:
+                rc = main(["train", *args])
+            except SystemExit as e:     # argparse's refusals
+                rc = e.code if isinstance(e.code, int) else 1
+            except Exception as e:      # train's own, which its process would end with
+                rc = 1
+                print(f"{type(e).__name__}: {e}")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(kept[0])
+        torch.set_num_threads(kept[1])
+        torch.set_rng_state(kept[2])
+        sys.argv = kept[3]
+        for sig, h in kept[4].items():
+            signal.signal(sig, h)
+    return rc, said.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -285,10 +335,8 @@ def test_shortcut_paths_choose_the_paths_the_shortcut_stage_trains_on(trained, d
     assert other["paths"] == "300/2,400/8,1000/20" and other["steps"] == 4
     a, b = load_file(str(work / "shortcut.done.safetensors")), load_file(str(w / "shortcut.done.safetensors"))
     assert any(not torch.equal(a[k], b[k]) for k in a)  # trained on other timesteps
-    r = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "shortcut", "--data", str(data), "--work", str(w),
-                        "--shortcut-paths", "400/8,1000/20", *TINY], cwd=ROOT, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode != 0 and "the model has 3 groups, got 2 paths" in r.stderr
+    said = _train_refused("shortcut", "--data", str(data), "--work", str(w), "--shortcut-paths", "400/8,1000/20", *TINY)
+    assert "the model has 3 groups, got 2 paths" in said
     # a finished stage trained on other paths is skipped by `train all`, with a warning
     out = _train("all", "--data", str(data), "--work", str(w), "--out", str(tmp_path / "x.safetensors"),
                  "--shortcut-paths", "100/2,400/8,1000/20", *TINY)
@@ -298,14 +346,12 @@ def test_shortcut_paths_choose_the_paths_the_shortcut_stage_trains_on(trained, d
         os.unlink(w / f)
     _train("shortcut", "--data", str(data), "--work", str(w), "--shortcut-paths", "300/2,400/8,1000/20",
            "--stop-after", "2", *TINY)
-    r = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "shortcut", "--data", str(data), "--work", str(w),
-                        *TINY], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode != 0 and "was saved at step 2 with other settings" in r.stderr, r.stderr[-2000:]
+    said = _train_refused("shortcut", "--data", str(data), "--work", str(w), *TINY)
+    assert "was saved at step 2 with other settings" in said, said[-2000:]
     # `train all` refuses a malformed spec before its first stage writes anything
-    r = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "all", "--data", str(data), "--work",
-                        str(tmp_path / "typo"), "--shortcut-paths", "100/2,400/8", *TINY], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode != 0 and "got 2 paths" in r.stderr and not (tmp_path / "typo").exists()
+    said = _train_refused("all", "--data", str(data), "--work", str(tmp_path / "typo"), "--shortcut-paths", "100/2,400/8",
+                          *TINY)
+    assert "got 2 paths" in said and not (tmp_path / "typo").exists()
 
 
 def load_state_extra(path) -> dict:
@@ -324,9 +370,8 @@ def test_the_perceptual_term_trains_the_patch_dit_on_vgg_features_of_its_decoded
         if (w / f).exists():
             os.unlink(w / f)
     _train("shortcut", "--data", str(data), "--work", str(w), "--shortcut-perceptual", "0.5", "--stop-after", "2", *TINY)
-    r = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "shortcut", "--data", str(data), "--work", str(w),
-                        "--shortcut-perceptual", "0.1", *TINY], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode != 0 and "perceptual 0.5 (now 0.1)" in r.stderr
+    said = _train_refused("shortcut", "--data", str(data), "--work", str(w), "--shortcut-perceptual", "0.1", *TINY)
+    assert "perceptual 0.5 (now 0.1)" in said
     _train("shortcut", "--data", str(data), "--work", str(w), "--shortcut-perceptual", "0.5", *TINY)
     record = load_state_extra(w / "shortcut.done.safetensors")
     assert record["perceptual"] == 0.5 and record["steps"] == 4
@@ -367,9 +412,8 @@ def test_init_continues_from_an_assembled_checkpoint(trained, data, tmp_path):
     assert rec["init"]["version"] == base["config"]["version"] and rec["init"]["training"] == base["extra"]["training"]
     # a checkpoint of another architecture is refused before anything is written
     big = tmp_path / "big"
-    r = subprocess.run([sys.executable, "-m", "jobs.cli", "train", "all", "--data", str(data), "--work", str(big),
-                        "--init", str(ckpt), "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode != 0 and "architecture is not the one being trained" in r.stderr
+    said = _train_refused("all", "--data", str(data), "--work", str(big), "--init", str(ckpt), "--no-progress")
+    assert "architecture is not the one being trained" in said
     assert not any(big.glob("*.done.safetensors"))
 
 
