@@ -107,7 +107,10 @@ class Store:
         answered, so a run meets a down storage once, not once per write it has left."""
         if self.is_local:
             return fn()
-        waited, delay = 0.0, RETRY_FIRST_S
+        # the budget is wall time, the tries included: a try is itself several attempts (the S3
+        # client's own, each up to its timeouts), so counting only the pauses between ours let a
+        # 2 s budget take 10 s, and a 120 s one many minutes against a storage that hangs
+        start, delay = time.monotonic(), RETRY_FIRST_S
         while True:
             try:
                 result = fn()
@@ -116,16 +119,15 @@ class Store:
             except Exception as e:
                 if not transient(e):
                     raise
-                if waited >= self.retry_budget or self.down:
+                spent = time.monotonic() - start
+                if spent >= self.retry_budget or self.down:
                     msg = " ".join(str(e).split())[:200]
-                    how = (f"for {waited:.0f} s of retries" if not self.down else
+                    how = (f"for {spent:.0f} s of retries" if not self.down else
                            "(no retries: an earlier operation went unanswered for a whole retry budget)")
                     self.down = True
                     raise StorageError(f"the storage at {self.endpoint or self.uri()} did not answer {what} {how}: "
                                        f"{type(e).__name__}: {msg}") from e
-                pause = min(random.uniform(0, delay), self.retry_budget - waited)
-                time.sleep(pause)
-                waited += pause
+                time.sleep(min(random.uniform(0, delay), self.retry_budget - spent))
                 delay = min(2 * delay, RETRY_MAX_S)
                 self.invalidate()
 

@@ -110,8 +110,13 @@ def test_a_storage_down_for_a_whole_budget_is_met_once_not_once_per_operation(mo
     each (no second wait) until one is answered; then a fault is waited out again."""
     import storage.store as store_module
     from storage import Store, StorageError
-    slept = []
-    monkeypatch.setattr(store_module.time, "sleep", lambda s: slept.append(s))
+    slept, clock = [], [0.0]     # a clock that only pauses (and slow tries, below) move
+
+    def sleep(s):
+        slept.append(s)
+        clock[0] += s
+    monkeypatch.setattr(store_module.time, "sleep", sleep)
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
     st = Store("s3://bucket/out", {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}, retry_budget=3.0)
     calls = []
 
@@ -131,3 +136,13 @@ def test_a_storage_down_for_a_whole_budget_is_met_once_not_once_per_operation(mo
     assert sum(slept) == pytest.approx(3.0)
     with pytest.raises(ValueError):          # not a storage fault: raised as it is, never waited on
         Store("s3://bucket/out", retry_budget=3.0).retrying("x", lambda: int("x"))
+    # the budget is wall time, the tries included: tries of 2 s each leave room for 2 tries of a
+    # 3 s budget and less than a second of pauses, not 3 s of pauses and as many tries as fit
+
+    def slow_down():
+        clock[0] += 2.0
+        down()
+    st, calls[:], slept[:] = Store("s3://bucket/out", retry_budget=3.0), [], []
+    with pytest.raises(StorageError, match="for 4 s of retries"):
+        st.retrying("a write of e.png", slow_down)
+    assert len(calls) == 2 and sum(slept) <= 1.0
