@@ -143,7 +143,8 @@ class Head:
         """End this head's processes and no others: SIGTERM to `ray start --block` (it stops
         what it started), then whatever of ours is left, by pid. After a job has run, `ray
         start` takes ~30 s to stop its dashboard's modules; a few seconds' grace is enough for
-        the rest, and ours are ended by pid anyway."""
+        the rest (more only made the test wait: some always need SIGKILL), and ours are ended by
+        pid anyway."""
         self.pids()  # remember the whole tree before parents go
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -151,7 +152,7 @@ class Head:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
             left = self.pids()
             for pid in left:
                 try:
