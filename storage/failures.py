@@ -9,8 +9,8 @@ import re
 # Past botocore's attempts, a transient fault on one object (a dropped connection, a timeout,
 # a 5xx answer, SlowDown throttling) is tried again with exponential backoff and full jitter,
 # 0.5 s doubling up to 15 s between tries, for up to `Store.retry_budget` seconds per object
-# operation, its tries included (STORAGE_RETRY_S by default; `upscale --storage-retry`). Past that the
-# storage counts as down: StorageError, and the run stops with exit 4; that Store's later
+# operation, its tries included (STORAGE_RETRY_S by default; `upscale --storage-retry`). Past
+# that the storage counts as down: StorageError, and the run stops with exit 4; that Store's later
 # operations get one try each until one is answered (Store.retrying).
 STORAGE_RETRY_S = 120.0
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 15.0

@@ -79,14 +79,14 @@ def _train_here(args) -> tuple[int, str]:
     from jobs.cli import main
     said = io.StringIO()
     handler, root = logging.StreamHandler(said), logging.getLogger()
-    kept = (root.level, torch.get_num_threads(), torch.get_rng_state(), sys.argv,
-            {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)})
+    level, threads, rng = root.level, torch.get_num_threads(), torch.get_rng_state()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}   # main() sets its own
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     torch.set_num_threads(1)
-    sys.argv = ["patchscaler", "train", *args]
     try:
-        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+        with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+            mp.setattr(sys, "argv", ["patchscaler", "train", *args])
             try:
                 rc = main(["train", *args])
             except SystemExit as e:     # argparse's refusals
@@ -96,11 +96,10 @@ def _train_here(args) -> tuple[int, str]:
                 print(f"{type(e).__name__}: {e}")
     finally:
         root.removeHandler(handler)
-        root.setLevel(kept[0])
-        torch.set_num_threads(kept[1])
-        torch.set_rng_state(kept[2])
-        sys.argv = kept[3]
-        for sig, h in kept[4].items():
+        root.setLevel(level)
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
+        for sig, h in handlers.items():
             signal.signal(sig, h)
     return rc, said.getvalue()
 
